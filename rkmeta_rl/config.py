@@ -1,0 +1,112 @@
+"""Every training setting and its default, in one place (the CLI reads its defaults here).
+
+Defaults are the paper's 2D-navigation setting (Appendix A.3, NOTES.md): 2×100 ReLU
+policy, adaptation step α = 0.16, max KL 0.01, 40 tasks × 20 episodes, 100 meta-iterations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from rkmeta_rl.tableau import Tableau, get_tableau, load_tableau_json
+
+DEFAULT_INNER_LR = 0.16
+
+
+@dataclass
+class TrainConfig:
+    env: str = "nav2d"
+    method: str = "ralston"  # a named tableau, or the name of a --tableau file's tableau
+    tableau: dict[str, Any] | None = None  # resolved (a, q, c); filled by resolve()
+    first_order: bool = False
+    meta_iters: int = 100
+    meta_batch_size: int = 40  # tasks per meta-iteration
+    fast_batch_size: int = 20  # episodes per task and stage
+    inner_lr: float | None = None  # α; h = α / c2 (default reading)
+    step_size: float | None = None  # h; α = c2 · h (the other reading)
+    max_kl: float = 0.01
+    cg_iters: int = 10
+    cg_damping: float = 0.01
+    ls_ratio: float = 0.8
+    ls_steps: int = 15
+    gamma: float = 0.99
+    gae_lambda: float = 1.0
+    hidden: list[int] = field(default_factory=lambda: [100, 100])
+    init_std: float = 1.0
+    seed: int = 0
+    num_threads: int = 1
+    device: str = "cpu"
+    alpha: float | None = None  # resolved adaptation step α
+    h: float | None = None  # resolved RK step h
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**d)
+
+    def get_tableau(self) -> Tableau:
+        if self.tableau is None:
+            return get_tableau(self.method)
+        return Tableau.from_dict(self.tableau)
+
+
+def resolve_steps(tableau: Tableau, inner_lr: float | None, step_size: float | None
+                  ) -> tuple[float, float]:
+    """(α, h) from one of the two readings in NOTES.md: α given (h = α / c2, default)
+    or h given (α = c2 · h). One-stage tableaus have no c2: α and h coincide."""
+    if inner_lr is not None and step_size is not None:
+        raise ValueError("give either --inner-lr (α) or --step-size (h), not both")
+    for flag, value in (("--inner-lr", inner_lr), ("--step-size", step_size)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{flag} must be a positive number, got {value}")
+    c2 = tableau.c[1] if tableau.stages > 1 else 1.0
+    if step_size is not None:
+        return c2 * step_size, step_size
+    alpha = DEFAULT_INNER_LR if inner_lr is None else inner_lr
+    if c2 <= 0:
+        raise ValueError(
+            f"tableau {tableau.name!r} has c2 = {c2}, so h = α / c2 is undefined; "
+            "give --step-size h instead"
+        )
+    return alpha, alpha / c2
+
+
+def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
+    """Validate every setting and fill in the tableau, α and h (raises ValueError)."""
+    if tableau_file is not None:
+        tab = load_tableau_json(tableau_file)
+        cfg.method = tab.name
+    else:
+        tab = cfg.get_tableau()
+    cfg.tableau = tab.to_dict()
+    from rkmeta_rl.tasks import FAMILIES
+
+    if cfg.env not in FAMILIES:
+        raise ValueError(f"unknown env {cfg.env!r}; valid choices: {', '.join(FAMILIES)}")
+    for name in ("meta_iters", "meta_batch_size", "fast_batch_size", "cg_iters", "ls_steps",
+                 "num_threads"):
+        if int(getattr(cfg, name)) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(cfg, name)}")
+    for name in ("max_kl", "init_std"):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    if not 0 < cfg.ls_ratio < 1:
+        raise ValueError(f"--ls-ratio must be in (0, 1), got {cfg.ls_ratio}")
+    if cfg.cg_damping < 0:
+        raise ValueError(f"--cg-damping must be >= 0, got {cfg.cg_damping}")
+    if not cfg.hidden or any(int(x) <= 0 for x in cfg.hidden):
+        raise ValueError(f"--hidden must be positive layer sizes like 100,100, got {cfg.hidden}")
+    if cfg.device != "cpu" and not cfg.device.startswith("cuda"):
+        raise ValueError(f"--device must be cpu or cuda[:N], got {cfg.device!r}")
+    cfg.alpha, cfg.h = resolve_steps(tab, cfg.inner_lr, cfg.step_size)
+    return cfg

@@ -1,0 +1,91 @@
+"""Diagonal-Gaussian MLP policy evaluated with explicit parameters.
+
+The policy never mutates its own weights during adaptation: every evaluation takes a
+parameter dict ``params`` (name -> tensor). A dict whose tensors carry a leading task
+dimension ``T`` evaluates a different policy per task in one batched call, e.g.
+``params["w0"]: (T, obs_dim, hidden)`` with ``obs: (T, N, obs_dim)``.
+
+Actions live in normalised units: the Gaussian is over ``u``; the environment receives
+``action_low + (u + 1) / 2 * (action_high - action_low)`` (then clips to its box).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+Params = dict[str, Tensor]
+
+
+class GaussianMLPPolicy(nn.Module):
+    """π_θ(u | s) = N(μ_θ(s), diag(exp(log_std)²)) with a ReLU MLP mean."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (100, 100),
+        init_std: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if init_std <= 0:
+            raise ValueError(f"init_std must be > 0, got {init_std}")
+        if not hidden or any(int(h) <= 0 for h in hidden):
+            raise ValueError(f"hidden sizes must be positive integers, got {list(hidden)}")
+        self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, tuple(int(h) for h in hidden)
+        sizes = (obs_dim, *self.hidden, act_dim)
+        self.n_layers = len(sizes) - 1
+        for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            bound = 1.0 / math.sqrt(fan_in)
+            w = torch.empty(fan_in, fan_out).uniform_(-bound, bound)
+            b = torch.empty(fan_out).uniform_(-bound, bound)
+            if layer == self.n_layers - 1:  # small output layer: initial mean near 0
+                w.mul_(0.01)
+                b.zero_()
+            self.register_parameter(f"w{layer}", nn.Parameter(w))
+            self.register_parameter(f"b{layer}", nn.Parameter(b))
+        self.log_std = nn.Parameter(torch.full((act_dim,), math.log(init_std)))
+
+    def params(self) -> Params:
+        """The module's own parameters as a dict (the meta-parameters θ)."""
+        return dict(self.named_parameters())
+
+    def forward(self, params: Params, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and log-std for ``obs``.
+
+        obs: (N, obs_dim) with unbatched params, or (T, N, obs_dim) with params of leading
+        dimension T. Returns mean (..., N, act_dim) and log_std broadcastable to it.
+        """
+        h = obs
+        for layer in range(self.n_layers):
+            h = torch.matmul(h, params[f"w{layer}"]) + params[f"b{layer}"].unsqueeze(-2)
+            if layer < self.n_layers - 1:
+                h = torch.relu(h)
+        return h, params["log_std"].unsqueeze(-2)
+
+
+def repeat_params(params: Params, n: int) -> Params:
+    """θ -> per-task copies θ_rep with a leading dimension n (differentiable)."""
+    return {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
+
+
+def gaussian_log_prob(mean: Tensor, log_std: Tensor, u: Tensor) -> Tensor:
+    """log N(u; mean, exp(log_std)²), summed over the last (action) dimension."""
+    z = (u - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def gaussian_kl(mean0: Tensor, log_std0: Tensor, mean1: Tensor, log_std1: Tensor) -> Tensor:
+    """KL(N0 || N1) of diagonal Gaussians, summed over the last dimension (closed form)."""
+    var0, var1 = torch.exp(2 * log_std0), torch.exp(2 * log_std1)
+    kl = log_std1 - log_std0 + (var0 + (mean0 - mean1).pow(2)) / (2 * var1) - 0.5
+    return kl.sum(-1)
+
+
+def sample_actions(mean: Tensor, log_std: Tensor, generator: torch.Generator) -> Tensor:
+    """u = mean + std · ε, ε ~ N(0, I) drawn from ``generator``."""
+    eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+    return mean + torch.exp(log_std) * eps

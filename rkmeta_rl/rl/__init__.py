@@ -1,0 +1,1 @@
+"""Reinforcement-learning pieces: episodes, baseline, losses, sampler, the RK-TRPO meta-step."""

@@ -1,0 +1,104 @@
+"""Sampling a meta-batch of episodes and turning them into advantages.
+
+Shapes: T tasks, E episodes per task, H steps (the horizon), d observation size,
+a action size. One policy forward per time step evaluates every task's own
+parameters at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rkmeta_rl.policy import GaussianMLPPolicy, Params, sample_actions
+from rkmeta_rl.rl.baseline import (
+    baseline_features,
+    discounted_returns,
+    fit_linear_baseline,
+    gae,
+    normalize_per_task,
+)
+
+
+@dataclass
+class Episodes:
+    obs: Tensor  # (T, E, H, d)
+    actions: Tensor  # (T, E, H, a), normalised units (the Gaussian's sample space)
+    rewards: Tensor  # (T, E, H)
+    mask: Tensor  # (T, E, H), 1.0 on valid steps
+    advantages: Tensor | None = None  # (T, E, H), normalised per task
+
+    @property
+    def num_tasks(self) -> int:
+        return self.obs.shape[0]
+
+    def flat(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """obs (T, N, d), actions (T, N, a), advantages (T, N), mask (T, N), N = E·H."""
+        t = self.num_tasks
+        adv = self.advantages if self.advantages is not None else torch.zeros_like(self.rewards)
+        return (
+            self.obs.reshape(t, -1, self.obs.shape[-1]),
+            self.actions.reshape(t, -1, self.actions.shape[-1]),
+            adv.reshape(t, -1),
+            self.mask.reshape(t, -1),
+        )
+
+    def task_returns(self) -> Tensor:
+        """Mean undiscounted episode return per task: (T,)."""
+        return (self.rewards * self.mask).sum(-1).mean(-1)
+
+    def mean_return(self) -> float:
+        return float(self.task_returns().mean())
+
+
+def rollout(
+    policy: GaussianMLPPolicy,
+    params: Params,
+    env,
+    action_low: Tensor,
+    action_high: Tensor,
+    generator: torch.Generator,
+    deterministic: bool = False,
+) -> Episodes:
+    """Run one batched env (all tasks × episodes) to the end with per-task ``params``.
+
+    ``env`` follows the batched-env protocol: ``reset() -> obs (T, E, d)``,
+    ``alive: (T, E) bool`` (episodes not yet ended), ``step(action (T, E, a)) ->
+    (obs, reward, terminated, truncated)``, ``max_episode_steps``.
+    """
+    obs = env.reset()
+    horizon = env.max_episode_steps
+    t_, e_, d_ = obs.shape
+    a_ = action_low.numel()
+    all_obs = torch.zeros(t_, e_, horizon, d_)
+    all_act = torch.zeros(t_, e_, horizon, a_)
+    all_rew = torch.zeros(t_, e_, horizon)
+    all_mask = torch.zeros(t_, e_, horizon)
+    with torch.no_grad():
+        for step in range(horizon):
+            alive = env.alive.clone()
+            if not alive.any():
+                break
+            mean, log_std = policy(params, obs)  # (T, E, a)
+            u = mean if deterministic else sample_actions(mean, log_std, generator)
+            action = action_low + (u + 1.0) * 0.5 * (action_high - action_low)
+            next_obs, reward, _, _ = env.step(action)
+            all_obs[:, :, step] = obs
+            all_act[:, :, step] = u
+            all_rew[:, :, step] = reward * alive
+            all_mask[:, :, step] = alive.float()
+            obs = next_obs
+    return Episodes(all_obs, all_act, all_rew, all_mask)
+
+
+def add_advantages(episodes: Episodes, gamma: float = 0.99, lam: float = 1.0) -> Episodes:
+    """Fit the linear baseline per task to discounted returns; GAE; normalise per task."""
+    returns = discounted_returns(episodes.rewards, episodes.mask, gamma)
+    feats = baseline_features(episodes.obs, episodes.mask)
+    coef = fit_linear_baseline(feats, returns)  # (T, F)
+    values = torch.einsum("tehf,tf->teh", feats, coef)
+    adv = gae(episodes.rewards, values, episodes.mask, gamma, lam)
+    episodes.advantages = normalize_per_task(adv, episodes.mask)
+    return episodes

@@ -1,0 +1,83 @@
+"""A run directory: config.json, metrics.jsonl, TensorBoard events, checkpoint.pt.
+
+Checkpoints are written to a temporary file and renamed over the old one, so a run
+killed at any moment leaves either the previous or the new checkpoint, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+
+
+def atomic_write_bytes(path: Path, writer) -> None:
+    """Call writer(file) on ``path``.tmp, fsync, then rename it over ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        writer(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    text = json.dumps(config, indent=2, sort_keys=True).encode()
+    atomic_write_bytes(run_dir / CONFIG, lambda f: f.write(text))
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / CONFIG
+    if not path.is_file():
+        raise ValueError(f"{run_dir} is not a run directory: {path} is missing")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    atomic_write_bytes(run_dir / CHECKPOINT, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """The run's checkpoint, None if it has none yet; ValueError if it is unreadable."""
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many kinds for a damaged file
+        raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e})"
+                         ) from None
+    if not isinstance(state, dict) or "iteration" not in state or "policy" not in state:
+        raise ValueError(f"checkpoint {path} is corrupt: it lacks 'iteration' or 'policy'")
+    return state
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    with open(run_dir / METRICS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(run_dir: Path, iterations_done: int) -> None:
+    """Keep only records of iterations < iterations_done (a resumed run redoes the rest)."""
+    records = [r for r in read_metrics(run_dir) if r["iter"] < iterations_done]
+    text = "".join(json.dumps(r) + "\n" for r in records).encode()
+    atomic_write_bytes(run_dir / METRICS, lambda f: f.write(text))

@@ -1,0 +1,61 @@
+"""Task families the trainer can meta-learn on, by name (``--env``).
+
+A family knows its observation and action sizes, draws tasks from its environment's
+own seeded RNG (Gymnasium's ``np_random``), and builds a batched environment that steps
+every (task, episode) pair at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.nav2d import BatchedNav2D, Nav2DEnv
+
+
+class Nav2DFamily:
+    """2D navigation (NOTES.md): goals uniform in [-0.5, 0.5]², 100-step episodes."""
+
+    def __init__(self, goal_conditioned: bool = False, max_episode_steps: int = 100) -> None:
+        self.goal_conditioned = goal_conditioned
+        self.max_episode_steps = max_episode_steps
+        self.env = Nav2DEnv(max_episode_steps=max_episode_steps, goal_conditioned=goal_conditioned)
+        self.obs_dim = int(self.env.observation_space.shape[0])
+        self.act_dim = int(self.env.action_space.shape[0])
+        self.action_low = torch.as_tensor(self.env.action_space.low, dtype=torch.float32)
+        self.action_high = torch.as_tensor(self.env.action_space.high, dtype=torch.float32)
+
+    def seed(self, seed: int) -> None:
+        self.env.reset(seed=seed)
+
+    def sample_tasks(self, n: int) -> list[dict]:
+        return self.env.sample_tasks(n)
+
+    def rng_state(self) -> dict[str, Any]:
+        return self.env.np_random.bit_generator.state
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        self.env.np_random.bit_generator.state = state
+
+    def batched_env(self, tasks: list[dict], episodes_per_task: int) -> BatchedNav2D:
+        goals = torch.as_tensor(np.stack([t["goal"] for t in tasks]), dtype=torch.float32)
+        return BatchedNav2D(goals, episodes_per_task, self.max_episode_steps,
+                            self.goal_conditioned)
+
+
+FAMILIES = {
+    "nav2d": lambda: Nav2DFamily(),
+    "nav2d-goal": lambda: Nav2DFamily(goal_conditioned=True),
+}
+
+
+def make_family(name: str):
+    """The task family called ``name``; unknown names list the valid ones."""
+    try:
+        return FAMILIES[name]()
+    except KeyError:
+        raise ValueError(
+            f"unknown env {name!r}; valid choices: {', '.join(FAMILIES)}"
+        ) from None

@@ -1,0 +1,179 @@
+"""Meta-training loop: RK-TRPO meta-iterations, run directory, checkpoints, logging."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rkmeta_rl import rundir
+from rkmeta_rl.config import TrainConfig
+from rkmeta_rl.policy import GaussianMLPPolicy, Params
+from rkmeta_rl.progress import ProgressBar
+from rkmeta_rl.rl.episodes import Episodes, rollout
+from rkmeta_rl.rl.meta_step import MetaStepResult, TRPOConfig, meta_step
+from rkmeta_rl.tasks import make_family
+
+
+def make_policy(cfg: TrainConfig, family) -> GaussianMLPPolicy:
+    torch.manual_seed(cfg.seed)
+    return GaussianMLPPolicy(family.obs_dim, family.act_dim, cfg.hidden, cfg.init_std)
+
+
+def trpo_config(cfg: TrainConfig) -> TRPOConfig:
+    return TRPOConfig(
+        max_kl=cfg.max_kl, cg_iters=cfg.cg_iters, cg_damping=cfg.cg_damping,
+        ls_ratio=cfg.ls_ratio, ls_steps=cfg.ls_steps, gamma=cfg.gamma,
+        gae_lambda=cfg.gae_lambda, first_order=cfg.first_order,
+    )
+
+
+def metrics_record(it: int, res: MetaStepResult, seconds: float) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "iter": it,
+        "return_pre": res.return_pre,
+        "return_post": res.return_post,
+        "kl": res.kl,
+        "surrogate_improvement": res.surrogate_improvement,
+        "expected_improvement": res.expected_improvement,
+        "line_search_steps": res.line_search_steps,
+        "accepted": res.accepted,
+        "rejected": res.rejected,
+        "seconds": seconds,
+    }
+    for i, r in enumerate(res.stage_returns):
+        rec[f"return_stage{i + 1}"] = r
+    for k, v in res.seconds.items():
+        rec[f"seconds_{k}"] = v
+    return rec
+
+
+class Trainer:
+    """Holds a run's policy, RNG streams and directory; ``run()`` trains to the end."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.tableau = cfg.get_tableau()
+        self.family = make_family(cfg.env)
+        self.family.seed(cfg.seed)
+        self.policy = make_policy(cfg, self.family)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.iteration = 0
+
+    # -- state ---------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "policy": self.policy.state_dict(),
+            "generator": self.generator.get_state(),
+            "task_rng": self.family.rng_state(),
+            "config": self.cfg.to_dict(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.generator.set_state(state["generator"])
+        self.family.set_rng_state(state["task_rng"])
+        self.iteration = int(state["iteration"])
+
+    # -- one iteration -------------------------------------------------------
+    def sampler(self, tasks: list[dict]):
+        def sample(params: Params) -> Episodes:
+            env = self.family.batched_env(tasks, self.cfg.fast_batch_size)
+            return rollout(self.policy, params, env, self.family.action_low,
+                           self.family.action_high, self.generator)
+        return sample
+
+    def step(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        tasks = self.family.sample_tasks(self.cfg.meta_batch_size)
+        res = meta_step(self.policy, self.sampler(tasks), len(tasks), self.tableau,
+                        self.cfg.h, self.cfg.alpha, trpo_config(self.cfg))
+        if res.rejected:
+            print(f"rkmeta-rl: iteration {self.iteration}: step rejected ({res.rejected}); "
+                  "θ kept", file=sys.stderr)
+        return metrics_record(self.iteration, res, time.perf_counter() - t0)
+
+    # -- the loop ------------------------------------------------------------
+    def run(self, progress: bool = True) -> list[dict[str, Any]]:
+        from torch.utils.tensorboard import SummaryWriter
+
+        torch.set_num_threads(self.cfg.num_threads)
+        writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration)
+        bar = ProgressBar(self.cfg.meta_iters, self.iteration) if progress else None
+        records = []
+        try:
+            while self.iteration < self.cfg.meta_iters:
+                rec = self.step()
+                rundir.append_metrics(self.run_dir, rec)
+                for k, v in rec.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iter":
+                        writer.add_scalar(k, v, self.iteration)
+                writer.flush()
+                self.iteration += 1
+                rundir.save_checkpoint(self.run_dir, self.state())
+                records.append(rec)
+                if bar is not None:
+                    bar.update(self.iteration, pre=rec["return_pre"], post=rec["return_post"],
+                               kl=rec["kl"])
+        finally:
+            writer.close()
+        return records
+
+
+def prepare_run_dir(cfg: TrainConfig, run_dir: Path) -> Trainer:
+    """Create ``run_dir`` for ``cfg``, or continue it if it holds this same run.
+
+    A directory holding a different run is refused (nothing is overwritten).
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / rundir.CONFIG).exists():
+        existing = rundir.read_config(run_dir)
+        if existing != json.loads(json.dumps(cfg.to_dict())):
+            diff = sorted(k for k in set(existing) | set(cfg.to_dict())
+                          if existing.get(k) != json.loads(json.dumps(cfg.to_dict())).get(k))
+            raise ValueError(
+                f"{run_dir} already holds a different run (settings differ: {', '.join(diff)}); "
+                "use --resume to continue it or --out for a new directory"
+            )
+        return resume_run(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.write_config(run_dir, cfg.to_dict())
+    return Trainer(cfg, run_dir)
+
+
+def resume_run(run_dir: Path) -> Trainer:
+    """A Trainer positioned after the run's last checkpoint (its own config)."""
+    run_dir = Path(run_dir)
+    cfg = TrainConfig.from_dict(rundir.read_config(run_dir))
+    state = rundir.load_checkpoint(run_dir)
+    trainer = Trainer(cfg, run_dir)
+    if state is not None:
+        trainer.load_state(state)
+    rundir.truncate_metrics(run_dir, trainer.iteration)
+    return trainer
+
+
+def load_run(path: str | Path) -> tuple[TrainConfig, GaussianMLPPolicy]:
+    """(config, meta-trained policy) of a run directory, from its last checkpoint."""
+    run_dir = Path(path)
+    cfg = TrainConfig.from_dict(rundir.read_config(run_dir))
+    state = rundir.load_checkpoint(run_dir)
+    if state is None:
+        raise ValueError(f"{run_dir} has no checkpoint yet ({rundir.CHECKPOINT} is missing)")
+    policy = make_policy(cfg, make_family(cfg.env))
+    policy.load_state_dict(state["policy"])
+    return cfg, policy
+
+
+def _finite(x: float) -> bool:
+    return isinstance(x, float) and math.isfinite(x)
+
+
+__all__ = ["Trainer", "load_run", "prepare_run_dir", "resume_run", "np"]

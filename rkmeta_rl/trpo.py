@@ -1,0 +1,105 @@
+"""TRPO machinery on flat parameter vectors: conjugate gradient and the line search.
+
+The meta-objective and its KL constraint are closures over a flat vector x; this
+module knows nothing about Runge-Kutta or policies (see ``rl.meta_step``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rkmeta_rl.rk import Params
+
+
+def flatten(params: Params) -> Tensor:
+    """Concatenate a parameter dict into one vector (dict order)."""
+    return torch.cat([v.reshape(-1) for v in params.values()])
+
+
+def unflatten(vec: Tensor, like: Params) -> Params:
+    """Split ``vec`` into tensors shaped like ``like`` (views, differentiable)."""
+    out, offset = {}, 0
+    for name, v in like.items():
+        n = v.numel()
+        out[name] = vec[offset : offset + n].view_as(v)
+        offset += n
+    if offset != vec.numel():
+        raise ValueError(f"vector has {vec.numel()} entries, parameters need {offset}")
+    return out
+
+
+def conjugate_gradient(
+    matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, residual_tol: float = 1e-10
+) -> Tensor:
+    """Approximately solve A x = b for symmetric positive definite A given x -> A x."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = b.clone()
+    rr = r.dot(r)
+    for _ in range(iters):
+        if rr <= residual_tol:
+            break
+        ap = matvec(p)
+        alpha = rr / p.dot(ap)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rr_new = r.dot(r)
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x
+
+
+@dataclass
+class LineSearchResult:
+    x: Tensor  # accepted point, or the starting point when nothing was accepted
+    accepted: bool
+    steps: int  # number of candidate points tried
+    loss: float  # loss at x
+    kl: float  # KL at x (0 when nothing was accepted)
+    rejected_nonfinite: int  # candidates refused for a NaN/Inf loss or KL
+
+
+def backtracking_line_search(
+    evaluate: Callable[[Tensor], tuple[float, float]],
+    x0: Tensor,
+    step: Tensor,
+    loss0: float,
+    max_kl: float,
+    ratio: float = 0.8,
+    max_steps: int = 15,
+) -> LineSearchResult:
+    """Try x0 + ratio^j · step, j = 0..max_steps-1; accept the first that lowers the loss
+    and keeps KL ≤ max_kl. ``evaluate(x) -> (loss, kl)``. Non-finite candidates are
+    refused; if none is accepted, x0 is returned unchanged."""
+    nonfinite = 0
+    for j in range(max_steps):
+        x = x0 + (ratio**j) * step
+        loss, kl = evaluate(x)
+        if not (math.isfinite(loss) and math.isfinite(kl)):
+            nonfinite += 1
+            continue
+        if loss < loss0 and kl <= max_kl:
+            return LineSearchResult(x, True, j + 1, loss, kl, nonfinite)
+    return LineSearchResult(x0, False, max_steps, loss0, 0.0, nonfinite)
+
+
+def natural_step(
+    grad: Tensor,
+    fvp: Callable[[Tensor], Tensor],
+    max_kl: float,
+    cg_iters: int = 10,
+) -> tuple[Tensor, float]:
+    """Full TRPO step -sqrt(2δ / sᵀFs) · s with s ≈ F⁻¹ g, and the predicted improvement.
+
+    Returns (step, expected_improvement) where expected_improvement = -gᵀ step > 0.
+    """
+    direction = conjugate_gradient(fvp, -grad, iters=cg_iters)
+    shs = 0.5 * direction.dot(fvp(direction))
+    scale = torch.sqrt(max_kl / shs)
+    step = direction * scale
+    return step, float(-grad.dot(step))
