@@ -17,9 +17,9 @@ def _hidden(text: str) -> list[int]:
     try:
         sizes = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--hidden must look like 100,100, got {text!r}") from None
+        sizes = []
     if not sizes or any(s <= 0 for s in sizes):
-        raise argparse.ArgumentTypeError(f"--hidden must be positive sizes like 100,100, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be positive sizes like 100,100, got {text!r}")
     return sizes
 
 
@@ -27,8 +27,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     p.add_argument("--env", default=d.env, help=f"task family (default {d.env})")
     p.add_argument("--method", default=d.method,
-                   help=f"named tableau, see `rkmeta-rl methods` (default {d.method})")
-    p.add_argument("--tableau", metavar="FILE", help="JSON tableau {a, q, name} instead of --method")
+                   help=f"tableau name (rkmeta-rl methods) (default {d.method})")
+    p.add_argument("--tableau", metavar="FILE",
+                   help="JSON tableau {a, q, name} instead of --method")
     p.add_argument("--first-order", action="store_true",
                    help="k_i at its point, not differentiated through θ_i(θ)")
     p.add_argument("--meta-iters", type=int, default=d.meta_iters)
@@ -42,6 +43,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-kl", type=float, default=d.max_kl)
     p.add_argument("--cg-iters", type=int, default=d.cg_iters)
     p.add_argument("--cg-damping", type=float, default=d.cg_damping)
+    p.add_argument("--curvature-fraction", type=float, default=d.curvature_fraction,
+                   help="share of episodes for the CG curvature; < 1 approximates (default 1)")
     p.add_argument("--ls-ratio", type=float, default=d.ls_ratio)
     p.add_argument("--ls-steps", type=int, default=d.ls_steps)
     p.add_argument("--hidden", type=_hidden, default=d.hidden, help="e.g. 100,100")

@@ -32,6 +32,7 @@ class TrainConfig:
     cg_damping: float = 0.01
     ls_ratio: float = 0.8
     ls_steps: int = 15
+    curvature_fraction: float = 1.0  # < 1: KL curvature on a subsample (approximation)
     gamma: float = 0.99
     gae_lambda: float = 1.0
     hidden: list[int] = field(default_factory=lambda: [100, 100])
@@ -100,6 +101,8 @@ def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
         value = getattr(cfg, name)
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    if not 0 < cfg.curvature_fraction <= 1:
+        raise ValueError(f"--curvature-fraction must be in (0, 1], got {cfg.curvature_fraction}")
     if not 0 < cfg.ls_ratio < 1:
         raise ValueError(f"--ls-ratio must be in (0, 1), got {cfg.ls_ratio}")
     if cfg.cg_damping < 0:

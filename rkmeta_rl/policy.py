@@ -38,7 +38,7 @@ class GaussianMLPPolicy(nn.Module):
         self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, tuple(int(h) for h in hidden)
         sizes = (obs_dim, *self.hidden, act_dim)
         self.n_layers = len(sizes) - 1
-        for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             bound = 1.0 / math.sqrt(fan_in)
             w = torch.empty(fan_in, fan_out).uniform_(-bound, bound)
             b = torch.empty(fan_out).uniform_(-bound, bound)

@@ -38,7 +38,7 @@ def _grad(loss: Tensor, wrt: Params, create_graph: bool) -> Params:
         loss, list(wrt.values()), create_graph=create_graph, allow_unused=True,
         materialize_grads=True,
     )
-    return dict(zip(wrt, grads))
+    return dict(zip(wrt, grads, strict=True))
 
 
 def stage_points(
@@ -91,7 +91,8 @@ def stage_points(
 
 def rk_combination(points: list[Params], tableau: Tableau, loss: StageLoss) -> Tensor:
     """Σ_i a_i loss(i, θ_i): its gradient with respect to θ is Σ_i a_i k_i (Eq. 3)."""
-    terms = [a * loss(i, p) for i, (a, p) in enumerate(zip(tableau.a, points)) if a != 0.0]
+    terms = [a * loss(i, p) for i, (a, p) in enumerate(zip(tableau.a, points, strict=True))
+             if a != 0.0]
     return torch.stack(terms).sum()
 
 

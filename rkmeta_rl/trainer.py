@@ -31,6 +31,7 @@ def trpo_config(cfg: TrainConfig) -> TRPOConfig:
         max_kl=cfg.max_kl, cg_iters=cfg.cg_iters, cg_damping=cfg.cg_damping,
         ls_ratio=cfg.ls_ratio, ls_steps=cfg.ls_steps, gamma=cfg.gamma,
         gae_lambda=cfg.gae_lambda, first_order=cfg.first_order,
+        curvature_fraction=cfg.curvature_fraction,
     )
 
 

@@ -45,6 +45,12 @@ class Episodes:
             self.mask.reshape(t, -1),
         )
 
+    def first_episodes(self, m: int) -> Episodes:
+        """The first m episodes of every task (a uniform subsample: episodes are i.i.d.)."""
+        adv = None if self.advantages is None else self.advantages[:, :m]
+        return Episodes(self.obs[:, :m], self.actions[:, :m], self.rewards[:, :m],
+                        self.mask[:, :m], adv)
+
     def task_returns(self) -> Tensor:
         """Mean undiscounted episode return per task: (T,)."""
         return (self.rewards * self.mask).sum(-1).mean(-1)

@@ -1,0 +1,462 @@
+"""Tests for rkmeta_rl.trpo and the KL curvature used by the RK-TRPO meta-step.
+
+Reference values come from explicit linear algebra (torch.linalg.solve on explicit SPD
+matrices), hand-computed line-search outcomes, central finite differences of the KL
+gradient, and the Gauss-Newton identity H = Jᵀ K J at the old parameters, with the
+Jacobian J = I - αH_1 of the adaptation step built from explicit Hessians.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from rkmeta_rl.policy import GaussianMLPPolicy, repeat_params
+from rkmeta_rl.rk import stage_points
+from rkmeta_rl.rl import meta_step as meta_step_module
+from rkmeta_rl.rl.episodes import Episodes
+from rkmeta_rl.rl.losses import mean_kl, reinforce_loss
+from rkmeta_rl.tableau import get_tableau
+from rkmeta_rl.trpo import (
+    backtracking_line_search,
+    conjugate_gradient,
+    flatten,
+    natural_step,
+    unflatten,
+)
+
+DT = torch.float64
+
+
+def _spd(n: int, lo: float, hi: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=DT))
+    eig = torch.linspace(lo, hi, n, dtype=DT)
+    return q @ torch.diag(eig) @ q.T
+
+
+# ----------------------------------------------------------------------------------------
+# flatten / unflatten
+# ----------------------------------------------------------------------------------------
+
+
+def test_flatten_unflatten_round_trip():
+    params = {
+        "w": torch.arange(6, dtype=DT).reshape(2, 3),
+        "b": torch.tensor([10.0, 11.0], dtype=DT),
+        "s": torch.tensor(7.0, dtype=DT),
+    }
+    flat = flatten(params)
+    assert flat.tolist() == [0, 1, 2, 3, 4, 5, 10, 11, 7]
+    back = unflatten(flat, params)
+    assert list(back) == ["w", "b", "s"]
+    for name, v in params.items():
+        assert back[name].shape == v.shape
+        assert torch.equal(back[name], v)
+
+
+def test_unflatten_is_differentiable():
+    like = {"a": torch.zeros(2, 2, dtype=DT), "b": torch.zeros(3, dtype=DT)}
+    x = torch.randn(7, dtype=DT, requires_grad=True)
+    p = unflatten(x, like)
+    weights = torch.arange(7, dtype=DT)
+    loss = (p["a"].reshape(-1) * weights[:4]).sum() + (p["b"] * weights[4:]).sum()
+    (g,) = torch.autograd.grad(loss, x)
+    assert torch.equal(g, weights)
+
+
+@pytest.mark.parametrize("n", [6, 8])
+def test_unflatten_wrong_size_raises(n):
+    like = {"a": torch.zeros(2, 2), "b": torch.zeros(3)}
+    with pytest.raises((ValueError, RuntimeError)):
+        unflatten(torch.zeros(n), like)
+
+
+# ----------------------------------------------------------------------------------------
+# conjugate gradient
+# ----------------------------------------------------------------------------------------
+
+
+def test_conjugate_gradient_random_spd_system():
+    a = _spd(20, 0.5, 20.0, seed=0)
+    b = torch.randn(20, generator=torch.Generator().manual_seed(1), dtype=DT)
+    x = conjugate_gradient(lambda v: a @ v, b, iters=40, residual_tol=1e-28)
+    exact = torch.linalg.solve(a, b)
+    assert (x - exact).norm() / exact.norm() < 1e-6
+
+
+def test_conjugate_gradient_well_conditioned_ten_iterations():
+    a = _spd(20, 1.0, 1.5, seed=2)
+    b = torch.randn(20, generator=torch.Generator().manual_seed(3), dtype=DT)
+    calls = []
+
+    def matvec(v):
+        calls.append(1)
+        return a @ v
+
+    x = conjugate_gradient(matvec, b, iters=10, residual_tol=1e-30)
+    exact = torch.linalg.solve(a, b)
+    assert (x - exact).norm() / exact.norm() < 1e-6
+    assert len(calls) <= 10
+
+
+def test_conjugate_gradient_zero_rhs_returns_zero_without_matvec():
+    def matvec(v):
+        raise AssertionError("matvec must not be called for b = 0")
+
+    x = conjugate_gradient(matvec, torch.zeros(5, dtype=DT), iters=10)
+    assert torch.equal(x, torch.zeros(5, dtype=DT))
+
+
+# ----------------------------------------------------------------------------------------
+# backtracking line search
+# ----------------------------------------------------------------------------------------
+
+
+def _recorder(fn):
+    seen = []
+
+    def evaluate(x):
+        seen.append(x.clone())
+        return fn(x)
+
+    return evaluate, seen
+
+
+def test_line_search_refuses_step_that_raises_loss():
+    x0 = torch.tensor([1.0, 2.0], dtype=DT)
+    step = torch.tensor([0.5, -0.5], dtype=DT)
+    evaluate, seen = _recorder(lambda x: (3.0 + float((x - x0).norm()), 0.0))
+    res = backtracking_line_search(evaluate, x0, step, loss0=3.0, max_kl=0.01, max_steps=6)
+    assert not res.accepted
+    assert torch.equal(res.x, x0)
+    assert res.steps == 6 and len(seen) == 6
+    assert res.loss == 3.0 and res.kl == 0.0 and res.rejected_nonfinite == 0
+    # candidates were x0 + 0.8^j step
+    for j, x in enumerate(seen):
+        torch.testing.assert_close(x, x0 + 0.8**j * step, rtol=0, atol=1e-15)
+
+
+def test_line_search_refuses_kl_violation_even_if_loss_improves():
+    x0 = torch.zeros(3, dtype=DT)
+    step = torch.ones(3, dtype=DT)
+    res = backtracking_line_search(
+        lambda x: (-100.0, 1.0), x0, step, loss0=0.0, max_kl=0.5, max_steps=5
+    )
+    assert not res.accepted and torch.equal(res.x, x0) and res.steps == 5
+
+
+def test_line_search_accepts_first_admissible_shrink():
+    """loss(x0 + t·s) = (t - 0.3)² - 0.09 < 0 iff t < 0.6; KL = t² ≤ 0.3 iff t ≤ 0.548."""
+    x0 = torch.tensor([0.5, -1.0], dtype=DT)
+    step = torch.tensor([2.0, 1.0], dtype=DT)
+    snorm2 = float(step.dot(step))
+
+    def evaluate(x):
+        t = float((x - x0).dot(step)) / snorm2
+        return (t - 0.3) ** 2 - 0.09, t * t
+
+    ratio = 0.8
+    # hand computation: t_j = 0.8^j -> 1, 0.8, 0.64, 0.512: first with t < 0.6 and t² ≤ 0.3
+    res = backtracking_line_search(evaluate, x0, step, loss0=0.0, max_kl=0.3, ratio=ratio)
+    assert res.accepted
+    assert res.steps == 4
+    t = 0.512
+    torch.testing.assert_close(res.x, x0 + t * step, rtol=0, atol=1e-14)
+    assert res.loss == pytest.approx((t - 0.3) ** 2 - 0.09, abs=1e-14)
+    assert res.kl == pytest.approx(t * t, abs=1e-14)
+    # now the KL bound alone decides: t² ≤ 0.1 first at t = 0.8^6 = 0.262144
+    res = backtracking_line_search(evaluate, x0, step, loss0=0.0, max_kl=0.1, ratio=ratio)
+    assert res.accepted and res.steps == 7
+    torch.testing.assert_close(res.x, x0 + 0.8**6 * step, rtol=0, atol=1e-14)
+
+
+def test_line_search_boundaries_strict_loss_inclusive_kl():
+    x0 = torch.zeros(2, dtype=DT)
+    step = torch.ones(2, dtype=DT)
+    # equal loss is not an improvement
+    res = backtracking_line_search(lambda x: (1.0, 0.0), x0, step, loss0=1.0, max_kl=1.0,
+                                   max_steps=3)
+    assert not res.accepted
+    # KL exactly at the bound is allowed
+    res = backtracking_line_search(lambda x: (0.5, 0.25), x0, step, loss0=1.0, max_kl=0.25,
+                                   max_steps=3)
+    assert res.accepted and res.steps == 1 and torch.equal(res.x, x0 + step)
+
+
+def test_line_search_skips_and_counts_nonfinite_candidates():
+    x0 = torch.zeros(2, dtype=DT)
+    step = torch.ones(2, dtype=DT)
+    outcomes = iter([(math.nan, 0.0), (0.0, math.inf), (-math.inf, 0.0), (-1.0, 0.001)])
+    res = backtracking_line_search(lambda x: next(outcomes), x0, step, loss0=0.0, max_kl=0.01)
+    assert res.accepted and res.steps == 4 and res.rejected_nonfinite == 3
+    torch.testing.assert_close(res.x, x0 + 0.8**3 * step, rtol=0, atol=1e-15)
+    assert res.loss == -1.0 and res.kl == 0.001
+
+    res = backtracking_line_search(lambda x: (math.nan, math.nan), x0, step, loss0=0.0,
+                                   max_kl=0.01, max_steps=4)
+    assert not res.accepted and res.rejected_nonfinite == 4 and torch.equal(res.x, x0)
+
+
+# ----------------------------------------------------------------------------------------
+# natural step
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_kl", [0.01, 0.3])
+def test_natural_step_on_known_fisher(max_kl):
+    n = 6
+    fisher = _spd(n, 0.5, 4.0, seed=5)
+    g = 10.0 * torch.randn(n, generator=torch.Generator().manual_seed(6), dtype=DT)
+    step, expected = natural_step(g, lambda v: fisher @ v, max_kl, cg_iters=20)
+    nat = torch.linalg.solve(fisher, g)
+    want = -math.sqrt(2 * max_kl / float(g.dot(nat))) * nat
+    torch.testing.assert_close(step, want, rtol=1e-8, atol=1e-12)
+    assert float(0.5 * step @ fisher @ step) == pytest.approx(max_kl, rel=1e-10)
+    assert expected == pytest.approx(math.sqrt(2 * max_kl * float(g.dot(nat))), rel=1e-8)
+    assert expected > 0
+
+
+# ----------------------------------------------------------------------------------------
+# Curvature of the KL through the stage points (the meta-RL TRPO constraint)
+# ----------------------------------------------------------------------------------------
+
+N_TASKS, N_EP, HORIZON, OBS, ACT = 2, 3, 3, 2, 2
+STEP_H = 0.8  # midpoint: adaptation step alpha = h / 2
+
+
+def _fake_episodes(seed: int) -> Episodes:
+    g = torch.Generator().manual_seed(seed)
+    shape = (N_TASKS, N_EP, HORIZON)
+    mask = torch.ones(shape, dtype=DT)
+    mask[0, 1, 2:] = 0.0  # episodes ending early
+    mask[1, 0, 1:] = 0.0
+    obs = torch.randn(*shape, OBS, generator=g, dtype=DT) * mask.unsqueeze(-1)
+    act = torch.randn(*shape, ACT, generator=g, dtype=DT) * mask.unsqueeze(-1)
+    adv = torch.randn(shape, generator=g, dtype=DT) * mask
+    return Episodes(obs, act, torch.zeros(shape, dtype=DT), mask, adv)
+
+
+def _sub(ep: Episodes, t: int, n_eps: int = N_EP) -> Episodes:
+    """Task t alone (leading dim 1), its first n_eps episodes."""
+    sl = (slice(t, t + 1), slice(0, n_eps))
+    return Episodes(ep.obs[sl], ep.actions[sl], ep.rewards[sl], ep.mask[sl], ep.advantages[sl])
+
+
+class KLSetup:
+    """Midpoint stage-2 KL as a function of the flat meta-parameters x."""
+
+    def __init__(self):
+        torch.manual_seed(0)
+        self.policy = GaussianMLPPolicy(OBS, ACT, hidden=(5,)).double()
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():  # make the output layer and log_std non-trivial
+            for p in self.policy.parameters():
+                p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=DT))
+        self.data = {0: _fake_episodes(10), 1: _fake_episodes(11)}
+        self.tab = get_tableau("midpoint")
+        self.like = {n: v.detach().clone() for n, v in self.policy.params().items()}
+        self.x_old = flatten(self.like)
+        pts = self.points(self.x_old.clone().requires_grad_())
+        obs1 = self.data[1].flat()[0]
+        with torch.no_grad():
+            self.old_mean, self.old_log_std = self.policy(pts[1], obs1)
+
+    def stage_loss(self, i, p):
+        return reinforce_loss(self.policy, p, self.data[i])
+
+    def points(self, x):
+        th = unflatten(x, self.like)
+        return stage_points(repeat_params(th, N_TASKS), self.tab, STEP_H, self.stage_loss)
+
+    def kl(self, x):
+        pts = self.points(x)
+        return mean_kl(self.policy, pts[1], self.data[1], self.old_mean, self.old_log_std)
+
+    def grad_kl(self, x, create_graph=False):
+        x = x if x.requires_grad else x.detach().clone().requires_grad_()
+        return torch.autograd.grad(self.kl(x), x, create_graph=create_graph)[0], x
+
+    def hvp(self, x, v):
+        g, xx = self.grad_kl(x, create_graph=True)
+        return torch.autograd.grad(g.dot(v), xx)[0]
+
+    def hessian(self, x):
+        g, xx = self.grad_kl(x, create_graph=True)
+        rows = [torch.autograd.grad(g[k], xx, retain_graph=True)[0] for k in range(g.numel())]
+        return torch.stack(rows)
+
+
+def _gauss_newton(setup, tab, h, n_eps=N_EP, first_order=False):
+    """Σ_i w_i Σ_t J_itᵀ K_it J_it for a 1- or 2-stage tableau, w_i = |a_i| / Σ|a_j|.
+
+    θ_2,t(θ) = θ - h q21 ∇L_1,t(θ) on the task's full stage-1 data (exact point);
+    J_2t = I - h q21 ∇²L_1,t on its first n_eps episodes (identity when first_order);
+    K_it = Hessian of task t's share of the stage-i KL (first n_eps episodes) at θ_i,t.
+    At θ_old the KL gradient vanishes, so this is the exact Hessian of the weighted KL.
+    """
+    policy, like, x_old = setup.policy, setup.like, setup.x_old
+    n = x_old.numel()
+    total = sum(abs(a) for a in tab.a)
+    weights = [abs(a) / total for a in tab.a]
+    out = torch.zeros(n, n, dtype=DT)
+    for t in range(N_TASKS):
+
+        def inner(z, ep):
+            return reinforce_loss(policy, repeat_params(unflatten(z, like), 1), ep)
+
+        zz = x_old.clone().requires_grad_()
+        g1 = torch.autograd.grad(inner(zz, _sub(setup.data[0], t)), zz)[0]
+        for i, w in enumerate(weights):
+            if w == 0:
+                continue
+            if i == 0:
+                point, jac = x_old, torch.eye(n, dtype=DT)
+            else:
+                point = x_old - h * tab.q[1][0] * g1
+                jac = torch.eye(n, dtype=DT)
+                if not first_order:
+                    hess1 = torch.autograd.functional.hessian(
+                        lambda z, t=t: inner(z, _sub(setup.data[0], t, n_eps)), x_old
+                    )
+                    jac = jac - h * tab.q[1][0] * hess1
+            ep = _sub(setup.data[i], t, n_eps)
+            with torch.no_grad():
+                old_mean, old_log_std = policy(repeat_params(unflatten(point, like), 1),
+                                               ep.flat()[0])
+
+            def task_kl(z, ep=ep, old_mean=old_mean, old_log_std=old_log_std, w=w):
+                p = repeat_params(unflatten(z, like), 1)
+                # mean over tasks: this task contributes 1/T of the stage's KL
+                return w * mean_kl(policy, p, ep, old_mean, old_log_std) / N_TASKS
+
+            k_it = torch.autograd.functional.hessian(task_kl, point)
+            out += jac.T @ k_it @ jac
+    return out
+
+
+@pytest.fixture(scope="module")
+def setup():
+    return KLSetup()
+
+
+def test_kl_zero_with_zero_gradient_at_old_params(setup):
+    x = setup.x_old.clone().requires_grad_()
+    kl = setup.kl(x)
+    assert abs(kl.item()) < 1e-14
+    g, _ = setup.grad_kl(setup.x_old)
+    assert g.abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("where", ["old", "shifted"])
+def test_kl_hvp_matches_finite_differences_of_gradient(setup, where):
+    gen = torch.Generator().manual_seed(20)
+    x = setup.x_old.clone()
+    if where == "shifted":
+        x = x + 0.05 * torch.randn(x.shape, generator=gen, dtype=DT)
+    v = torch.randn(x.shape, generator=gen, dtype=DT)
+    hv = setup.hvp(x, v)
+    eps = 1e-5
+    fd = (setup.grad_kl(x + eps * v)[0] - setup.grad_kl(x - eps * v)[0]) / (2 * eps)
+    assert hv.abs().max() > 1e-3  # non-trivial curvature
+    torch.testing.assert_close(hv, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_kl_hessian_symmetric_psd_and_gauss_newton(setup):
+    hess = setup.hessian(setup.x_old)
+    n = hess.shape[0]
+    torch.testing.assert_close(hess, hess.T, rtol=1e-10, atol=1e-12)
+    gen = torch.Generator().manual_seed(30)
+    v, w = torch.randn(n, generator=gen, dtype=DT), torch.randn(n, generator=gen, dtype=DT)
+    assert float(v @ setup.hvp(setup.x_old, w)) == pytest.approx(
+        float(w @ setup.hvp(setup.x_old, v)), rel=1e-10
+    )
+    eig = torch.linalg.eigvalsh(hess)
+    assert eig.min() > -1e-10 * eig.max()
+    assert eig.max() > 1e-3
+    expected = _gauss_newton(setup, setup.tab, STEP_H)
+    torch.testing.assert_close(hess, expected, rtol=1e-9, atol=1e-11)
+
+
+# --- rkmeta_rl.rl.meta_step.curvature_fvp (the lead's FVP builder), if present ----------
+
+_curvature_fvp = getattr(meta_step_module, "curvature_fvp", None)
+needs_fvp = pytest.mark.skipif(_curvature_fvp is None, reason="meta_step has no curvature_fvp")
+
+
+def _library_fvp(setup, tab, **cfg_kw):
+    policy = setup.policy
+    theta = policy.params()
+    known = {f.name for f in dataclasses.fields(meta_step_module.TRPOConfig)}
+    # speed-only settings (e.g. curvature_chunk) may come and go; they must not change F
+    cfg = meta_step_module.TRPOConfig(**{k: v for k, v in cfg_kw.items() if k in known})
+
+    def stage_loss(i, p):
+        return reinforce_loss(policy, p, setup.data[i])
+
+    points = stage_points(repeat_params(theta, N_TASKS), tab, STEP_H, stage_loss,
+                          first_order=cfg.first_order, create_graph=True)
+    data = {i: setup.data[i] for i in range(tab.stages)}
+    return _curvature_fvp(policy, tab, STEP_H, data, points, theta, cfg)
+
+
+def _probe_vectors(n, k=3, seed=40):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, generator=gen, dtype=DT) for _ in range(k)]
+
+
+@needs_fvp
+@pytest.mark.parametrize("chunk", [1, 5])
+def test_curvature_fvp_exact_midpoint(setup, chunk):
+    fvp = _library_fvp(setup, setup.tab, cg_damping=0.0, curvature_chunk=chunk)
+    expected = _gauss_newton(setup, setup.tab, STEP_H)
+    for v in _probe_vectors(setup.x_old.numel()):
+        got = fvp(v)
+        torch.testing.assert_close(got, expected @ v, rtol=1e-9, atol=1e-11)
+        torch.testing.assert_close(got, setup.hvp(setup.x_old, v), rtol=1e-9, atol=1e-11)
+
+
+@needs_fvp
+def test_curvature_fvp_damping(setup):
+    v = _probe_vectors(setup.x_old.numel(), k=1)[0]
+    plain = _library_fvp(setup, setup.tab, cg_damping=0.0)(v)
+    damped = _library_fvp(setup, setup.tab, cg_damping=0.25)(v)
+    torch.testing.assert_close(damped - plain, 0.25 * v, rtol=1e-10, atol=1e-12)
+
+
+@needs_fvp
+@pytest.mark.parametrize("name", ["heun", "ralston", "euler"])
+def test_curvature_fvp_weighted_stages(setup, name):
+    tab = get_tableau(name)
+    fvp = _library_fvp(setup, tab, cg_damping=0.0, curvature_chunk=1)
+    expected = _gauss_newton(setup, tab, STEP_H)
+    for v in _probe_vectors(setup.x_old.numel()):
+        torch.testing.assert_close(fvp(v), expected @ v, rtol=1e-9, atol=1e-11)
+
+
+@needs_fvp
+def test_curvature_fvp_first_order(setup):
+    tab = get_tableau("heun")
+    fvp = _library_fvp(setup, tab, cg_damping=0.0, first_order=True)
+    expected = _gauss_newton(setup, tab, STEP_H, first_order=True)
+    for v in _probe_vectors(setup.x_old.numel()):
+        torch.testing.assert_close(fvp(v), expected @ v, rtol=1e-9, atol=1e-11)
+
+
+@needs_fvp
+@pytest.mark.parametrize("fraction", [0.5, 0.34])
+def test_curvature_fvp_episode_subsample(setup, fraction):
+    """Subsample: exact points, Jacobian and KL from the first ⌈f·E⌉ episodes."""
+    keep = math.ceil(fraction * N_EP)
+    assert keep < N_EP
+    fvp = _library_fvp(setup, setup.tab, cg_damping=0.0, curvature_fraction=fraction,
+                       curvature_chunk=1)
+    expected = _gauss_newton(setup, setup.tab, STEP_H, n_eps=keep)
+    exact = _gauss_newton(setup, setup.tab, STEP_H)
+    for v in _probe_vectors(setup.x_old.numel()):
+        got = fvp(v)
+        torch.testing.assert_close(got, expected @ v, rtol=1e-9, atol=1e-11)
+        assert (got - exact @ v).abs().max() > 1e-6  # it is an approximation indeed
