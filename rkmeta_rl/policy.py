@@ -31,9 +31,9 @@ class GaussianMLPPolicy(nn.Module):
         init_std: float = 1.0,
     ) -> None:
         super().__init__()
-        if init_std <= 0:
-            raise ValueError(f"init_std must be > 0, got {init_std}")
-        if not hidden or any(int(h) <= 0 for h in hidden):
+        if not (math.isfinite(init_std) and init_std > 0):
+            raise ValueError(f"init_std must be a finite number > 0, got {init_std}")
+        if not hidden or any(int(h) != h or h <= 0 for h in hidden):
             raise ValueError(f"hidden sizes must be positive integers, got {list(hidden)}")
         self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, tuple(int(h) for h in hidden)
         sizes = (obs_dim, *self.hidden, act_dim)

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from rkmeta_rl.policy import GaussianMLPPolicy, Params, repeat_params
 from rkmeta_rl.rk import stage_points
+from rkmeta_rl.rl.adapt import reinforce_step
 from rkmeta_rl.rl.episodes import Episodes, add_advantages
 from rkmeta_rl.rl.losses import log_probs, mean_kl, reinforce_loss, surrogate_loss
 from rkmeta_rl.tableau import Tableau
@@ -221,7 +222,5 @@ def _monitor_post(
     num_tasks: int,
 ) -> float:
     """Return after one REINFORCE step of α from θ (for one-stage tableaus)."""
-    base = {n: v.detach().requires_grad_() for n, v in repeat_params(theta, num_tasks).items()}
-    grads = torch.autograd.grad(reinforce_loss(policy, base, episodes), list(base.values()))
-    adapted = {n: v.detach() - alpha * g for (n, v), g in zip(base.items(), grads, strict=True)}
-    return sample(adapted).mean_return()
+    return sample(reinforce_step(policy, repeat_params(theta, num_tasks), episodes, alpha)
+                  ).mean_return()

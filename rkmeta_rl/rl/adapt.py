@@ -1,0 +1,47 @@
+"""Fast adaptation: plain REINFORCE gradient steps of size α from the meta-parameters."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rkmeta_rl.policy import GaussianMLPPolicy, Params, repeat_params
+from rkmeta_rl.rl.episodes import Episodes, add_advantages, rollout
+from rkmeta_rl.rl.losses import reinforce_loss
+
+
+def reinforce_step(
+    policy: GaussianMLPPolicy, params: Params, episodes: Episodes, alpha: float
+) -> Params:
+    """θ' = θ - α ∇L(θ) per task (Algorithm 1 line 7), L the REINFORCE loss. No graph."""
+    base = {n: v.detach().requires_grad_() for n, v in params.items()}
+    grads = torch.autograd.grad(reinforce_loss(policy, base, episodes), list(base.values()))
+    return {n: v.detach() - alpha * g for (n, v), g in zip(base.items(), grads, strict=True)}
+
+
+def adapt_to_tasks(
+    policy: GaussianMLPPolicy,
+    family,
+    tasks: list[dict],
+    alpha: float,
+    steps: int,
+    episodes_per_task: int,
+    generator: torch.Generator,
+    gamma: float = 0.99,
+    gae_lambda: float = 1.0,
+) -> tuple[Params, list[Tensor]]:
+    """Adapt to each task with ``steps`` gradient steps on fresh episodes.
+
+    Returns the adapted per-task parameters and the per-task mean returns (T,) measured
+    before the first step and after each step (``steps + 1`` entries).
+    """
+    params = repeat_params({n: v.detach() for n, v in policy.params().items()}, len(tasks))
+    returns = []
+    for step in range(steps + 1):
+        env = family.batched_env(tasks, episodes_per_task)
+        episodes = rollout(policy, params, env, family.action_low, family.action_high, generator)
+        returns.append(episodes.task_returns())
+        if step < steps:
+            params = reinforce_step(policy, params, add_advantages(episodes, gamma, gae_lambda),
+                                    alpha)
+    return params, returns

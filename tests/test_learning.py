@@ -1,0 +1,28 @@
+"""Learning happens: a small fixed-seed budget of RK-TRPO meta-training on 2D navigation."""
+
+import pytest
+import torch
+
+from rkmeta_rl.config import TrainConfig, resolve
+from rkmeta_rl.trainer import Trainer
+
+
+def _train(method: str, iters: int = 6) -> list[dict]:
+    torch.set_num_threads(1)
+    cfg = resolve(TrainConfig(method=method, meta_iters=iters, meta_batch_size=8,
+                              fast_batch_size=8, hidden=[32, 32], seed=0))
+    trainer = Trainer(cfg, "unused")
+    return [trainer.step() for _ in range(iters)]
+
+
+@pytest.mark.parametrize("method", ["ralston", "midpoint"])
+def test_return_after_adaptation_rises(method: str) -> None:
+    # Seed 0 measured: return_post -77.3 at iteration 0, -32.8/-31.7/-26.8 at 3..5
+    # (both methods); the margin asks for about half of that rise.
+    recs = _train(method)
+    first = recs[0]["return_post"]
+    last = sum(r["return_post"] for r in recs[-2:]) / 2
+    assert last > first + 25.0, [r["return_post"] for r in recs]
+    # and one adaptation step helps: post beats pre at the end of training
+    assert recs[-1]["return_post"] > recs[-1]["return_pre"] + 10.0
+    assert all(r["accepted"] for r in recs)
