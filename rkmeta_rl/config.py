@@ -111,5 +111,10 @@ def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
         raise ValueError(f"--hidden must be positive layer sizes like 100,100, got {cfg.hidden}")
     if cfg.device != "cpu" and not cfg.device.startswith("cuda"):
         raise ValueError(f"--device must be cpu or cuda[:N], got {cfg.device!r}")
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {cfg.device}: CUDA is not available on this machine")
     cfg.alpha, cfg.h = resolve_steps(tab, cfg.inner_lr, cfg.step_size)
     return cfg

@@ -87,5 +87,5 @@ def gaussian_kl(mean0: Tensor, log_std0: Tensor, mean1: Tensor, log_std1: Tensor
 
 def sample_actions(mean: Tensor, log_std: Tensor, generator: torch.Generator) -> Tensor:
     """u = mean + std · ε, ε ~ N(0, I) drawn from ``generator``."""
-    eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+    eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
     return mean + torch.exp(log_std) * eps

@@ -18,14 +18,17 @@ from envs.nav2d import BatchedNav2D, Nav2DEnv
 class Nav2DFamily:
     """2D navigation (NOTES.md): goals uniform in [-0.5, 0.5]², 100-step episodes."""
 
-    def __init__(self, goal_conditioned: bool = False, max_episode_steps: int = 100) -> None:
+    def __init__(self, goal_conditioned: bool = False, max_episode_steps: int = 100,
+                 device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
         self.goal_conditioned = goal_conditioned
         self.max_episode_steps = max_episode_steps
         self.env = Nav2DEnv(max_episode_steps=max_episode_steps, goal_conditioned=goal_conditioned)
         self.obs_dim = int(self.env.observation_space.shape[0])
         self.act_dim = int(self.env.action_space.shape[0])
-        self.action_low = torch.as_tensor(self.env.action_space.low, dtype=torch.float32)
-        self.action_high = torch.as_tensor(self.env.action_space.high, dtype=torch.float32)
+        box = self.env.action_space
+        self.action_low = torch.as_tensor(box.low, dtype=torch.float32, device=self.device)
+        self.action_high = torch.as_tensor(box.high, dtype=torch.float32, device=self.device)
 
     def seed(self, seed: int) -> None:
         self.env.reset(seed=seed)
@@ -40,21 +43,22 @@ class Nav2DFamily:
         self.env.np_random.bit_generator.state = state
 
     def batched_env(self, tasks: list[dict], episodes_per_task: int) -> BatchedNav2D:
-        goals = torch.as_tensor(np.stack([t["goal"] for t in tasks]), dtype=torch.float32)
+        goals = torch.as_tensor(np.stack([t["goal"] for t in tasks]), dtype=torch.float32,
+                                device=self.device)
         return BatchedNav2D(goals, episodes_per_task, self.max_episode_steps,
                             self.goal_conditioned)
 
 
 FAMILIES = {
-    "nav2d": lambda: Nav2DFamily(),
-    "nav2d-goal": lambda: Nav2DFamily(goal_conditioned=True),
+    "nav2d": lambda device: Nav2DFamily(device=device),
+    "nav2d-goal": lambda device: Nav2DFamily(goal_conditioned=True, device=device),
 }
 
 
-def make_family(name: str):
+def make_family(name: str, device: str | torch.device = "cpu"):
     """The task family called ``name``; unknown names list the valid ones."""
     try:
-        return FAMILIES[name]()
+        return FAMILIES[name](device)
     except KeyError:
         raise ValueError(
             f"unknown env {name!r}; valid choices: {', '.join(FAMILIES)}"

@@ -22,7 +22,7 @@ from rkmeta_rl.tasks import make_family
 
 
 def make_policy(cfg: TrainConfig, family) -> GaussianMLPPolicy:
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # initial weights are drawn on the CPU for every device
     return GaussianMLPPolicy(family.obs_dim, family.act_dim, cfg.hidden, cfg.init_std)
 
 
@@ -61,10 +61,10 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.tableau = cfg.get_tableau()
-        self.family = make_family(cfg.env)
+        self.family = make_family(cfg.env, cfg.device)
         self.family.seed(cfg.seed)
-        self.policy = make_policy(cfg, self.family)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.policy = make_policy(cfg, self.family).to(cfg.device)
+        self.generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
         self.iteration = 0
 
     # -- state ---------------------------------------------------------------

@@ -26,7 +26,8 @@ def baseline_features(obs: Tensor, mask: Tensor) -> Tensor:
     obs: (T, E, H, d), mask: (T, E, H) -> (T, E, H, 2d + 4), zero on padding.
     """
     horizon = obs.shape[2]
-    t = torch.arange(horizon, dtype=obs.dtype).div(100.0).expand(obs.shape[:-1]).unsqueeze(-1)
+    t = torch.arange(horizon, dtype=obs.dtype, device=obs.device).div(100.0)
+    t = t.expand(obs.shape[:-1]).unsqueeze(-1)
     ones = torch.ones_like(t)
     feats = torch.cat([obs, obs.pow(2), t, t.pow(2), t.pow(3), ones], dim=-1)
     return feats * mask.unsqueeze(-1)
@@ -45,9 +46,9 @@ def fit_linear_baseline(
     x = features.reshape(features.shape[0], -1, features.shape[-1]).double()
     y = returns.reshape(returns.shape[0], -1, 1).double()
     xtx, xty = x.transpose(1, 2) @ x, x.transpose(1, 2) @ y
-    eye = torch.eye(xtx.shape[-1], dtype=xtx.dtype)
-    coef = torch.zeros(xtx.shape[0], xtx.shape[-1], dtype=xtx.dtype)
-    todo = torch.ones(xtx.shape[0], dtype=torch.bool)
+    eye = torch.eye(xtx.shape[-1], dtype=xtx.dtype, device=xtx.device)
+    coef = torch.zeros_like(xty[..., 0])
+    todo = torch.ones(xtx.shape[0], dtype=torch.bool, device=xtx.device)
     for _ in range(max_tries):
         chol, info = torch.linalg.cholesky_ex(xtx[todo] + reg * eye)
         ok = info == 0

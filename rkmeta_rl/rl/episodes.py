@@ -78,10 +78,10 @@ def rollout(
     horizon = env.max_episode_steps
     t_, e_, d_ = obs.shape
     a_ = action_low.numel()
-    all_obs = torch.zeros(t_, e_, horizon, d_)
-    all_act = torch.zeros(t_, e_, horizon, a_)
-    all_rew = torch.zeros(t_, e_, horizon)
-    all_mask = torch.zeros(t_, e_, horizon)
+    all_obs = obs.new_zeros(t_, e_, horizon, d_)
+    all_act = obs.new_zeros(t_, e_, horizon, a_)
+    all_rew = obs.new_zeros(t_, e_, horizon)
+    all_mask = obs.new_zeros(t_, e_, horizon)
     with torch.no_grad():
         for step in range(horizon):
             alive = env.alive.clone()
