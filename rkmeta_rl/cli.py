@@ -57,9 +57,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rkmeta-rl", description=__doc__)
+    parser = argparse.ArgumentParser(prog="rkmeta-rl", description=__doc__, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="meta-train a policy with an RK meta-update and TRPO")
+    train = sub.add_parser("train", help="meta-train a policy with an RK meta-update and TRPO",
+                           allow_abbrev=False)
     _add_train_args(train)
     sub.add_parser("methods", help="list the named tableaus with their order")
     return parser

@@ -105,8 +105,13 @@ def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
         raise ValueError(f"--curvature-fraction must be in (0, 1], got {cfg.curvature_fraction}")
     if not 0 < cfg.ls_ratio < 1:
         raise ValueError(f"--ls-ratio must be in (0, 1), got {cfg.ls_ratio}")
-    if cfg.cg_damping < 0:
-        raise ValueError(f"--cg-damping must be >= 0, got {cfg.cg_damping}")
+    if not (math.isfinite(cfg.cg_damping) and cfg.cg_damping >= 0):
+        raise ValueError(f"--cg-damping must be a finite number >= 0, got {cfg.cg_damping}")
+    if not 0 <= cfg.seed < 2**32:
+        raise ValueError(f"--seed must be in [0, 2**32), got {cfg.seed}")
+    for name in ("gamma", "gae_lambda"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
     if not cfg.hidden or any(int(x) <= 0 for x in cfg.hidden):
         raise ValueError(f"--hidden must be positive layer sizes like 100,100, got {cfg.hidden}")
     if cfg.device != "cpu" and not cfg.device.startswith("cuda"):

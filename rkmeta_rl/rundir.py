@@ -7,6 +7,7 @@ killed at any moment leaves either the previous or the new checkpoint, never hal
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,15 @@ CHECKPOINT = "checkpoint.pt"
 def atomic_write_bytes(path: Path, writer) -> None:
     """Call writer(file) on ``path``.tmp, fsync, then rename it over ``path``."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        writer(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
@@ -62,22 +67,42 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     return state
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN and ±Inf become null: strict JSON readers refuse bare NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    line = json.dumps({k: _json_safe(v) for k, v in record.items()}, allow_nan=False)
     with open(run_dir / METRICS, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+def read_metrics(run_dir: Path, drop_torn_last_line: bool = False) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl. A run killed while appending can leave a torn last
+    line: it is dropped when ``drop_torn_last_line``, any other bad line is an error."""
     path = run_dir / METRICS
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for n, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if drop_torn_last_line and n == len(lines):
+                break
+            raise ValueError(f"{path} line {n} is not valid JSON ({e})") from None
+    return records
 
 
 def truncate_metrics(run_dir: Path, iterations_done: int) -> None:
     """Keep only records of iterations < iterations_done (a resumed run redoes the rest)."""
-    records = [r for r in read_metrics(run_dir) if r["iter"] < iterations_done]
+    records = [r for r in read_metrics(run_dir, drop_torn_last_line=True)
+               if r["iter"] < iterations_done]
     text = "".join(json.dumps(r) + "\n" for r in records).encode()
     atomic_write_bytes(run_dir / METRICS, lambda f: f.write(text))

@@ -144,9 +144,15 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path) -> Trainer:
                 "use --resume to continue it or --out for a new directory"
             )
         return resume_run(run_dir)
+    leftovers = [name for name in (rundir.METRICS, rundir.CHECKPOINT)
+                 if (run_dir / name).exists()]
+    if leftovers:
+        raise ValueError(f"{run_dir} holds {', '.join(leftovers)} but no {rundir.CONFIG}; "
+                         "refusing to mix a new run into it (use another --out)")
+    trainer = Trainer(cfg, run_dir)  # fails before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     rundir.write_config(run_dir, cfg.to_dict())
-    return Trainer(cfg, run_dir)
+    return trainer
 
 
 def resume_run(run_dir: Path) -> Trainer:

@@ -48,10 +48,12 @@ def main() -> None:
     p.add_argument("--threads", default="1", help="comma list of torch thread counts")
     p.add_argument("--fractions", default="1", help="comma list of curvature fractions")
     p.add_argument("--first-order", action="store_true")
+    p.add_argument("--device", default="cpu")
     args = p.parse_args()
     hidden = [int(x) for x in args.hidden.split(",")]
     print(f"method {args.method}, {args.tasks} tasks x {args.episodes} episodes x 100 steps, "
-          f"hidden {hidden}, first_order {args.first_order}, torch {torch.__version__}")
+          f"hidden {hidden}, first_order {args.first_order}, torch {torch.__version__}, "
+          f"device {args.device}")
     print(f"{'threads':>7} {'fraction':>8} " + " ".join(f"{k:>16}" for k in PHASES)
           + f" {'total s/iter':>12} {'ratio':>6}")
     base = None
@@ -60,7 +62,8 @@ def main() -> None:
         for frac in (float(f) for f in args.fractions.split(",")):
             cfg = resolve(TrainConfig(method=args.method, meta_batch_size=args.tasks,
                                       fast_batch_size=args.episodes, hidden=hidden,
-                                      curvature_fraction=frac, first_order=args.first_order))
+                                      curvature_fraction=frac, first_order=args.first_order,
+                                      device=args.device))
             r = bench(cfg, args.iters)
             base = base or r["total"]
             print(f"{threads:>7} {frac:>8.2f} " + " ".join(f"{r[k]:>16.3f}" for k in PHASES)

@@ -163,7 +163,7 @@ def meta_step(
                                   cfg.max_kl, cfg.ls_ratio, cfg.ls_steps)
     seconds["line_search"] = time.perf_counter() - t2
     result.line_search_steps = ls.steps
-    if ls.rejected_nonfinite:
+    if not ls.accepted and ls.rejected_nonfinite:
         result.rejected = f"{ls.rejected_nonfinite} non-finite line-search candidates"
     if ls.accepted and torch.isfinite(ls.x).all():
         with torch.no_grad():
