@@ -62,24 +62,26 @@ def stage_points(
         raise ValueError(f"step size h must be > 0, got {h}")
     needed = [j for j in range(tableau.stages) if tableau.needs_k(j)]
     last_needed = needed[-1] if needed else -1
-    if not first_order and needed and not all(v.requires_grad for v in theta.values()):
-        theta = {n: v.detach().requires_grad_() for n, v in theta.items()}
+    differentiable = torch.is_grad_enabled() and all(v.requires_grad for v in theta.values())
+    if not first_order and needed and not differentiable:
+        # values only (e.g. under no_grad): total derivatives need a leaf of their own
+        theta = {n: v.detach().clone().requires_grad_() for n, v in theta.items()}
     ks: list[Params | None] = []
     points: list[Params] = []
-    for i in range(tableau.stages):
-        point = dict(theta)
-        for j in range(i):
-            qij = tableau.q[i][j]
-            if qij != 0.0:
-                kj = ks[j]
-                point = {n: point[n] - (h * qij) * kj[n] for n in point}
-        points.append(point)
-        if on_point is not None:
-            on_point(i, point)
-        if i not in needed:
-            ks.append(None)
-            continue
-        with torch.enable_grad():
+    with torch.enable_grad():  # later stages differentiate through earlier k's
+        for i in range(tableau.stages):
+            point = dict(theta)
+            for j in range(i):
+                qij = tableau.q[i][j]
+                if qij != 0.0:
+                    kj = ks[j]
+                    point = {n: point[n] - (h * qij) * kj[n] for n in point}
+            points.append(point)
+            if on_point is not None:
+                on_point(i, point)
+            if i not in needed:
+                ks.append(None)
+                continue
             if first_order:
                 x = {n: v.detach().requires_grad_() for n, v in point.items()}
                 ks.append(_grad(stage_loss(i, x), x, create_graph=False))

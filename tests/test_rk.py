@@ -469,3 +469,27 @@ def test_nonpositive_step_raises(h):
     with pytest.raises(ValueError):
         meta_gradient(prob.theta_dict(), get_tableau("euler"), h, prob.stage_loss,
                       first_order=True)
+
+
+@pytest.mark.parametrize("name", ["heun", "rk3", "rk4"])
+def test_stage_points_under_no_grad_equal_grad_mode(name):
+    """Regression: under torch.no_grad(), views of a vector that requires grad report
+    requires_grad=True yet carry no graph; the total derivatives must still be exact."""
+    torch.manual_seed(3)
+    x = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    data = [torch.randn(5, dtype=torch.float64) for _ in range(4)]
+
+    def loss(i, p):
+        quartic = (p["b"] ** 4).sum() * data[i][4]
+        return (torch.tanh(p["a"] * data[i][:3].sum()) ** 2).sum() + quartic
+
+    def params(vec):
+        return {"a": vec[:3].view(3), "b": vec[3:].view(4)}
+
+    tab = get_tableau(name)
+    expected = stage_points(params(x), tab, 0.3, loss)
+    with torch.no_grad():
+        got = stage_points(params(x), tab, 0.3, loss)
+    for e, g in zip(expected, got, strict=True):
+        for n in e:
+            torch.testing.assert_close(g[n], e[n].detach())

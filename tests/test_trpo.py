@@ -381,26 +381,25 @@ def test_kl_hessian_symmetric_psd_and_gauss_newton(setup):
     torch.testing.assert_close(hess, expected, rtol=1e-9, atol=1e-11)
 
 
-# --- rkmeta_rl.rl.meta_step.curvature_fvp (the lead's FVP builder), if present ----------
+# --- rkmeta_rl.rl.meta_step.curvature_fvp: the Gauss-Newton product used by TRPO ---------
 
-_curvature_fvp = getattr(meta_step_module, "curvature_fvp", None)
-needs_fvp = pytest.mark.skipif(_curvature_fvp is None, reason="meta_step has no curvature_fvp")
+_curvature_fvp = meta_step_module.curvature_fvp
 
 
 def _library_fvp(setup, tab, **cfg_kw):
     policy = setup.policy
     theta = policy.params()
     known = {f.name for f in dataclasses.fields(meta_step_module.TRPOConfig)}
-    # speed-only settings (e.g. curvature_chunk) may come and go; they must not change F
     cfg = meta_step_module.TRPOConfig(**{k: v for k, v in cfg_kw.items() if k in known})
 
     def stage_loss(i, p):
         return reinforce_loss(policy, p, setup.data[i])
 
-    points = stage_points(repeat_params(theta, N_TASKS), tab, STEP_H, stage_loss,
-                          first_order=cfg.first_order, create_graph=True)
+    rep = repeat_params(theta, N_TASKS)
+    points = stage_points(rep, tab, STEP_H, stage_loss, first_order=cfg.first_order,
+                          create_graph=True)
     data = {i: setup.data[i] for i in range(tab.stages)}
-    return _curvature_fvp(policy, tab, STEP_H, data, points, theta, cfg)
+    return _curvature_fvp(policy, tab, STEP_H, data, rep, points, theta, cfg)
 
 
 def _probe_vectors(n, k=3, seed=40):
@@ -408,10 +407,8 @@ def _probe_vectors(n, k=3, seed=40):
     return [torch.randn(n, generator=gen, dtype=DT) for _ in range(k)]
 
 
-@needs_fvp
-@pytest.mark.parametrize("chunk", [1, 5])
-def test_curvature_fvp_exact_midpoint(setup, chunk):
-    fvp = _library_fvp(setup, setup.tab, cg_damping=0.0, curvature_chunk=chunk)
+def test_curvature_fvp_exact_midpoint(setup):
+    fvp = _library_fvp(setup, setup.tab, cg_damping=0.0)
     expected = _gauss_newton(setup, setup.tab, STEP_H)
     for v in _probe_vectors(setup.x_old.numel()):
         got = fvp(v)
@@ -419,7 +416,6 @@ def test_curvature_fvp_exact_midpoint(setup, chunk):
         torch.testing.assert_close(got, setup.hvp(setup.x_old, v), rtol=1e-9, atol=1e-11)
 
 
-@needs_fvp
 def test_curvature_fvp_damping(setup):
     v = _probe_vectors(setup.x_old.numel(), k=1)[0]
     plain = _library_fvp(setup, setup.tab, cg_damping=0.0)(v)
@@ -427,17 +423,15 @@ def test_curvature_fvp_damping(setup):
     torch.testing.assert_close(damped - plain, 0.25 * v, rtol=1e-10, atol=1e-12)
 
 
-@needs_fvp
 @pytest.mark.parametrize("name", ["heun", "ralston", "euler"])
 def test_curvature_fvp_weighted_stages(setup, name):
     tab = get_tableau(name)
-    fvp = _library_fvp(setup, tab, cg_damping=0.0, curvature_chunk=1)
+    fvp = _library_fvp(setup, tab, cg_damping=0.0)
     expected = _gauss_newton(setup, tab, STEP_H)
     for v in _probe_vectors(setup.x_old.numel()):
         torch.testing.assert_close(fvp(v), expected @ v, rtol=1e-9, atol=1e-11)
 
 
-@needs_fvp
 def test_curvature_fvp_first_order(setup):
     tab = get_tableau("heun")
     fvp = _library_fvp(setup, tab, cg_damping=0.0, first_order=True)
@@ -446,7 +440,6 @@ def test_curvature_fvp_first_order(setup):
         torch.testing.assert_close(fvp(v), expected @ v, rtol=1e-9, atol=1e-11)
 
 
-@needs_fvp
 @pytest.mark.parametrize("fraction", [0.5, 0.34])
 def test_curvature_fvp_episode_subsample(setup, fraction):
     """Subsample: exact points, Jacobian and KL from the first ⌈f·E⌉ episodes."""
@@ -460,3 +453,38 @@ def test_curvature_fvp_episode_subsample(setup, fraction):
         got = fvp(v)
         torch.testing.assert_close(got, expected @ v, rtol=1e-9, atol=1e-11)
         assert (got - exact @ v).abs().max() > 1e-6  # it is an approximation indeed
+
+
+@pytest.mark.parametrize("name", ["rk3", "rk4", "heun"])
+def test_curvature_fvp_equals_double_backward_for_any_tableau(setup, name):
+    """3- and 4-stage Jacobians involve third derivatives; the Gauss-Newton product must
+    still equal the Hessian of the weighted KL Σ w_i KL_i(θ_i(θ)) taken by plain double
+    backward through the whole stage construction."""
+    tab = get_tableau(name)
+    policy, like = setup.policy, setup.like
+    data = {i: setup.data[i % 2] for i in range(tab.stages)}
+    weights = [abs(a) / sum(abs(b) for b in tab.a) for a in tab.a]
+
+    def points(x):
+        return stage_points(repeat_params(unflatten(x, like), N_TASKS), tab, STEP_H,
+                            lambda i, p: reinforce_loss(policy, p, data[i]))
+
+    with torch.no_grad():
+        old = [policy(p, data[i].flat()[0]) for i, p in
+               enumerate(points(setup.x_old.clone().requires_grad_()))]
+
+    def kl(x):
+        return sum(w * mean_kl(policy, p, data[i], *old[i])
+                   for i, (w, p) in enumerate(zip(weights, points(x), strict=True)) if w)
+
+    xx = setup.x_old.clone().requires_grad_()
+    grad = torch.autograd.grad(kl(xx), xx, create_graph=True)[0]
+    cfg = meta_step_module.TRPOConfig(cg_damping=0.0)
+    theta = policy.params()
+    rep = repeat_params(theta, N_TASKS)
+    pts = stage_points(rep, tab, STEP_H, lambda i, p: reinforce_loss(policy, p, data[i]))
+    fvp = _curvature_fvp(policy, tab, STEP_H, data, rep, pts, theta, cfg)
+    for v in _probe_vectors(setup.x_old.numel()):
+        expected = torch.autograd.grad(grad.dot(v), xx, retain_graph=True)[0]
+        assert expected.abs().max() > 1e-4
+        torch.testing.assert_close(fvp(v), expected, rtol=1e-8, atol=1e-10)

@@ -88,7 +88,7 @@ class StageObjective:
         return torch.stack(terms).sum()
 
 
-def _grad_vec(out: Tensor, theta: Params, **kw) -> Tensor:
+def _grad_vec(out: Tensor | list[Tensor], theta: Params, **kw) -> Tensor:
     grads = torch.autograd.grad(out, list(theta.values()), allow_unused=True,
                                 materialize_grads=True, **kw)
     return torch.cat([g.reshape(-1) for g in grads])
@@ -119,15 +119,15 @@ def meta_step(
             data[i] = add_advantages(sample(detached), cfg.gamma, cfg.gae_lambda)
             seconds["sampling"] += time.perf_counter() - t
 
-    def points_at(th: Params, episodes: dict[int, Episodes], create_graph: bool) -> list[Params]:
+    def points_at(rep: Params, create_graph: bool) -> list[Params]:
         return stage_points(
-            repeat_params(th, num_tasks), tableau, h,
-            lambda i, p: reinforce_loss(policy, p, episodes[i]),
+            rep, tableau, h, lambda i, p: reinforce_loss(policy, p, data[i]),
             first_order=cfg.first_order, create_graph=create_graph, on_point=on_point,
         )
 
     t0 = time.perf_counter()
-    points = points_at(theta, data, create_graph=True)
+    rep = repeat_params(theta, num_tasks)
+    points = points_at(rep, create_graph=True)
     stage_returns = [data[i].mean_return() for i in range(tableau.stages)]
     if tableau.stages > 1:
         return_post = stage_returns[1]
@@ -137,7 +137,7 @@ def meta_step(
     objective = StageObjective(policy, tableau, data, points)
     loss0 = objective.surrogate(points)
     grad = _grad_vec(loss0, theta, retain_graph=True)
-    fvp = curvature_fvp(policy, tableau, h, data, points, theta, cfg)
+    fvp = curvature_fvp(policy, tableau, h, data, rep, points, theta, cfg)
     t1 = time.perf_counter()
     seconds["inner_adaptation"] = t1 - t0 - seconds["sampling"]
     if not torch.isfinite(grad).all():
@@ -155,7 +155,7 @@ def meta_step(
     fixed = {n: v.detach() for n, v in theta.items()}
 
     def evaluate(x: Tensor) -> tuple[float, float]:
-        pts = points_at(unflatten(x, fixed), data, create_graph=False)
+        pts = points_at(repeat_params(unflatten(x, fixed), num_tasks), create_graph=False)
         with torch.no_grad():
             return objective.surrogate(pts).item(), objective.kl(pts).item()
 
@@ -180,35 +180,75 @@ def curvature_fvp(
     tableau: Tableau,
     h: float,
     data: dict[int, Episodes],
+    rep: Params,
     points: list[Params],
     theta: Params,
     cfg: TRPOConfig,
 ) -> Callable[[Tensor], Tensor]:
-    """v -> (F + damping·I) v, F the Hessian of the weighted KL at θ_old, by double
-    backward through the stage construction (the first backward is done once).
+    """v -> (F + damping·I) v with F the exact Hessian of the weighted KL at θ_old.
 
-    With ``cfg.curvature_fraction`` < 1 only the first ⌈f·E⌉ episodes of each task enter
-    (an approximation): the stage construction is rebuilt on them and shifted onto the
-    exact points, θ̃_i(θ) = θ_i(θ_old) + θ_i^sub(θ) - θ_i^sub(θ_old), so its value at
-    θ_old is exact and its Jacobian the subsample's.
+    At θ_old every KL_i is zero with zero gradient, so its Hessian is a Gauss-Newton
+    product, summed over tasks: F = Σ_i w_i J_iᵀ G_i J_i, where
+      J_i = dθ_i/dθ = I - h Σ_j q_ij ∇²φ_j with φ_j(θ) = L_j(θ_j(θ)) (k_j = ∇φ_j), a
+            symmetric matrix, so J_i v is one backward pass through the stage
+            construction (J_i = I for stage 1 and in first-order mode);
+      G_i = J_netᵀ M J_net, the network's Jacobian at θ_i on stage i's states with the
+            Gaussian's Fisher M (1/σ² for the mean, 2 for log σ); forward mode through
+            cached activations, reverse mode through a graph built once.
+    This replaces double backward through the whole KL (same matrix, fewer passes).
+
+    ``rep`` holds the per-task copies of θ that ``points`` were built from. With
+    ``cfg.curvature_fraction`` < 1 only the first ⌈f·E⌉ episodes of each task enter
+    G_i and the Hessians inside J_i (an approximation; the points stay exact).
     """
     num_tasks, n_eps = data[0].obs.shape[:2]
     keep = max(1, math.ceil(cfg.curvature_fraction * n_eps))
-    if keep == n_eps:
-        kl = StageObjective(policy, tableau, data, points).kl(points)
-    else:
-        sub = {i: ep.first_episodes(keep) for i, ep in data.items()}
-        sub_points = stage_points(
-            repeat_params(theta, num_tasks), tableau, h,
-            lambda i, p: reinforce_loss(policy, p, sub[i]), first_order=cfg.first_order,
-        )
-        shifted = [{n: p[n] + (o[n].detach() - p[n].detach()) for n in p}
-                   for p, o in zip(sub_points, points, strict=True)]
-        kl = StageObjective(policy, tableau, sub, points).kl(shifted)
-    grad_kl = _grad_vec(kl, theta, create_graph=True)
+    jac_rep, jac_points = rep, points
+    if keep < n_eps:
+        data = {i: ep.first_episodes(keep) for i, ep in data.items()}
+        jac_rep = repeat_params(theta, num_tasks)
+        jac_points = stage_points(jac_rep, tableau, h,
+                                  lambda i, p: reinforce_loss(policy, p, data[i]),
+                                  first_order=cfg.first_order)
+    names = list(theta)
+    weights = kl_weights(tableau)
+    stages = []
+    for i, w in enumerate(weights):
+        if w == 0:
+            continue
+        obs, _, _, mask = data[i].flat()
+        at = {n: v.detach() for n, v in points[i].items()}
+        (_, log_std), jvp_net = policy.linearize(at, obs)
+        leaf = {n: v.clone().requires_grad_() for n, v in at.items()}
+        outputs = policy(leaf, obs)
+        c = w * mask / mask.sum(-1, keepdim=True).clamp_min(1.0) / num_tasks  # (T, N)
+        fisher = (c.unsqueeze(-1) * torch.exp(-2.0 * log_std), 2.0 * c.sum(-1)[:, None, None])
+        identity = i == 0 or cfg.first_order
+        stages.append((i, identity, jvp_net, leaf, outputs, fisher))
 
     def fvp(v: Tensor) -> Tensor:
-        return _grad_vec(grad_kl.dot(v), theta, retain_graph=True) + cfg.cg_damping * v
+        v_rep = {n: x.expand(num_tasks, *x.shape) for n, x in unflatten(v, theta).items()}
+        total = cfg.cg_damping * v
+        outs, cots = [], []
+        for i, identity, jvp_net, leaf, outputs, fisher in stages:
+            if identity:
+                jv = v_rep
+            else:
+                jv = dict(zip(names, torch.autograd.grad(
+                    [jac_points[i][n] for n in names], [jac_rep[n] for n in names],
+                    [v_rep[n] for n in names], retain_graph=True), strict=True))
+            d_mean, d_log_std = jvp_net(jv)
+            g = torch.autograd.grad(outputs, list(leaf.values()),
+                                    (d_mean * fisher[0], d_log_std * fisher[1]),
+                                    retain_graph=True)
+            if identity:
+                total = total + torch.cat([x.sum(0).reshape(-1) for x in g])
+            else:
+                outs += [jac_points[i][n] for n in names]
+                cots += list(g)
+        if outs:
+            total = total + _grad_vec(outs, theta, grad_outputs=cots, retain_graph=True)
+        return total
 
     return fvp
 
