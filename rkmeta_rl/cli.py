@@ -25,32 +25,35 @@ def _hidden(text: str) -> list[int]:
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
-    p.add_argument("--env", default=d.env, help=f"task family (default {d.env})")
+    p.add_argument("--env", default=d.env, help="task family")
     p.add_argument("--method", default=d.method,
-                   help=f"tableau name (rkmeta-rl methods) (default {d.method})")
+                   help="tableau name (see rkmeta-rl methods)")
     p.add_argument("--tableau", metavar="FILE",
                    help="JSON tableau {a, q, name} instead of --method")
     p.add_argument("--first-order", action="store_true",
                    help="k_i at its point, not differentiated through θ_i(θ)")
-    p.add_argument("--meta-iters", type=int, default=d.meta_iters)
+    p.add_argument("--meta-iters", type=int, default=d.meta_iters, help="meta-iterations")
     p.add_argument("--meta-batch-size", type=int, default=d.meta_batch_size, help="tasks")
     p.add_argument("--fast-batch-size", type=int, default=d.fast_batch_size,
                    help="episodes per task and stage")
     steps = p.add_mutually_exclusive_group()
     steps.add_argument("--inner-lr", type=float, default=None,
-                       help="adaptation step α, h = α / c2 (default 0.16)")
+                       help="adaptation step α, h = α / c2 [0.16 when neither is given]")
     steps.add_argument("--step-size", type=float, default=None, help="RK step h, α = c2·h")
-    p.add_argument("--max-kl", type=float, default=d.max_kl)
-    p.add_argument("--cg-iters", type=int, default=d.cg_iters)
-    p.add_argument("--cg-damping", type=float, default=d.cg_damping)
+    p.add_argument("--max-kl", type=float, default=d.max_kl, help="TRPO KL bound δ")
+    p.add_argument("--cg-iters", type=int, default=d.cg_iters,
+                   help="conjugate-gradient iterations")
+    p.add_argument("--cg-damping", type=float, default=d.cg_damping,
+                   help="added to the curvature: (F + damping·I)")
     p.add_argument("--curvature-fraction", type=float, default=d.curvature_fraction,
-                   help="share of episodes for the CG curvature; < 1 approximates (default 1)")
-    p.add_argument("--ls-ratio", type=float, default=d.ls_ratio)
-    p.add_argument("--ls-steps", type=int, default=d.ls_steps)
+                   help="share of episodes for the CG curvature; < 1 approximates")
+    p.add_argument("--ls-ratio", type=float, default=d.ls_ratio, help="backtracking shrink")
+    p.add_argument("--ls-steps", type=int, default=d.ls_steps, help="line-search candidates")
     p.add_argument("--hidden", type=_hidden, default=d.hidden, help="e.g. 100,100")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--num-threads", type=int, default=d.num_threads)
-    p.add_argument("--device", default=d.device)
+    p.add_argument("--seed", type=int, default=d.seed, help="tasks, weights and sampling")
+    p.add_argument("--num-threads", type=int, default=d.num_threads,
+                   help="torch threads; 1 is fastest when another process shares the cores")
+    p.add_argument("--device", default=d.device, help="cpu or cuda[:N]")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/ENV-METHOD-sSEED)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own config")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -60,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rkmeta-rl", description=__doc__, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="meta-train a policy with an RK meta-update and TRPO",
-                           allow_abbrev=False)
+                           allow_abbrev=False,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_train_args(train)
     sub.add_parser("methods", help="list the named tableaus with their order")
     return parser

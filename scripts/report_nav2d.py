@@ -1,0 +1,68 @@
+"""Summarise 2D-navigation runs as a markdown table.
+
+    python scripts/report_nav2d.py runs/nav2d-ralston-s0 runs/nav2d-midpoint-s0 ...
+
+For each run directory: the training metrics' mean return before and after one
+adaptation step over the last ``--last`` meta-iterations (each over the meta-batch's
+tasks × episodes), and a held-out check of the final policy: ``--tasks`` goals drawn
+with ``--seed`` (the same for every run), ``--episodes`` episodes per task before and
+after one gradient step of the run's α (mean ± standard error over tasks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rkmeta_rl import load_run
+from rkmeta_rl.rl.adapt import adapt_to_tasks
+from rkmeta_rl.tasks import make_family
+
+
+def held_out(run_dir: str, tasks: int, episodes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    cfg, policy = load_run(run_dir)
+    family = make_family(cfg.env)
+    family.seed(seed)
+    goals = family.sample_tasks(tasks)
+    _, returns = adapt_to_tasks(policy, family, goals, cfg.alpha, steps=1,
+                                episodes_per_task=episodes,
+                                generator=torch.Generator().manual_seed(seed))
+    return returns[0].numpy(), returns[1].numpy()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--last", type=int, default=10)
+    p.add_argument("--tasks", type=int, default=40)
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1234)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    print(f"| run | method | iters | train pre (last {args.last}) | train post (last {args.last})"
+          f" | held-out pre | held-out post | s/iter |")
+    print("|---|---|---|---|---|---|---|---|")
+    for run in args.runs:
+        recs = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+        cfg = json.loads((Path(run) / "config.json").read_text())
+        last = recs[-args.last:]
+        pre, post = held_out(run, args.tasks, args.episodes, args.seed)
+        se = np.sqrt(args.tasks)
+        method = cfg["method"] + (" (first-order)" if cfg["first_order"] else "")
+        if cfg.get("curvature_fraction", 1.0) < 1:
+            method += f" (curvature {cfg['curvature_fraction']})"
+        print(f"| {Path(run).name} | {method} | {len(recs)} "
+              f"| {statistics.mean(r['return_pre'] for r in last):.1f} "
+              f"| {statistics.mean(r['return_post'] for r in last):.1f} "
+              f"| {pre.mean():.1f} ± {pre.std(ddof=1) / se:.1f} "
+              f"| {post.mean():.1f} ± {post.std(ddof=1) / se:.1f} "
+              f"| {statistics.median(r['seconds'] for r in recs):.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
