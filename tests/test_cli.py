@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import interrupt_on_call
 
 from rkmeta_rl import rundir
 from rkmeta_rl.cli import main
 from rkmeta_rl.config import TrainConfig
 from rkmeta_rl.tableau import METHOD_NAMES, get_tableau
-from rkmeta_rl.trainer import Trainer
 
 TINY = ["--meta-batch-size", "2", "--fast-batch-size", "2", "--hidden", "8,8", "--no-progress"]
 METHODS = ("euler", "midpoint", "heun", "ralston", "ralston23", "itb", "rk3", "rk4")
@@ -187,24 +187,11 @@ def test_step_size_readings_are_recorded(tmp_path, capsys, flags, alpha, h):
 # -- train again into the same directory -------------------------------------------------
 
 
-def _interrupt_on_call(monkeypatch, n: int) -> None:
-    """Make the n-th Trainer.step call raise KeyboardInterrupt (a Ctrl-C mid-run)."""
-    original, calls = Trainer.step, []
-
-    def step(self):
-        calls.append(1)
-        if len(calls) == n:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Trainer, "step", step)
-
-
 def test_train_again_with_same_settings_resumes(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     argv = train_argv(out, iters=3)
     with monkeypatch.context() as m:
-        _interrupt_on_call(m, 2)
+        interrupt_on_call(m, 2)
         assert main(argv) == 130
     assert "--resume" in capsys.readouterr().err
     assert [r["iter"] for r in rundir.read_metrics(out)] == [0]
@@ -227,7 +214,7 @@ def test_train_again_with_same_settings_resumes(tmp_path, capsys, monkeypatch):
 def test_resume_flag_continues_a_run(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     with monkeypatch.context() as m:
-        _interrupt_on_call(m, 3)
+        interrupt_on_call(m, 3)
         assert main(train_argv(out, iters=3)) == 130
     assert main(["train", "--resume", str(out), "--no-progress"]) == 0
     assert "iteration 2/3" in capsys.readouterr().err

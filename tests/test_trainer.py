@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import interrupt_on_call
 
 from rkmeta_rl import rundir
 from rkmeta_rl.cli import main
@@ -38,19 +39,6 @@ def assert_params_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-
-
-def interrupt_on_call(monkeypatch, n: int) -> None:
-    """Make the n-th Trainer.step call raise KeyboardInterrupt (a Ctrl-C mid-run)."""
-    original, calls = Trainer.step, []
-
-    def step(self):
-        calls.append(1)
-        if len(calls) == n:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Trainer, "step", step)
 
 
 def run_to_end(run_dir: Path, **overrides) -> Trainer:
