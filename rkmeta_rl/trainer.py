@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from rkmeta_rl import rundir
@@ -136,9 +134,10 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path) -> Trainer:
     run_dir = Path(run_dir)
     if (run_dir / rundir.CONFIG).exists():
         existing = rundir.read_config(run_dir)
-        if existing != json.loads(json.dumps(cfg.to_dict())):
-            diff = sorted(k for k in set(existing) | set(cfg.to_dict())
-                          if existing.get(k) != json.loads(json.dumps(cfg.to_dict())).get(k))
+        wanted = json.loads(json.dumps(cfg.to_dict()))  # as config.json stores it
+        if existing != wanted:
+            diff = sorted(k for k in existing.keys() | wanted.keys()
+                          if existing.get(k) != wanted.get(k))
             raise ValueError(
                 f"{run_dir} already holds a different run (settings differ: {', '.join(diff)}); "
                 "use --resume to continue it or --out for a new directory"
@@ -178,9 +177,3 @@ def load_run(path: str | Path) -> tuple[TrainConfig, GaussianMLPPolicy]:
     policy.load_state_dict(state["policy"])
     return cfg, policy
 
-
-def _finite(x: float) -> bool:
-    return isinstance(x, float) and math.isfinite(x)
-
-
-__all__ = ["Trainer", "load_run", "prepare_run_dir", "resume_run", "np"]

@@ -42,6 +42,7 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=40)
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--window", type=int, default=10, help="iterations per curve point")
     args = p.parse_args()
     torch.set_num_threads(1)
     print(f"| run | method | iters | train pre (last {args.last}) | train post (last {args.last})"
@@ -62,6 +63,12 @@ def main() -> None:
               f"| {pre.mean():.1f} ± {pre.std(ddof=1) / se:.1f} "
               f"| {post.mean():.1f} ± {post.std(ddof=1) / se:.1f} "
               f"| {statistics.median(r['seconds'] for r in recs):.1f} |", flush=True)
+    print(f"\nMean return after one step (train) per {args.window} meta-iterations:\n")
+    for run in args.runs:
+        recs = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+        points = [statistics.mean(r["return_post"] for r in recs[i:i + args.window])
+                  for i in range(0, len(recs), args.window)]
+        print(f"    {Path(run).name:>24}: " + " ".join(f"{x:6.1f}" for x in points))
 
 
 if __name__ == "__main__":
