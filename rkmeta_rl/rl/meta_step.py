@@ -131,8 +131,10 @@ def meta_step(
     stage_returns = [data[i].mean_return() for i in range(tableau.stages)]
     if tableau.stages > 1:
         return_post = stage_returns[1]
-    else:
+    else:  # one stage: a monitoring adaptation step, counted as sampling time
+        t = time.perf_counter()
         return_post = _monitor_post(policy, theta, data[0], sample, alpha, num_tasks)
+        seconds["sampling"] += time.perf_counter() - t
     result = MetaStepResult(stage_returns, stage_returns[0], return_post, seconds=seconds)
     objective = StageObjective(policy, tableau, data, points)
     loss0 = objective.surrogate(points)
