@@ -89,10 +89,9 @@ def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
     else:
         tab = cfg.get_tableau()
     cfg.tableau = tab.to_dict()
-    from rkmeta_rl.tasks import FAMILIES
+    from rkmeta_rl.tasks import check_env_name
 
-    if cfg.env not in FAMILIES:
-        raise ValueError(f"unknown env {cfg.env!r}; valid choices: {', '.join(FAMILIES)}")
+    check_env_name(cfg.env)
     for name in ("meta_iters", "meta_batch_size", "fast_batch_size", "cg_iters", "ls_steps",
                  "num_threads"):
         if int(getattr(cfg, name)) <= 0:

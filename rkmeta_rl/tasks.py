@@ -55,11 +55,13 @@ FAMILIES = {
 }
 
 
+def check_env_name(name: str) -> None:
+    """Refuse an unknown family name, listing the valid ones."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown env {name!r}; valid choices: {', '.join(FAMILIES)}")
+
+
 def make_family(name: str, device: str | torch.device = "cpu"):
     """The task family called ``name``; unknown names list the valid ones."""
-    try:
-        return FAMILIES[name](device)
-    except KeyError:
-        raise ValueError(
-            f"unknown env {name!r}; valid choices: {', '.join(FAMILIES)}"
-        ) from None
+    check_env_name(name)
+    return FAMILIES[name](device)
