@@ -23,23 +23,15 @@ def _hidden(text: str) -> list[int]:
     return sizes
 
 
-def _add_train_args(p: argparse.ArgumentParser) -> None:
+def _add_train_args(p: argparse.ArgumentParser, oracle: bool = False) -> None:
     d = DEFAULTS
     p.add_argument("--env", default=d.env, help="task family")
-    p.add_argument("--method", default=d.method,
-                   help="tableau name (see rkmeta-rl methods)")
-    p.add_argument("--tableau", metavar="FILE",
-                   help="JSON tableau {a, q, name} instead of --method")
-    p.add_argument("--first-order", action="store_true",
-                   help="k_i at its point, not differentiated through θ_i(θ)")
+    if not oracle:
+        _add_method_args(p)
     p.add_argument("--meta-iters", type=int, default=d.meta_iters, help="meta-iterations")
     p.add_argument("--meta-batch-size", type=int, default=d.meta_batch_size, help="tasks")
     p.add_argument("--fast-batch-size", type=int, default=d.fast_batch_size,
                    help="episodes per task and stage")
-    steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--inner-lr", type=float, default=None,
-                       help="adaptation step α, h = α / c2 [0.16 when neither is given]")
-    steps.add_argument("--step-size", type=float, default=None, help="RK step h, α = c2·h")
     p.add_argument("--max-kl", type=float, default=d.max_kl, help="TRPO KL bound δ")
     p.add_argument("--cg-iters", type=int, default=d.cg_iters,
                    help="conjugate-gradient iterations")
@@ -59,6 +51,42 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _add_method_args(p: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
+    p.add_argument("--method", default=d.method,
+                   help="tableau name (see rkmeta-rl methods)")
+    p.add_argument("--tableau", metavar="FILE",
+                   help="JSON tableau {a, q, name} instead of --method")
+    p.add_argument("--first-order", action="store_true",
+                   help="k_i at its point, not differentiated through θ_i(θ)")
+    steps = p.add_mutually_exclusive_group()
+    steps.add_argument("--inner-lr", type=float, default=None,
+                       help="adaptation step α, h = α / c2 [0.16 when neither is given]")
+    steps.add_argument("--step-size", type=float, default=None, help="RK step h, α = c2·h")
+
+
+def _add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    from rkmeta_rl.evaluate import INITS, PROTOCOLS, EvalConfig
+
+    d = EvalConfig()
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by train")
+    p.add_argument("--tasks", type=int, default=d.tasks, help="held-out tasks")
+    p.add_argument("--episodes", type=int, default=d.episodes,
+                   help="episodes per task and adaptation step")
+    p.add_argument("--steps", type=int, default=d.steps,
+                   help="gradient steps (returns after 0..STEPS of them)")
+    p.add_argument("--alpha", type=float, default=None, help="adaptation step [the run's α]")
+    p.add_argument("--protocol", default=d.protocol,
+                   help="; ".join(f"{k}: {v}" for k, v in PROTOCOLS.items()))
+    p.add_argument("--init", default=d.init,
+                   help="; ".join(f"{k}: {v}" for k, v in INITS.items()))
+    p.add_argument("--seed", type=int, default=d.seed, help="held-out tasks and sampling")
+    p.add_argument("--out", metavar="FILE",
+                   help="output [RUN_DIR/eval.json; eval-random.json, eval-maml.json, ...]")
+    p.add_argument("--num-threads", type=int, default=1, help="torch threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rkmeta-rl", description=__doc__, allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
                            allow_abbrev=False,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     _add_train_args(train)
+    oracle = sub.add_parser(
+        "train-oracle", allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="train the oracle: TRPO on the goal-conditioned variant of --env",
+        description="Train the same policy architecture with (multi-task) TRPO on the "
+                    "goal-conditioned variant of --env: its return is the ceiling line.")
+    _add_train_args(oracle, oracle=True)
+    evaluate = sub.add_parser(
+        "evaluate", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="adapt a run's policy to held-out tasks with 0..K gradient steps (eval.json)")
+    _add_evaluate_args(evaluate)
     sub.add_parser("methods", help="list the named tableaus with their order")
     return parser
 
@@ -73,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
-    return resolve(TrainConfig(**values), tableau_file=args.tableau)
+    if args.command == "train-oracle":
+        from rkmeta_rl.tasks import oracle_env
+
+        values.update(env=oracle_env(args.env), method="euler")
+    return resolve(TrainConfig(**values), tableau_file=getattr(args, "tableau", None))
 
 
 def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
@@ -89,7 +132,8 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         trainer = resume_run(Path(args.resume))
     else:
         cfg = _config_from_args(args)
-        out = Path(args.out or f"runs/{cfg.env}-{cfg.method}-s{cfg.seed}")
+        name = "oracle" if args.command == "train-oracle" else cfg.method
+        out = Path(args.out or f"runs/{args.env}-{name}-s{cfg.seed}")
         trainer = prepare_run_dir(cfg, out)
     print(f"rkmeta-rl: run directory {trainer.run_dir} (iteration {trainer.iteration}/"
           f"{trainer.cfg.meta_iters}, α = {trainer.cfg.alpha:g}, h = {trainer.cfg.h:g})",
@@ -101,6 +145,27 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from rkmeta_rl.evaluate import EvalConfig, evaluate_run
+
+    ecfg = EvalConfig(tasks=args.tasks, episodes=args.episodes, steps=args.steps,
+                      alpha=args.alpha, protocol=args.protocol, seed=args.seed, init=args.init)
+    ecfg.check()
+    if args.num_threads <= 0:
+        raise ValueError(f"--num-threads must be > 0, got {args.num_threads}")
+    if not Path(args.run_dir).is_dir():
+        raise ValueError(f"{args.run_dir}: no such run directory")
+    torch.set_num_threads(args.num_threads)
+    result = evaluate_run(args.run_dir, ecfg, out=args.out, progress=not args.no_progress)
+    means = " ".join(f"{r['mean']:.1f}" for r in result["by_step"])
+    out = args.out or str(Path(args.run_dir) / ecfg.default_filename())
+    print(f"{result['method']} ({ecfg.init}) mean return after 0..{ecfg.steps} steps: {means}")
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -109,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "methods":
             print(format_table())
             return 0
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
         return cmd_train(args, argv)
     except (ValueError, FileNotFoundError) as e:
         print(f"rkmeta-rl: error: {e}", file=sys.stderr)

@@ -55,6 +55,18 @@ FAMILIES = {
 }
 
 
+# The oracle of a family: the same tasks with the task itself in the observation.
+ORACLE_VARIANTS = {"nav2d": "nav2d-goal"}
+
+
+def oracle_env(name: str) -> str:
+    """The goal-conditioned variant of family ``name`` (its oracle's environment)."""
+    if name not in ORACLE_VARIANTS:
+        raise ValueError(f"no oracle variant for env {name!r}; valid choices: "
+                         f"{', '.join(ORACLE_VARIANTS)}")
+    return ORACLE_VARIANTS[name]
+
+
 def check_env_name(name: str) -> None:
     """Refuse an unknown family name, listing the valid ones."""
     if name not in FAMILIES:

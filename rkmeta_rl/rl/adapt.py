@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import Tensor
 
@@ -23,25 +25,33 @@ def adapt_to_tasks(
     policy: GaussianMLPPolicy,
     family,
     tasks: list[dict],
-    alpha: float,
+    alpha: float | Sequence[float],
     steps: int,
     episodes_per_task: int,
     generator: torch.Generator,
     gamma: float = 0.99,
     gae_lambda: float = 1.0,
+    on_step: Callable[[int, Tensor, Params], None] | None = None,
 ) -> tuple[Params, list[Tensor]]:
     """Adapt to each task with ``steps`` gradient steps on fresh episodes.
 
+    ``alpha`` is one step size for every step, or one per step (``steps`` of them).
     Returns the adapted per-task parameters and the per-task mean returns (T,) measured
-    before the first step and after each step (``steps + 1`` entries).
+    before the first step and after each step (``steps + 1`` entries). ``on_step(k,
+    returns, params)`` is called as each is measured, with the parameters after k steps.
     """
+    alphas = [alpha] * steps if isinstance(alpha, (int, float)) else list(alpha)
+    if len(alphas) != steps:
+        raise ValueError(f"{len(alphas)} step sizes given for {steps} steps")
     params = repeat_params({n: v.detach() for n, v in policy.params().items()}, len(tasks))
     returns = []
     for step in range(steps + 1):
         env = family.batched_env(tasks, episodes_per_task)
         episodes = rollout(policy, params, env, family.action_low, family.action_high, generator)
         returns.append(episodes.task_returns())
+        if on_step is not None:
+            on_step(step, returns[-1], params)
         if step < steps:
             params = reinforce_step(policy, params, add_advantages(episodes, gamma, gae_lambda),
-                                    alpha)
+                                    alphas[step])
     return params, returns

@@ -1,0 +1,185 @@
+"""Meta-test evaluation (Figure 5): adapt a run's policy to held-out tasks, 0..K steps.
+
+The held-out tasks are drawn from the run's task family seeded with the evaluation seed,
+so every run (and the goal-conditioned oracle) meets the same goals. At each step the
+adapted policies sample ``episodes`` fresh episodes per task; the mean return per task
+is recorded and then one REINFORCE step is taken (of α, or with the MAML test protocol
+α first and α/2 after). The result is written to ``eval.json`` next to the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import Tensor
+
+from rkmeta_rl import rundir
+from rkmeta_rl.config import TrainConfig
+from rkmeta_rl.policy import GaussianMLPPolicy
+from rkmeta_rl.progress import ProgressBar
+from rkmeta_rl.rl.adapt import adapt_to_tasks
+from rkmeta_rl.tasks import make_family
+
+PROTOCOLS = {"constant": "α at every step", "maml": "α at the first step, α/2 after"}
+INITS = {"trained": "the run's last checkpoint", "random": "the run's initial weights"}
+DEFAULT_EVAL_SEED = 20170309  # held-out goals: no training run draws tasks from this stream
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    tasks: int = 40  # held-out tasks
+    episodes: int = 40  # episodes per task and adaptation step (the paper's 40 samples)
+    steps: int = 9  # gradient steps; returns are measured after 0..steps of them
+    alpha: float | None = None  # None: the run's α
+    protocol: str = "constant"
+    seed: int = DEFAULT_EVAL_SEED
+    init: str = "trained"
+
+    def check(self) -> None:
+        """Raise ValueError naming the bad value and the valid choices."""
+        for name in ("tasks", "episodes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be > 0, got {getattr(self, name)}")
+        if self.steps < 0:
+            raise ValueError(f"--steps must be >= 0, got {self.steps}")
+        if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise ValueError(f"--alpha must be a positive number, got {self.alpha}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; valid choices: "
+                             f"{', '.join(PROTOCOLS)}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; valid choices: {', '.join(INITS)}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"--seed must be in [0, 2**32), got {self.seed}")
+
+    def default_filename(self) -> str:
+        """eval.json, with -random / -maml for the non-default policy and protocol."""
+        parts = ["eval"]
+        if self.init != "trained":
+            parts.append(self.init)
+        if self.protocol != "constant":
+            parts.append(self.protocol)
+        return "-".join(parts) + ".json"
+
+
+def step_sizes(alpha: float, steps: int, protocol: str) -> list[float]:
+    """The adaptation step of each gradient step under ``protocol``."""
+    if protocol == "maml":
+        return [alpha if k == 0 else alpha / 2 for k in range(steps)]
+    return [alpha] * steps
+
+
+def held_out_tasks(family, n: int, seed: int) -> list[dict]:
+    """``n`` tasks drawn from ``family``'s own task stream seeded with ``seed``."""
+    family.seed(seed)
+    return family.sample_tasks(n)
+
+
+def summarize(per_task: Tensor | np.ndarray) -> dict[str, Any]:
+    """Mean over tasks, sample standard deviation, t-based 95% interval, per-task means."""
+    x = np.asarray(per_task, dtype=np.float64)
+    mean = float(x.mean())
+    std = float(x.std(ddof=1)) if x.size > 1 else 0.0
+    half = float(stats.t.ppf(0.975, x.size - 1) * std / math.sqrt(x.size)) if x.size > 1 else 0.0
+    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half],
+            "per_task": x.tolist()}
+
+
+def evaluation_policy(run_dir: Path, init: str) -> tuple[TrainConfig, GaussianMLPPolicy, int]:
+    """(config, policy, meta-iterations it had) for ``init`` "trained" or "random"."""
+    from rkmeta_rl.trainer import load_run, make_policy
+
+    if init == "random":
+        cfg = TrainConfig.from_dict(rundir.read_config(run_dir))
+        return cfg, make_policy(cfg, make_family(cfg.env)), 0
+    cfg, policy = load_run(run_dir)
+    state = rundir.load_checkpoint(run_dir)
+    return cfg, policy, int(state["iteration"])
+
+
+def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
+                 out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Adapt the run's policy to the held-out tasks; write and return the evaluation."""
+    ecfg.check()
+    run_dir = Path(run_dir)
+    cfg, policy, iteration = evaluation_policy(run_dir, ecfg.init)
+    family = make_family(cfg.env)
+    tasks = held_out_tasks(family, ecfg.tasks, ecfg.seed)
+    alpha = cfg.alpha if ecfg.alpha is None else ecfg.alpha
+    alphas = step_sizes(alpha, ecfg.steps, ecfg.protocol)
+    bar = ProgressBar(ecfg.steps + 1) if progress else None
+
+    def on_step(k: int, returns: Tensor, _params) -> None:
+        if bar is not None:
+            bar.update(k + 1, step=k, mean_return=float(returns.mean()))
+
+    generator = torch.Generator().manual_seed(ecfg.seed)
+    _, returns = adapt_to_tasks(policy, family, tasks, alphas, ecfg.steps, ecfg.episodes,
+                                generator, cfg.gamma, cfg.gae_lambda, on_step=on_step)
+    result = {
+        "run_dir": str(run_dir),
+        "env": cfg.env,
+        "method": cfg.method,
+        "first_order": cfg.first_order,
+        "train_seed": cfg.seed,
+        "meta_iterations": iteration,
+        **asdict(ecfg),
+        "alpha": alpha,
+        "step_sizes": alphas,
+        "tasks_drawn": [{k: np.asarray(v).tolist() for k, v in t.items()} for t in tasks],
+        "by_step": [{"step": k, **summarize(r)} for k, r in enumerate(returns)],
+    }
+    path = Path(out) if out is not None else run_dir / ecfg.default_filename()
+    text = (json.dumps(result, indent=1) + "\n").encode()
+    rundir.atomic_write_bytes(path, lambda f: f.write(text))
+    return result
+
+
+def read_eval(path: str | Path) -> dict[str, Any]:
+    """An ``eval.json`` written by :func:`evaluate_run` (ValueError if it is not one)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such evaluation file (run rkmeta-rl evaluate first)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if "by_step" not in data:
+        raise ValueError(f"{path} is not an evaluation file (no 'by_step')")
+    return data
+
+
+def label_of(evaluation: dict[str, Any]) -> str:
+    """The curve an evaluation belongs to: its method, "random init" or "oracle"."""
+    from rkmeta_rl.tasks import ORACLE_VARIANTS
+
+    if evaluation["init"] == "random":
+        return "random init"
+    if evaluation["env"] in ORACLE_VARIANTS.values():
+        return "oracle"
+    return evaluation["method"] + ("-fo" if evaluation.get("first_order") else "")
+
+
+def combine_seeds(evaluations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per step: mean over runs (seeds) of their mean returns and a t-based 95% interval
+    across runs; a single run keeps its own interval across tasks."""
+    if not evaluations:
+        raise ValueError("no evaluations to combine")
+    steps = min(len(e["by_step"]) for e in evaluations)
+    rows = []
+    for k in range(steps):
+        if len(evaluations) == 1:
+            s = evaluations[0]["by_step"][k]
+            mean, ci = s["mean"], s["ci95"]
+        else:
+            s = summarize([e["by_step"][k]["mean"] for e in evaluations])
+            mean, ci = s["mean"], s["ci95"]
+        rows.append({"step": k, "mean": mean, "ci95": ci, "runs": len(evaluations)})
+    return rows
