@@ -5,18 +5,27 @@ Registered ids:
 * ``rkmeta_rl/Nav2D-v0``: :class:`envs.nav2d.Nav2DEnv` (observation ``[x, y]``);
 * ``rkmeta_rl/Nav2DGoal-v0``: the same with ``goal_conditioned=True``
   (observation ``[x, y, goal_x, goal_y]``).
+* ``rkmeta_rl/HalfCheetahVel-v0``, ``rkmeta_rl/HalfCheetahDir-v0``, ``rkmeta_rl/AntVel-v0``,
+  ``rkmeta_rl/AntDir-v0``, ``rkmeta_rl/AntGoal-v0``: the locomotion families of
+  :mod:`envs.locomotion` (Gymnasium's MuJoCo v5 robots with a task reward).
 
-The environments count steps and truncate themselves, so they are registered without
+The Nav2D environments count steps and truncate themselves, so they are registered without
 ``max_episode_steps`` (no ``TimeLimit`` wrapper). They also check their own call order and are
 fully tested with ``gymnasium.utils.env_checker.check_env``, so ``gymnasium.make`` returns the
 bare environment (no ``OrderEnforcing``/``PassiveEnvChecker`` wrappers); pass
 ``disable_env_checker=False`` to ``gymnasium.make`` to get the passive checker back.
+
+The locomotion envs are registered as Gymnasium registers its own MuJoCo robots: with a
+``TimeLimit`` of ``DEFAULT_HORIZON`` (200) steps (``max_episode_steps=...`` in ``make``
+overrides it) and the default ``OrderEnforcing``/``PassiveEnvChecker`` wrappers. Registering
+them does not import MuJoCo; ``gymnasium.make`` does.
 """
 
 from __future__ import annotations
 
 import gymnasium
 
+from envs.locomotion_tasks import DEFAULT_HORIZON
 from envs.nav2d import BatchedNav2D, Nav2DEnv
 
 NAV2D_ID = "rkmeta_rl/Nav2D-v0"
@@ -25,6 +34,29 @@ NAV2D_GOAL_ID = "rkmeta_rl/Nav2DGoal-v0"
 _REGISTRATIONS: dict[str, dict] = {
     NAV2D_ID: {},
     NAV2D_GOAL_ID: {"goal_conditioned": True},
+}
+
+HALFCHEETAH_VEL_ID = "rkmeta_rl/HalfCheetahVel-v0"
+HALFCHEETAH_DIR_ID = "rkmeta_rl/HalfCheetahDir-v0"
+ANT_VEL_ID = "rkmeta_rl/AntVel-v0"
+ANT_DIR_ID = "rkmeta_rl/AntDir-v0"
+ANT_GOAL_ID = "rkmeta_rl/AntGoal-v0"
+
+LOCOMOTION_IDS: dict[str, str] = {
+    "halfcheetah-vel": HALFCHEETAH_VEL_ID,
+    "halfcheetah-dir": HALFCHEETAH_DIR_ID,
+    "ant-vel": ANT_VEL_ID,
+    "ant-dir": ANT_DIR_ID,
+    "ant-goal": ANT_GOAL_ID,
+}
+"""The Gymnasium id of each locomotion family."""
+
+_LOCOMOTION_ENTRY_POINTS: dict[str, str] = {
+    HALFCHEETAH_VEL_ID: "envs.locomotion:HalfCheetahVelEnv",
+    HALFCHEETAH_DIR_ID: "envs.locomotion:HalfCheetahDirEnv",
+    ANT_VEL_ID: "envs.locomotion:AntVelEnv",
+    ANT_DIR_ID: "envs.locomotion:AntDirEnv",
+    ANT_GOAL_ID: "envs.locomotion:AntGoalEnv",
 }
 
 
@@ -41,8 +73,25 @@ def register_envs() -> None:
             order_enforce=False,
             disable_env_checker=True,
         )
+    for env_id, entry_point in _LOCOMOTION_ENTRY_POINTS.items():
+        if env_id in gymnasium.registry:
+            continue
+        gymnasium.register(id=env_id, entry_point=entry_point,
+                           max_episode_steps=DEFAULT_HORIZON)
 
 
 register_envs()
 
-__all__ = ["NAV2D_GOAL_ID", "NAV2D_ID", "BatchedNav2D", "Nav2DEnv", "register_envs"]
+__all__ = [
+    "ANT_DIR_ID",
+    "ANT_GOAL_ID",
+    "ANT_VEL_ID",
+    "HALFCHEETAH_DIR_ID",
+    "HALFCHEETAH_VEL_ID",
+    "LOCOMOTION_IDS",
+    "NAV2D_GOAL_ID",
+    "NAV2D_ID",
+    "BatchedNav2D",
+    "Nav2DEnv",
+    "register_envs",
+]

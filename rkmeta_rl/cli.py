@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from rkmeta_rl.config import TrainConfig, resolve
+from rkmeta_rl.config import PRESETS, TrainConfig, resolve
 from rkmeta_rl.tableau import format_table
 
 DEFAULTS = TrainConfig()
@@ -28,6 +28,11 @@ def _add_train_args(p: argparse.ArgumentParser, oracle: bool = False) -> None:
     p.add_argument("--env", default=d.env, help="task family")
     if not oracle:
         _add_method_args(p)
+    p.add_argument("--preset", default=None,
+                   help="a named budget replacing some defaults (flags given still win): "
+                        + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
+    p.add_argument("--max-episode-steps", type=int, default=None,
+                   help="horizon [the family's: 100 for nav2d, 200 for locomotion]")
     p.add_argument("--meta-iters", type=int, default=d.meta_iters, help="meta-iterations")
     p.add_argument("--meta-batch-size", type=int, default=d.meta_batch_size, help="tasks")
     p.add_argument("--fast-batch-size", type=int, default=d.fast_batch_size,
@@ -105,13 +110,36 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="adapt a run's policy to held-out tasks with 0..K gradient steps (eval.json)")
     _add_evaluate_args(evaluate)
+    render = sub.add_parser(
+        "render", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="GIF of a locomotion run's policy after K adaptation steps on one task")
+    render.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by train")
+    render.add_argument("--task", help='JSON task, e.g. \'{"velocity": 1.5}\' '
+                                       "[the first held-out task]")
+    render.add_argument("--steps", type=int, default=1, help="adaptation steps before playing")
+    render.add_argument("--episodes", type=int, default=40, help="episodes per adaptation step")
+    render.add_argument("--out", default=None, help="GIF path [RUN_DIR/render-stepsK.gif]")
+    render.add_argument("--width", type=int, default=320)
+    render.add_argument("--height", type=int, default=240)
+    render.add_argument("--fps", type=int, default=30)
     sub.add_parser("methods", help="list the named tableaus with their order")
     return parser
 
 
-def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+def _given(argv: list[str]) -> set[str]:
+    """The TrainConfig fields whose flags appear in ``argv``."""
+    return {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
+
+
+def _config_from_args(args: argparse.Namespace, argv: list[str]) -> TrainConfig:
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
+    if args.preset is not None:
+        if args.preset not in PRESETS:
+            raise ValueError(f"unknown preset {args.preset!r}; valid choices: "
+                             f"{', '.join(PRESETS)}")
+        given = _given(argv)
+        values.update({k: v for k, v in PRESETS[args.preset].items() if k not in given})
     if args.command == "train-oracle":
         from rkmeta_rl.tasks import oracle_env
 
@@ -131,7 +159,7 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
             raise ValueError(f"--resume {args.resume}: no such run directory")
         trainer = resume_run(Path(args.resume))
     else:
-        cfg = _config_from_args(args)
+        cfg = _config_from_args(args, argv)
         name = "oracle" if args.command == "train-oracle" else cfg.method
         out = Path(args.out or f"runs/{args.env}-{name}-s{cfg.seed}")
         trainer = prepare_run_dir(cfg, out)
@@ -166,6 +194,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from rkmeta_rl.render import render_run
+
+    if not Path(args.run_dir).is_dir():
+        raise ValueError(f"{args.run_dir}: no such run directory")
+    out = args.out or str(Path(args.run_dir) / f"render-steps{args.steps}.gif")
+    info = render_run(args.run_dir, out, args.task, args.steps, args.episodes,
+                      width=args.width, height=args.height, fps=args.fps)
+    print(f"task {info['task']}: return {info['return']:.1f} after {args.steps} steps "
+          f"({info['frames']} frames); wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -176,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "evaluate":
             return cmd_evaluate(args)
+        if args.command == "render":
+            return cmd_render(args)
         return cmd_train(args, argv)
     except (ValueError, FileNotFoundError) as e:
         print(f"rkmeta-rl: error: {e}", file=sys.stderr)

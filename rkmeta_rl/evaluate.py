@@ -98,7 +98,8 @@ def evaluation_policy(run_dir: Path, init: str) -> tuple[TrainConfig, GaussianML
 
     if init == "random":
         cfg = TrainConfig.from_dict(rundir.read_config(run_dir))
-        return cfg, make_policy(cfg, make_family(cfg.env)), 0
+        family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
+        return cfg, make_policy(cfg, family), 0
     cfg, policy = load_run(run_dir)
     state = rundir.load_checkpoint(run_dir)
     return cfg, policy, int(state["iteration"])
@@ -110,7 +111,7 @@ def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
     ecfg.check()
     run_dir = Path(run_dir)
     cfg, policy, iteration = evaluation_policy(run_dir, ecfg.init)
-    family = make_family(cfg.env)
+    family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
     tasks = held_out_tasks(family, ecfg.tasks, ecfg.seed)
     alpha = cfg.alpha if ecfg.alpha is None else ecfg.alpha
     alphas = step_sizes(alpha, ecfg.steps, ecfg.protocol)

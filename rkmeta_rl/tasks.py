@@ -15,18 +15,16 @@ import torch
 from envs.nav2d import BatchedNav2D, Nav2DEnv
 
 
-class Nav2DFamily:
-    """2D navigation (NOTES.md): goals uniform in [-0.5, 0.5]², 100-step episodes."""
+class TaskFamily:
+    """What every family shares: a Gymnasium env (``self.env``) whose own ``np_random``
+    draws the tasks, its sizes and action bounds. Subclasses add ``batched_env``."""
 
-    def __init__(self, goal_conditioned: bool = False, max_episode_steps: int = 100,
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(self, env, max_episode_steps: int, device: str | torch.device) -> None:
+        self.env, self.max_episode_steps = env, max_episode_steps
         self.device = torch.device(device)
-        self.goal_conditioned = goal_conditioned
-        self.max_episode_steps = max_episode_steps
-        self.env = Nav2DEnv(max_episode_steps=max_episode_steps, goal_conditioned=goal_conditioned)
-        self.obs_dim = int(self.env.observation_space.shape[0])
-        self.act_dim = int(self.env.action_space.shape[0])
-        box = self.env.action_space
+        self.obs_dim = int(env.observation_space.shape[0])
+        self.act_dim = int(env.action_space.shape[0])
+        box = env.action_space
         self.action_low = torch.as_tensor(box.low, dtype=torch.float32, device=self.device)
         self.action_high = torch.as_tensor(box.high, dtype=torch.float32, device=self.device)
 
@@ -42,6 +40,17 @@ class Nav2DFamily:
     def set_rng_state(self, state: dict[str, Any]) -> None:
         self.env.np_random.bit_generator.state = state
 
+
+class Nav2DFamily(TaskFamily):
+    """2D navigation (NOTES.md): goals uniform in [-0.5, 0.5]², 100-step episodes."""
+
+    def __init__(self, goal_conditioned: bool = False, max_episode_steps: int | None = None,
+                 device: str | torch.device = "cpu") -> None:
+        horizon = max_episode_steps or 100
+        self.goal_conditioned = goal_conditioned
+        super().__init__(Nav2DEnv(max_episode_steps=horizon, goal_conditioned=goal_conditioned),
+                         horizon, device)
+
     def batched_env(self, tasks: list[dict], episodes_per_task: int) -> BatchedNav2D:
         goals = torch.as_tensor(np.stack([t["goal"] for t in tasks]), dtype=torch.float32,
                                 device=self.device)
@@ -49,9 +58,49 @@ class Nav2DFamily:
                             self.goal_conditioned)
 
 
+class LocomotionFamily(TaskFamily):
+    """A MuJoCo locomotion family (``envs/locomotion.py``) stepped in batches by
+    ``envs.mujoco_batch.BatchedLocomotion`` (physics on a pool of ``nthread`` threads).
+
+    Tasks come from the Gymnasium env's own ``np_random``; each batch's reset noise
+    comes from a seed drawn from that same stream, so a run repeats and resumes exactly.
+    Batches live on the CPU (MuJoCo); ``device`` only places the action bounds.
+    """
+
+    def __init__(self, name: str, max_episode_steps: int | None = None,
+                 device: str | torch.device = "cpu", nthread: int = 2) -> None:
+        from envs.locomotion import make_locomotion_env
+        from envs.locomotion_tasks import DEFAULT_HORIZON
+
+        self.name, self.nthread = name, nthread
+        super().__init__(make_locomotion_env(name), max_episode_steps or DEFAULT_HORIZON,
+                         device)
+        self.env.reset(seed=0)
+
+    def batched_env(self, tasks: list[dict], episodes_per_task: int):
+        from envs.mujoco_batch import BatchedLocomotion
+
+        seed = int(self.env.np_random.integers(2**63 - 1))
+        return BatchedLocomotion(self.name, tasks, episodes_per_task, self.max_episode_steps,
+                                 seed=seed, nthread=self.nthread)
+
+
+LOCOMOTION = ("halfcheetah-vel", "halfcheetah-dir", "ant-vel", "ant-dir", "ant-goal")
+
 FAMILIES = {
-    "nav2d": lambda device: Nav2DFamily(device=device),
-    "nav2d-goal": lambda device: Nav2DFamily(goal_conditioned=True, device=device),
+    "nav2d": lambda device, horizon: Nav2DFamily(max_episode_steps=horizon, device=device),
+    "nav2d-goal": lambda device, horizon: Nav2DFamily(goal_conditioned=True,
+                                                      max_episode_steps=horizon, device=device),
+    **{name: (lambda device, horizon, name=name: LocomotionFamily(name, horizon, device))
+       for name in LOCOMOTION},
+}
+
+# Settings that depend on the family: α (MAML: 0.1 for locomotion) and the horizon (MAML's
+# locomotion experiments use 200 steps; --max-episode-steps 100 as much later work does).
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "nav2d": {"inner_lr": 0.16, "max_episode_steps": 100},
+    "nav2d-goal": {"inner_lr": 0.16, "max_episode_steps": 100},
+    **{name: {"inner_lr": 0.1, "max_episode_steps": 200} for name in LOCOMOTION},
 }
 
 
@@ -73,7 +122,9 @@ def check_env_name(name: str) -> None:
         raise ValueError(f"unknown env {name!r}; valid choices: {', '.join(FAMILIES)}")
 
 
-def make_family(name: str, device: str | torch.device = "cpu"):
-    """The task family called ``name``; unknown names list the valid ones."""
+def make_family(name: str, device: str | torch.device = "cpu",
+                max_episode_steps: int | None = None):
+    """The task family called ``name`` (horizon: the family's default when None);
+    unknown names list the valid ones."""
     check_env_name(name)
-    return FAMILIES[name](device)
+    return FAMILIES[name](device, max_episode_steps)

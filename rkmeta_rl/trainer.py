@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from rkmeta_rl import rundir
-from rkmeta_rl.config import TrainConfig
+from rkmeta_rl.config import TrainConfig, resolve
 from rkmeta_rl.policy import GaussianMLPPolicy, Params
 from rkmeta_rl.progress import ProgressBar
 from rkmeta_rl.rl.episodes import Episodes, rollout
@@ -59,7 +59,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.tableau = cfg.get_tableau()
-        self.family = make_family(cfg.env, cfg.device)
+        self.family = make_family(cfg.env, cfg.device, cfg.max_episode_steps)
         self.family.seed(cfg.seed)
         self.policy = make_policy(cfg, self.family).to(cfg.device)
         self.generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
@@ -133,8 +133,11 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path) -> Trainer:
     """
     run_dir = Path(run_dir)
     if (run_dir / rundir.CONFIG).exists():
-        existing = rundir.read_config(run_dir)
-        wanted = json.loads(json.dumps(cfg.to_dict()))  # as config.json stores it
+        # both as config.json stores them, the existing one re-resolved so that a run made
+        # before a setting existed compares by that setting's resolved default
+        existing = json.loads(json.dumps(
+            resolve(TrainConfig.from_dict(rundir.read_config(run_dir))).to_dict()))
+        wanted = json.loads(json.dumps(cfg.to_dict()))
         if existing != wanted:
             diff = sorted(k for k in existing.keys() | wanted.keys()
                           if existing.get(k) != wanted.get(k))
@@ -173,7 +176,7 @@ def load_run(path: str | Path) -> tuple[TrainConfig, GaussianMLPPolicy]:
     state = rundir.load_checkpoint(run_dir)
     if state is None:
         raise ValueError(f"{run_dir} has no checkpoint yet ({rundir.CHECKPOINT} is missing)")
-    policy = make_policy(cfg, make_family(cfg.env))
+    policy = make_policy(cfg, make_family(cfg.env, max_episode_steps=cfg.max_episode_steps))
     policy.load_state_dict(state["policy"])
     return cfg, policy
 

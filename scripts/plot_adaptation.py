@@ -133,7 +133,7 @@ def plot(curves: dict[str, list[dict]], labels: list[str], out: Path, title: str
     ax.set_xlabel("number of gradient steps")
     ax.set_ylabel("average return")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize="medium")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -58,7 +58,7 @@ def run_family(cfg) -> Nav2DFamily:
     if cfg.env not in NAV2D_ENVS:
         raise ValueError(f"env {cfg.env!r} is not a 2D-navigation family "
                          f"(trajectories need one of {', '.join(NAV2D_ENVS)})")
-    return make_family(cfg.env)
+    return make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
 
 
 def default_goal(env: str) -> np.ndarray:
@@ -104,7 +104,7 @@ def square_limits(points: np.ndarray, margin: float = 0.05) -> tuple[float, floa
 def plot(panels: list[tuple[str, dict[int, np.ndarray]]], goal: np.ndarray, out: Path,
          protocol: str) -> None:
     """One panel per run, paths coloured by step count, shared square limits."""
-    ncols = min(len(panels), 4)
+    ncols = min(len(panels), 5)
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.6 * nrows + 0.5),
                              squeeze=False)

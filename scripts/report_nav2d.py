@@ -26,7 +26,7 @@ from rkmeta_rl.tasks import make_family
 
 def held_out(run_dir: str, tasks: int, episodes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     cfg, policy = load_run(run_dir)
-    family = make_family(cfg.env)
+    family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
     family.seed(seed)
     goals = family.sample_tasks(tasks)
     _, returns = adapt_to_tasks(policy, family, goals, cfg.alpha, steps=1,

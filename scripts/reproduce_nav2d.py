@@ -41,7 +41,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from rkmeta_rl.evaluate import combine_seeds, label_of, read_eval  # noqa: E402
+from rkmeta_rl.evaluate import (  # noqa: E402
+    INITS,
+    PROTOCOLS,
+    EvalConfig,
+    combine_seeds,
+    label_of,
+    read_eval,
+)
 
 METHODS = "euler,midpoint,heun,ralston,itb"
 TABLE_STEPS = (0, 1, 2, 3, 9)
@@ -148,31 +155,45 @@ def train_jobs(args: argparse.Namespace, runs: Path) -> tuple[list[Job], dict[st
 
 
 def eval_jobs(args: argparse.Namespace, dirs: dict[str, Path]) -> list[Job]:
-    common = ["--no-progress", *args.eval_extra]
-    jobs = [Job(name, ["rkmeta-rl", "evaluate", str(d), *common]) for name, d in dirs.items()]
-    for seed in args.seeds:  # every method of a seed starts from the same weights
-        d = dirs[f"{args.methods[0]}-s{seed}"]
-        jobs.append(Job(f"random-s{seed}", ["rkmeta-rl", "evaluate", str(d), "--init", "random",
-                                            *common]))
+    jobs = []
+    for protocol in PROTOCOLS:
+        common = ["--no-progress", *args.eval_extra]
+        common += [] if protocol == "constant" else ["--protocol", protocol]
+        tag = "" if protocol == "constant" else f"-{protocol}"
+        jobs += [Job(name + tag, ["rkmeta-rl", "evaluate", str(d), *common])
+                 for name, d in dirs.items()]
+        for seed in args.seeds:  # every method of a seed starts from the same weights
+            d = dirs[f"{args.methods[0]}-s{seed}"]
+            jobs.append(Job(f"random-s{seed}{tag}", ["rkmeta-rl", "evaluate", str(d), "--init",
+                                                     "random", *common]))
     return jobs
 
 
-def eval_files(dirs: dict[str, Path]) -> list[Path]:
-    return sorted(p for d in dirs.values() for p in d.glob("eval*.json"))
+def eval_files(dirs: dict[str, Path], protocol: str) -> list[Path]:
+    """Every evaluation file of the runs under ``protocol`` (trained and random init)."""
+    names = [EvalConfig(init=init, protocol=protocol).default_filename() for init in INITS]
+    return sorted(d / n for d in dirs.values() for n in names if (d / n).exists())
 
 
 def plot_jobs(args: argparse.Namespace, dirs: dict[str, Path], results: Path) -> list[Job]:
-    figure5 = ["python", "scripts/plot_adaptation.py", *map(str, eval_files(dirs)),
-               "--order", ",".join(args.methods), "--out", str(results / "figure5.png"),
-               "--title", "2D navigation: return after k gradient steps (40 held-out goals)"]
+    jobs = []
     seed = args.seeds[0]
     shown = [str(dirs[f"{m}-s{seed}"]) for m in args.methods]
-    figure4 = ["python", "scripts/plot_trajectories.py", *shown, "--steps", "0,1,3",
-               "--out", str(results / "figure4.png")]
-    training = ["python", "scripts/plot_training.py",
-                *(str(d) for name, d in dirs.items() if not name.startswith("oracle")),
-                "--out", str(results / "training.png")]
-    return [Job("figure5", figure5), Job("figure4", figure4), Job("training", training)]
+    for protocol in PROTOCOLS:
+        tag = "" if protocol == "constant" else f"-{protocol}"
+        steps = PROTOCOLS[protocol]
+        jobs.append(Job(f"figure5{tag}", [
+            "python", "scripts/plot_adaptation.py", *map(str, eval_files(dirs, protocol)),
+            "--order", ",".join(args.methods), "--out", str(results / f"figure5{tag}.png"),
+            "--title", f"2D navigation, 40 held-out goals: {steps}"]))
+        jobs.append(Job(f"figure4{tag}", [
+            "python", "scripts/plot_trajectories.py", *shown, "--steps", "0,1,3",
+            "--protocol", protocol, "--out", str(results / f"figure4{tag}.png")]))
+    jobs.append(Job("training", [
+        "python", "scripts/plot_training.py",
+        *(str(d) for name, d in dirs.items() if not name.startswith("oracle")),
+        "--out", str(results / "training.png")]))
+    return jobs
 
 
 def fmt(row: dict) -> str:
@@ -180,9 +201,9 @@ def fmt(row: dict) -> str:
     return f"{row['mean']:.1f} ± {(hi - lo) / 2:.1f}"
 
 
-def table(dirs: dict[str, Path], order: list[str]) -> str:
+def table(dirs: dict[str, Path], order: list[str], protocol: str) -> str:
     groups: dict[str, list[dict]] = {}
-    for path in eval_files(dirs):
+    for path in eval_files(dirs, protocol):
         e = read_eval(path)
         groups.setdefault(label_of(e), []).append(e)
     labels = [m for m in order if m in groups] + ["random init", "oracle"]
@@ -247,10 +268,15 @@ def report(args, phases, history, dirs, results: Path, commands: dict[str, list[
         "thread each. Evaluation: the same held-out goals for every run, episodes sampled "
         "fresh at every step; ± is the 95% t-interval across seeds (across the tasks when "
         "a row has one run). The oracle row is its return without adaptation.\n",
-        "## Mean return after k gradient steps\n", table(dirs, args.methods) + "\n",
+        "## Mean return after k gradient steps of α (the run's α, 0.16)\n",
+        table(dirs, args.methods, "constant") + "\n",
+        "![Figure 5](figure5.png)\n\n![Figure 4](figure4.png)\n",
+        "## The same with MAML's test protocol: α for the first step, α/2 after\n",
+        table(dirs, args.methods, "maml") + "\n",
+        "![Figure 5, MAML protocol](figure5-maml.png)\n\n"
+        "![Figure 4, MAML protocol](figure4-maml.png)\n",
         "Original MAML paper (Finn et al. 2017, 2D navigation, 40 tasks) for comparison:\n",
         "| method | 0 | 1 | 2 | 3 |\n|---|---|---|---|---|\n" + ref + "\n",
-        "![Figure 5](figure5.png)\n\n![Figure 4](figure4.png)\n",
         "Meta-training (return on the meta-batch before and after one step of α, trailing "
         "mean of 5 iterations, band across seeds):\n\n![training](training.png)\n",
         "## Time on this machine\n",

@@ -21,7 +21,7 @@ from helpers import interrupt_on_call
 
 from rkmeta_rl import rundir
 from rkmeta_rl.cli import main
-from rkmeta_rl.config import TrainConfig
+from rkmeta_rl.config import PRESETS, TrainConfig
 from rkmeta_rl.tableau import METHOD_NAMES, get_tableau
 
 TINY = ["--meta-batch-size", "2", "--fast-batch-size", "2", "--hidden", "8,8", "--no-progress"]
@@ -267,6 +267,8 @@ BAD_VALUES = [
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")),
     pytest.param(["--seed", "-1"], ("--seed", "-1"), id="seed-negative"),
     pytest.param(["--cg-damping", "nan"], ("--cg-damping", "nan"), id="cg-damping-nan"),
+    pytest.param(["--preset", "fast"], ("'fast'", "valid choices", "quick"), id="preset"),
+    pytest.param(["--max-episode-steps", "0"], ("--max-episode-steps", "0"), id="horizon-0"),
 ]
 
 
@@ -385,3 +387,36 @@ def test_main_reads_sys_argv_by_default(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["rkmeta-rl", "methods"])
     assert main() == 0
     assert set(METHODS) <= _first_column(capsys.readouterr().out)
+
+
+def test_preset_fills_defaults_and_explicit_flags_win(tmp_path):
+    out = tmp_path / "quick"
+    assert main(["train", "--preset", "quick", "--meta-iters", "1", "--hidden", "8",
+                 "--meta-batch-size=3", "--out", str(out), "--no-progress"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["preset"] == "quick"
+    assert cfg["meta_iters"] == 1 and cfg["meta_batch_size"] == 3  # given: kept
+    assert cfg["fast_batch_size"] == PRESETS["quick"]["fast_batch_size"]  # from the preset
+    assert cfg["curvature_fraction"] == PRESETS["quick"]["curvature_fraction"]
+    assert cfg["max_episode_steps"] == PRESETS["quick"]["max_episode_steps"]
+
+
+def test_horizon_defaults_per_family_and_is_recorded(tmp_path):
+    assert main(train_argv(tmp_path / "a")) == 0
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["max_episode_steps"] == 100
+    assert main(train_argv(tmp_path / "b", "--max-episode-steps", "7")) == 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["max_episode_steps"] == 7
+    records = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    # 7 steps, each ending within √2·0.5 + 7·0.1·√2 < 1.42 of the goal: a hard bound that
+    # 100-step episodes (about -70 at this point) break
+    assert records[0]["return_pre"] > -7 * 1.42
+
+
+def test_run_made_before_a_setting_existed_still_resumes(tmp_path, capsys):
+    out = tmp_path / "old"
+    assert main(train_argv(out, iters=1)) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    del cfg["max_episode_steps"], cfg["preset"]  # as an older rkmeta-rl wrote it
+    (out / "config.json").write_text(json.dumps(cfg))
+    assert main(train_argv(out, iters=1)) == 0
+    assert "iteration 1/1" in capsys.readouterr().err

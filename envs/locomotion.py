@@ -1,0 +1,251 @@
+"""Locomotion task families on Gymnasium's MuJoCo v5 robots (HalfCheetah-v5, Ant-v5).
+
+Each env keeps its robot's dynamics, observation and non-forward reward terms, and replaces
+the forward term by the task term of :mod:`envs.locomotion_tasks`:
+
+* :class:`HalfCheetahTaskEnv` (``halfcheetah-vel``, ``halfcheetah-dir``): reward
+  ``task term - 0.05 ‖a‖²``;
+* :class:`AntTaskEnv` (``ant-vel``, ``ant-dir``, ``ant-goal``): reward
+  ``task term + healthy reward - 0.5 ‖a‖² - contact cost`` with Gymnasium's Ant-v5 defaults
+  (the episode terminates when the torso leaves ``healthy_z_range``).
+
+The task term is ``-|v_x - v*|``, ``d · v_x`` or ``-‖xy - goal‖``, where ``v_x`` is measured as
+the parent measures it (HalfCheetah: from ``qpos[0]``; Ant: from the torso's ``xpos``) and
+``xy`` is the root's position after the step (Ant: the same ``xpos[:2]``; MuJoCo computes
+``xpos`` at the start of the last physics substep, so it lags ``qpos`` by one substep).
+
+Task interface (as :class:`envs.nav2d.Nav2DEnv`): :meth:`sample_tasks` draws from the env's
+own ``np_random``; a task given to the constructor or to :meth:`reset_task` stays fixed
+across resets; while none is fixed, every :meth:`reset` draws one after the robot's initial
+state, so the initial state depends on the seed only, not on how the task was chosen.
+
+The fixed-family subclasses (:class:`HalfCheetahVelEnv`, ...) are the registered entry
+points (``rkmeta_rl/HalfCheetahVel-v0``, ...; see :mod:`envs`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+from gymnasium import utils
+from gymnasium.envs.mujoco.ant_v5 import AntEnv
+from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+from gymnasium.error import ResetNeeded
+
+from envs.locomotion_tasks import LocomotionSpec, get_spec
+
+StepResult = tuple[np.ndarray, float, bool, bool, dict[str, Any]]
+
+
+class _TaskFamilyMixin:
+    """Task state and API shared by the robots' task envs (mixed in before the robot)."""
+
+    robot: ClassVar[str]  # "halfcheetah" or "ant": the families this class runs
+
+    def __init__(self, family: str, task: dict | None = None, **kwargs: Any) -> None:
+        """Build the robot for ``family`` (``kwargs`` go to the Gymnasium robot)."""
+        spec = get_spec(family)
+        if spec.robot != self.robot:
+            raise ValueError(
+                f"{type(self).__name__} runs the {self.robot} families, "
+                f"got {family!r} (a {spec.robot} family)"
+            )
+        self.family = family
+        self.locomotion_spec: LocomotionSpec = spec
+        self._task: dict | None = None
+        self._values: np.ndarray | None = None
+        self._task_fixed = False
+        if task is not None:
+            self.reset_task(task)
+        super().__init__(
+            ctrl_cost_weight=spec.ctrl_cost_weight,
+            exclude_current_positions_from_observation=spec.exclude_xy,
+            **kwargs,
+        )
+        utils.EzPickle.__init__(self, family, task, **kwargs)
+
+    # ------------------------------------------------------------------ task interface
+    def sample_tasks(self, n: int) -> list[dict]:
+        """Draw ``n`` tasks of this family from ``self.np_random``."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        return self.locomotion_spec.sample_tasks(self.np_random, int(n))
+
+    def reset_task(self, task: dict) -> None:
+        """Fix the task (validated; ValueError if bad); it stays fixed across resets."""
+        self._set_task(task)
+        self._task_fixed = True
+
+    @property
+    def task(self) -> dict | None:
+        """A copy of the current task, or None before the first reset or :meth:`reset_task`."""
+        if self._task is None:
+            return None
+        return {
+            key: np.copy(value) if isinstance(value, np.ndarray) else value
+            for key, value in self._task.items()
+        }
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset the robot as Gymnasium does, then draw a task unless one is fixed."""
+        obs, info = super().reset(seed=seed, options=options)
+        if not self._task_fixed:
+            self._set_task(self.locomotion_spec.sample_tasks(self.np_random, 1)[0])
+        info["task"] = self.task
+        return obs, info
+
+    # ------------------------------------------------------------------ helpers
+    def _set_task(self, task: dict) -> None:
+        """Validate ``task`` and make it the current one."""
+        spec = self.locomotion_spec
+        self._task = spec.check_task(task)
+        self._values = spec.task_values([self._task])[0]
+
+    def _require_task(self) -> None:
+        """Raise ResetNeeded while no task is set (before the step touches the physics)."""
+        if self._values is None:
+            raise ResetNeeded("No task set yet: call reset() or reset_task() before step().")
+
+    def _task_reward(self, x_velocity: float, xy: np.ndarray) -> float:
+        """The task term for this step (``xy``: the root's position after the step)."""
+        return float(self.locomotion_spec.task_reward(self._values, x_velocity, xy))
+
+
+class HalfCheetahTaskEnv(_TaskFamilyMixin, HalfCheetahEnv):
+    """Gymnasium's HalfCheetah-v5 with a task term instead of the forward reward.
+
+    Args:
+        family: ``"halfcheetah-vel"`` or ``"halfcheetah-dir"``.
+        task: optional fixed task (``{"velocity": v}`` or ``{"direction": ±1}``).
+        **kwargs: passed to ``HalfCheetahEnv`` (not ``ctrl_cost_weight`` nor
+            ``exclude_current_positions_from_observation``, which the family sets).
+    """
+
+    robot = "halfcheetah"
+
+    def step(self, action: np.ndarray) -> StepResult:
+        """Simulate as HalfCheetah-v5 does; reward = task term - control cost."""
+        self._require_task()
+        x_before = self.data.qpos[0]
+        self.do_simulation(action, self.frame_skip)
+        x_after = self.data.qpos[0]
+        x_velocity = (x_after - x_before) / self.dt
+        reward_task = self._task_reward(x_velocity, np.array([x_after, 0.0]))
+        ctrl_cost = float(self.control_cost(action))
+        info = {
+            "x_position": x_after,
+            "x_velocity": x_velocity,
+            "reward_task": reward_task,
+            "reward_ctrl": -ctrl_cost,
+            "task": self.task,
+        }
+        if self.render_mode == "human":
+            self.render()
+        return self._get_obs(), reward_task - ctrl_cost, False, False, info
+
+
+class AntTaskEnv(_TaskFamilyMixin, AntEnv):
+    """Gymnasium's Ant-v5 with a task term instead of the forward reward.
+
+    Args:
+        family: ``"ant-vel"``, ``"ant-dir"`` or ``"ant-goal"`` (whose observation keeps the
+            torso's x and y).
+        task: optional fixed task (``{"velocity": v}``, ``{"direction": ±1}`` or
+            ``{"goal": (x, y)}``).
+        **kwargs: passed to ``AntEnv`` (not ``ctrl_cost_weight`` nor
+            ``exclude_current_positions_from_observation``, which the family sets).
+    """
+
+    robot = "ant"
+
+    def step(self, action: np.ndarray) -> StepResult:
+        """Simulate as Ant-v5 does; reward = task + healthy - control - contact."""
+        self._require_task()
+        xy_before = self.data.body(self._main_body).xpos[:2].copy()
+        self.do_simulation(action, self.frame_skip)
+        xy_after = self.data.body(self._main_body).xpos[:2].copy()
+        x_velocity, y_velocity = (xy_after - xy_before) / self.dt
+        reward_task = self._task_reward(x_velocity, xy_after)
+        survive = float(self.healthy_reward)
+        ctrl_cost = float(self.control_cost(action))
+        contact_cost = float(self.contact_cost)
+        reward = reward_task + survive - ctrl_cost - contact_cost
+        terminated = bool((not self.is_healthy) and self._terminate_when_unhealthy)
+        info = {
+            "x_position": self.data.qpos[0],
+            "y_position": self.data.qpos[1],
+            "distance_from_origin": np.linalg.norm(self.data.qpos[0:2], ord=2),
+            "x_velocity": x_velocity,
+            "y_velocity": y_velocity,
+            "reward_task": reward_task,
+            "reward_ctrl": -ctrl_cost,
+            "reward_contact": -contact_cost,
+            "reward_survive": survive,
+            "task": self.task,
+        }
+        if self.render_mode == "human":
+            self.render()
+        return self._get_obs(), reward, terminated, False, info
+
+
+# ---------------------------------------------------------------------- fixed families
+class HalfCheetahVelEnv(HalfCheetahTaskEnv):
+    """``halfcheetah-vel``: run at a target velocity drawn in [0, 2]."""
+
+    def __init__(self, task: dict | None = None, **kwargs: Any) -> None:
+        super().__init__("halfcheetah-vel", task, **kwargs)
+        utils.EzPickle.__init__(self, task, **kwargs)
+
+
+class HalfCheetahDirEnv(HalfCheetahTaskEnv):
+    """``halfcheetah-dir``: run forward (+1) or backward (-1)."""
+
+    def __init__(self, task: dict | None = None, **kwargs: Any) -> None:
+        super().__init__("halfcheetah-dir", task, **kwargs)
+        utils.EzPickle.__init__(self, task, **kwargs)
+
+
+class AntVelEnv(AntTaskEnv):
+    """``ant-vel``: walk along x at a target velocity drawn in [0, 3]."""
+
+    def __init__(self, task: dict | None = None, **kwargs: Any) -> None:
+        super().__init__("ant-vel", task, **kwargs)
+        utils.EzPickle.__init__(self, task, **kwargs)
+
+
+class AntDirEnv(AntTaskEnv):
+    """``ant-dir``: walk forward (+1) or backward (-1) along x."""
+
+    def __init__(self, task: dict | None = None, **kwargs: Any) -> None:
+        super().__init__("ant-dir", task, **kwargs)
+        utils.EzPickle.__init__(self, task, **kwargs)
+
+
+class AntGoalEnv(AntTaskEnv):
+    """``ant-goal``: walk to a goal drawn in [-3, 3]² (x and y are observed)."""
+
+    def __init__(self, task: dict | None = None, **kwargs: Any) -> None:
+        super().__init__("ant-goal", task, **kwargs)
+        utils.EzPickle.__init__(self, task, **kwargs)
+
+
+FAMILY_ENVS: dict[str, type[HalfCheetahTaskEnv] | type[AntTaskEnv]] = {
+    "halfcheetah-vel": HalfCheetahVelEnv,
+    "halfcheetah-dir": HalfCheetahDirEnv,
+    "ant-vel": AntVelEnv,
+    "ant-dir": AntDirEnv,
+    "ant-goal": AntGoalEnv,
+}
+"""The fixed-family env class of each locomotion family."""
+
+
+def make_locomotion_env(
+    family: str, task: dict | None = None, **kwargs: Any
+) -> HalfCheetahTaskEnv | AntTaskEnv:
+    """Construct the (unwrapped) task env of ``family``; ValueError for an unknown one."""
+    get_spec(family)
+    return FAMILY_ENVS[family](task, **kwargs)

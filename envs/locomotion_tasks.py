@@ -1,0 +1,101 @@
+"""What a locomotion task is: how tasks are drawn, and the task's term of the reward.
+
+Every family keeps a Gymnasium MuJoCo v5 robot (its dynamics and observation) and
+replaces the forward-reward term by a task term; the other terms stay Gymnasium's:
+HalfCheetah's control cost (weight 0.05 here, as in the MAML experiments), and Ant's
+survive bonus, control cost and contact cost with Gymnasium's v5 weights.
+
+A task is a dict: ``{"velocity": v}``, ``{"direction": ±1.0}`` or ``{"goal": (x, y)}``.
+These functions work on a batch (arrays with a leading dimension N), and the Gymnasium
+envs (``envs/locomotion.py``) and the batched stepper (``envs/mujoco_batch.py``) both use
+them, so the two compute the same reward by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_HORIZON = 200  # the MAML locomotion experiments; much later PyTorch work uses 100
+
+
+@dataclass(frozen=True)
+class LocomotionSpec:
+    name: str  # "halfcheetah-vel", ...
+    robot: str  # "halfcheetah" or "ant" (Gymnasium's HalfCheetah-v5 / Ant-v5)
+    task_key: str  # "velocity", "direction" or "goal"
+    ctrl_cost_weight: float
+    low: float = 0.0  # velocity range, or the half side of the goal square
+    high: float = 0.0
+    exclude_xy: bool = True  # Gymnasium's default: the root's x (and y) not observed
+
+    def sample_tasks(self, rng: np.random.Generator, n: int) -> list[dict]:
+        """``n`` tasks drawn from ``rng`` (the env's own ``np_random``)."""
+        if self.task_key == "velocity":
+            return [{"velocity": float(v)} for v in rng.uniform(self.low, self.high, n)]
+        if self.task_key == "direction":
+            return [{"direction": float(d)} for d in 2.0 * rng.integers(0, 2, n) - 1.0]
+        return [{"goal": g} for g in rng.uniform(self.low, self.high, (n, 2))]
+
+    def task_values(self, tasks: list[dict]) -> np.ndarray:
+        """The tasks as one array: (N,) for velocity and direction, (N, 2) for goals."""
+        return np.array([np.asarray(t[self.task_key], dtype=np.float64) for t in tasks])
+
+    def check_task(self, task: dict) -> dict:
+        """The task, validated (ValueError naming the bad value and what is expected)."""
+        if not isinstance(task, dict) or self.task_key not in task:
+            raise ValueError(f"{self.name}: a task is {{{self.task_key!r}: ...}}, got {task!r}")
+        raw = task[self.task_key]
+        shape = (2,) if self.task_key == "goal" else ()
+        expected = "a finite (x, y) pair" if shape else "a finite number"
+        try:
+            if isinstance(raw, (str, bytes, bool)) or any(
+                    isinstance(x, (str, bytes, bool)) for x in np.ravel(np.asarray(raw, object))):
+                raise TypeError
+            value = np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError):
+            value = None
+        if value is None or value.shape != shape or not np.all(np.isfinite(value)):
+            raise ValueError(f"{self.name}: task {self.task_key} must be {expected}, got {raw!r}")
+        if self.task_key == "direction" and value not in (-1.0, 1.0):
+            raise ValueError(f"{self.name}: direction must be -1 or 1, got {raw!r}")
+        return {self.task_key: value.copy() if shape else float(value)}
+
+    def task_reward(self, values: np.ndarray, x_velocity: np.ndarray,
+                    xy: np.ndarray) -> np.ndarray:
+        """The task term (N,): -|v_x - v*|, d·v_x, or -‖xy - goal‖ (xy after the step)."""
+        if self.task_key == "velocity":
+            return -np.abs(x_velocity - values)
+        if self.task_key == "direction":
+            return values * x_velocity
+        return -np.linalg.norm(xy - values, axis=-1)
+
+    def ctrl_cost(self, action: np.ndarray) -> np.ndarray:
+        """weight · ‖a‖² per row (N,), on the action as given (Gymnasium does not clip it)."""
+        return self.ctrl_cost_weight * np.sum(np.square(action), axis=-1)
+
+
+SPECS = {
+    "halfcheetah-vel": LocomotionSpec("halfcheetah-vel", "halfcheetah", "velocity", 0.05,
+                                      0.0, 2.0),
+    "halfcheetah-dir": LocomotionSpec("halfcheetah-dir", "halfcheetah", "direction", 0.05),
+    "ant-vel": LocomotionSpec("ant-vel", "ant", "velocity", 0.5, 0.0, 3.0),
+    "ant-dir": LocomotionSpec("ant-dir", "ant", "direction", 0.5),
+    # goals uniform in the square [-3, 3]² (side 6, as the MAML code draws them); the
+    # ant must see where it is, so its x and y stay in the observation
+    "ant-goal": LocomotionSpec("ant-goal", "ant", "goal", 0.5, -3.0, 3.0, exclude_xy=False),
+}
+
+# Ant's other reward terms, Gymnasium Ant-v5's defaults
+ANT_CONTACT_COST_WEIGHT = 5e-4
+ANT_HEALTHY_REWARD = 1.0
+ANT_HEALTHY_Z = (0.2, 1.0)
+ANT_CONTACT_FORCE_RANGE = (-1.0, 1.0)
+
+
+def get_spec(name: str) -> LocomotionSpec:
+    if name not in SPECS:
+        raise ValueError(f"unknown locomotion family {name!r}; valid choices: "
+                         f"{', '.join(SPECS)}")
+    return SPECS[name]
