@@ -22,7 +22,7 @@ DEFAULT_INNER_LR = 0.16
 PRESETS: dict[str, dict[str, Any]] = {
     # a visible improvement on HalfCheetah within 15 minutes on 2 cores
     "quick": {"meta_batch_size": 20, "fast_batch_size": 10, "max_episode_steps": 100,
-              "meta_iters": 60, "curvature_fraction": 0.25},
+              "meta_iters": 300, "curvature_fraction": 0.25},
 }
 
 
@@ -132,6 +132,11 @@ def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
         raise ValueError(f"--hidden must be positive layer sizes like 100,100, got {cfg.hidden}")
     if cfg.device != "cpu" and not cfg.device.startswith("cuda"):
         raise ValueError(f"--device must be cpu or cuda[:N], got {cfg.device!r}")
+    from rkmeta_rl.tasks import LOCOMOTION
+
+    if cfg.device != "cpu" and cfg.env in LOCOMOTION:
+        raise ValueError(f"--device {cfg.device}: the MuJoCo families ({cfg.env}) sample and "
+                         "train on the CPU; use --device cpu")
     if cfg.device.startswith("cuda"):
         import torch
 

@@ -14,8 +14,9 @@ from rkmeta_rl import rundir
 from rkmeta_rl.config import TrainConfig, resolve
 from rkmeta_rl.policy import GaussianMLPPolicy, Params
 from rkmeta_rl.progress import ProgressBar
-from rkmeta_rl.rl.episodes import Episodes, rollout
+from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.meta_step import MetaStepResult, TRPOConfig, meta_step
+from rkmeta_rl.rl.sampler import LocalSampler, Sampler
 from rkmeta_rl.tasks import make_family
 
 
@@ -56,10 +57,11 @@ def metrics_record(it: int, res: MetaStepResult, seconds: float) -> dict[str, An
 class Trainer:
     """Holds a run's policy, RNG streams and directory; ``run()`` trains to the end."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, sampler: Sampler | None = None) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.tableau = cfg.get_tableau()
         self.family = make_family(cfg.env, cfg.device, cfg.max_episode_steps)
+        self.sample_episodes = sampler if sampler is not None else LocalSampler(self.family)
         self.family.seed(cfg.seed)
         self.policy = make_policy(cfg, self.family).to(cfg.device)
         self.generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
@@ -84,9 +86,8 @@ class Trainer:
     # -- one iteration -------------------------------------------------------
     def sampler(self, tasks: list[dict]):
         def sample(params: Params) -> Episodes:
-            env = self.family.batched_env(tasks, self.cfg.fast_batch_size)
-            return rollout(self.policy, params, env, self.family.action_low,
-                           self.family.action_high, self.generator)
+            return self.sample_episodes(self.policy, params, tasks, self.cfg.fast_batch_size,
+                                        self.generator)
         return sample
 
     def step(self) -> dict[str, Any]:

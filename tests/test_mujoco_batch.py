@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -74,8 +76,12 @@ def test_matches_gymnasium(family):
             q, v = batch.physics_state()
             for (t, e), env in zip(cases, envs, strict=True):
                 gobs, grew, gterm, _, info = env.step(action[t, e].astype(np.float64))
-                np.testing.assert_allclose(q[t, e], env.data.qpos, rtol=1e-9, atol=1e-10)
-                np.testing.assert_allclose(v[t, e], env.data.qvel, rtol=1e-9, atol=1e-10)
+                if family.startswith("halfcheetah"):  # a stateful batch, warm start kept
+                    np.testing.assert_array_equal(q[t, e], env.data.qpos)
+                    np.testing.assert_array_equal(v[t, e], env.data.qvel)
+                else:  # cold-started solver: agrees to its tolerance
+                    np.testing.assert_allclose(q[t, e], env.data.qpos, rtol=1e-9, atol=1e-10)
+                    np.testing.assert_allclose(v[t, e], env.data.qvel, rtol=1e-9, atol=1e-10)
                 np.testing.assert_allclose(obs[t, e].numpy(), gobs, rtol=1e-6, atol=1e-6)
                 expected = gym_reward(env, batch.tasks[t], info)
                 assert reward[t, e].item() == pytest.approx(expected, rel=1e-6, abs=1e-6)
@@ -185,3 +191,32 @@ def test_inside_rollout(family):
         assert (lengths == horizon).all()
     else:
         assert ((lengths >= 1) & (lengths <= horizon)).all()
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.parametrize("family", ["halfcheetah-vel", "ant-vel"])
+def test_close_releases_threads(family):
+    before = _threads()
+    batch = make(family, nthread=2)
+    run(batch, 2)
+    batch.close()
+    assert _threads() == before
+    batch.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        batch.step(torch.zeros(2, 2, batch.action_dim))
+
+
+def test_unstable_step_leaves_every_state_unchanged():
+    with make("halfcheetah-vel") as batch:
+        batch.reset()
+        batch.step(torch.zeros(2, 2, batch.action_dim))
+        qpos, qvel = batch.physics_state()
+        qvel[0, 1, 4] = 1e12
+        batch.reset_to(qpos, qvel)
+        with pytest.raises(RuntimeError, match="task 0, episode 1 at step 1"):
+            batch.step(torch.full((2, 2, batch.action_dim), 0.3))
+        for x, y in zip((qpos, qvel), batch.physics_state(), strict=True):
+            np.testing.assert_array_equal(x, y)

@@ -8,8 +8,9 @@ import torch
 from torch import Tensor
 
 from rkmeta_rl.policy import GaussianMLPPolicy, Params, repeat_params
-from rkmeta_rl.rl.episodes import Episodes, add_advantages, rollout
+from rkmeta_rl.rl.episodes import Episodes, add_advantages
 from rkmeta_rl.rl.losses import reinforce_loss
+from rkmeta_rl.rl.sampler import LocalSampler, Sampler
 
 
 def reinforce_step(
@@ -32,6 +33,7 @@ def adapt_to_tasks(
     gamma: float = 0.99,
     gae_lambda: float = 1.0,
     on_step: Callable[[int, Tensor, Params], None] | None = None,
+    sampler: Sampler | None = None,
 ) -> tuple[Params, list[Tensor]]:
     """Adapt to each task with ``steps`` gradient steps on fresh episodes.
 
@@ -39,15 +41,16 @@ def adapt_to_tasks(
     Returns the adapted per-task parameters and the per-task mean returns (T,) measured
     before the first step and after each step (``steps + 1`` entries). ``on_step(k,
     returns, params)`` is called as each is measured, with the parameters after k steps.
+    Episodes come from ``sampler`` (default: a :class:`LocalSampler` of ``family``).
     """
     alphas = [alpha] * steps if isinstance(alpha, (int, float)) else list(alpha)
     if len(alphas) != steps:
         raise ValueError(f"{len(alphas)} step sizes given for {steps} steps")
+    sample = sampler if sampler is not None else LocalSampler(family)
     params = repeat_params({n: v.detach() for n, v in policy.params().items()}, len(tasks))
     returns = []
     for step in range(steps + 1):
-        env = family.batched_env(tasks, episodes_per_task)
-        episodes = rollout(policy, params, env, family.action_low, family.action_high, generator)
+        episodes = sample(policy, params, tasks, episodes_per_task, generator)
         returns.append(episodes.task_returns())
         if on_step is not None:
             on_step(step, returns[-1], params)
