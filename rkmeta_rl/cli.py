@@ -25,7 +25,9 @@ def _hidden(text: str) -> list[int]:
 
 def _add_train_args(p: argparse.ArgumentParser, oracle: bool = False) -> None:
     d = DEFAULTS
-    p.add_argument("--env", default=d.env, help="task family")
+    from rkmeta_rl.tasks import FAMILIES
+
+    p.add_argument("--env", default=d.env, help="task family: " + ", ".join(FAMILIES))
     if not oracle:
         _add_method_args(p)
     p.add_argument("--preset", default=None,
