@@ -63,22 +63,20 @@ from __future__ import annotations
 
 import functools
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import mujoco
 import mujoco.batch
 import mujoco.rollout
 import numpy as np
 import torch
-from gymnasium.envs.mujoco.ant_v5 import AntEnv
-from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 
+from envs.checks import check_positive_int
+from envs.locomotion import make_locomotion_env
 from envs.locomotion_tasks import (
     ANT_CONTACT_COST_WEIGHT,
     ANT_CONTACT_FORCE_RANGE,
     ANT_HEALTHY_REWARD,
     ANT_HEALTHY_Z,
-    LocomotionSpec,
     get_spec,
 )
 
@@ -93,33 +91,12 @@ _BAD_STATE = [int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarni
 _TORSO = 1  # Ant-v5's main body
 
 
-def _positive_int(name: str, value: Any) -> int:
-    """``value`` if it is a positive integer, else ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def gymnasium_env(spec: LocomotionSpec) -> HalfCheetahEnv | AntEnv:
-    """Gymnasium's env for the family's robot, with its control cost and observed position."""
-    kwargs = {
-        "ctrl_cost_weight": spec.ctrl_cost_weight,
-        "exclude_current_positions_from_observation": spec.exclude_xy,
-        "reset_noise_scale": RESET_NOISE_SCALE,
-    }
-    if spec.robot == "halfcheetah":
-        return HalfCheetahEnv(**kwargs)
-    return AntEnv(contact_cost_weight=ANT_CONTACT_COST_WEIGHT, healthy_reward=ANT_HEALTHY_REWARD,
-                  healthy_z_range=ANT_HEALTHY_Z, contact_force_range=ANT_CONTACT_FORCE_RANGE,
-                  **kwargs)
-
-
 @functools.cache
 def _gymnasium_parts(family: str) -> tuple[mujoco.MjModel, np.ndarray, np.ndarray, int, float,
                                             int]:
     """(model, init_qpos, init_qvel, frame_skip, dt, obs_dim) of the family's Gymnasium env.
     The model is shared read-only by every batch of the family (each has its own MjData)."""
-    env = gymnasium_env(get_spec(family))
+    env = make_locomotion_env(family)
     qpos, qvel = env.init_qpos.copy(), env.init_qvel.copy()
     qpos.setflags(write=False)
     qvel.setflags(write=False)
@@ -166,9 +143,9 @@ class BatchedLocomotion:
         if not tasks:
             raise ValueError(f"{family}: at least one task is needed")
         self.tasks = [self.spec.check_task(t) for t in tasks]
-        self.episodes_per_task = _positive_int("episodes_per_task", episodes_per_task)
-        self.max_episode_steps = _positive_int("max_episode_steps", max_episode_steps)
-        self.nthread = _positive_int("nthread", nthread)
+        self.episodes_per_task = check_positive_int("episodes_per_task", episodes_per_task)
+        self.max_episode_steps = check_positive_int("max_episode_steps", max_episode_steps)
+        self.nthread = check_positive_int("nthread", nthread)
         self._load_model()
         n = self.num_envs
         self._values = np.repeat(self.spec.task_values(self.tasks), self.episodes_per_task, 0)

@@ -25,6 +25,8 @@ import torch
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
+from envs.checks import check_positive_int
+
 MAX_ACTION = 0.1
 """Per-coordinate bound on the (clipped) velocity action."""
 
@@ -38,13 +40,6 @@ DEFAULT_MAX_EPISODE_STEPS = 100
 
 _F32_MAX_ACTION = np.float32(MAX_ACTION)
 _F32_GOAL_TOLERANCE = np.float32(GOAL_TOLERANCE)
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    """Return ``value`` if it is a positive integer, else raise ``ValueError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _validate_goal(task: Any) -> np.ndarray:
@@ -91,7 +86,7 @@ class Nav2DEnv(gym.Env[np.ndarray, np.ndarray]):
             max_episode_steps: horizon after which an episode is truncated (> 0).
             goal_conditioned: if True, the goal is appended to the observation.
         """
-        self.max_episode_steps = _check_positive_int("max_episode_steps", max_episode_steps)
+        self.max_episode_steps = check_positive_int("max_episode_steps", max_episode_steps)
         self.goal_conditioned = bool(goal_conditioned)
         obs_dim = 4 if self.goal_conditioned else 2
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float32)
@@ -208,8 +203,8 @@ class BatchedNav2D:
         if not torch.isfinite(goals).all():
             raise ValueError(f"goals must be finite, got {goals}")
         self.goals = goals
-        self.episodes_per_task = _check_positive_int("episodes_per_task", episodes_per_task)
-        self.max_episode_steps = _check_positive_int("max_episode_steps", max_episode_steps)
+        self.episodes_per_task = check_positive_int("episodes_per_task", episodes_per_task)
+        self.max_episode_steps = check_positive_int("max_episode_steps", max_episode_steps)
         self.goal_conditioned = bool(goal_conditioned)
         self.obs_dim = 4 if self.goal_conditioned else 2
         self.action_dim = 2

@@ -92,17 +92,19 @@ def summarize(per_task: Tensor | np.ndarray) -> dict[str, Any]:
             "per_task": x.tolist()}
 
 
-def evaluation_policy(run_dir: Path, init: str) -> tuple[TrainConfig, GaussianMLPPolicy, int]:
-    """(config, policy, meta-iterations it had) for ``init`` "trained" or "random"."""
-    from rkmeta_rl.trainer import load_run, make_policy
+def evaluation_policy(run_dir: Path, init: str, cfg: TrainConfig | None = None, family=None
+                      ) -> tuple[TrainConfig, GaussianMLPPolicy, int]:
+    """(config, policy, meta-iterations it had) for ``init`` "trained" or "random";
+    ``cfg`` and ``family``: the run's, when the caller has them already."""
+    from rkmeta_rl.trainer import checkpoint_policy, make_policy
 
-    if init == "random":
+    if cfg is None:
         cfg = TrainConfig.from_dict(rundir.read_config(run_dir))
+    if family is None:
         family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
+    if init == "random":
         return cfg, make_policy(cfg, family), 0
-    cfg, policy = load_run(run_dir)
-    state = rundir.load_checkpoint(run_dir)
-    return cfg, policy, int(state["iteration"])
+    return cfg, *checkpoint_policy(run_dir, cfg, family)
 
 
 def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
@@ -110,8 +112,9 @@ def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
     """Adapt the run's policy to the held-out tasks; write and return the evaluation."""
     ecfg.check()
     run_dir = Path(run_dir)
-    cfg, policy, iteration = evaluation_policy(run_dir, ecfg.init)
+    cfg = TrainConfig.from_dict(rundir.read_config(run_dir))
     family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
+    _, policy, iteration = evaluation_policy(run_dir, ecfg.init, cfg, family)
     tasks = held_out_tasks(family, ecfg.tasks, ecfg.seed)
     alpha = cfg.alpha if ecfg.alpha is None else ecfg.alpha
     alphas = step_sizes(alpha, ecfg.steps, ecfg.protocol)

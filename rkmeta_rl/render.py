@@ -19,6 +19,7 @@ import torch
 
 from rkmeta_rl.evaluate import DEFAULT_EVAL_SEED, held_out_tasks
 from rkmeta_rl.rl.adapt import adapt_to_tasks
+from rkmeta_rl.rl.episodes import scale_action
 from rkmeta_rl.tasks import LOCOMOTION, make_family
 from rkmeta_rl.trainer import load_run
 
@@ -48,7 +49,7 @@ def play_episode(policy, params: dict[str, torch.Tensor], env, low: torch.Tensor
     while not done:
         with torch.no_grad():  # params (T=1, ...), obs (1, 1, d) -> mean (1, 1, a)
             mean, _ = policy(params, torch.as_tensor(obs, dtype=torch.float32)[None, None])
-        action = low + (mean[0, 0] + 1.0) * 0.5 * (high - low)  # as rollout() maps actions
+        action = scale_action(mean[0, 0], low, high)
         obs, reward, terminated, truncated, _ = env.step(action.numpy())
         total += float(reward)
         done = terminated or truncated

@@ -170,14 +170,19 @@ def resume_run(run_dir: Path) -> Trainer:
     return trainer
 
 
+def checkpoint_policy(run_dir: Path, cfg: TrainConfig, family) -> tuple[GaussianMLPPolicy, int]:
+    """(policy, meta-iterations done) from the run's last checkpoint (one read)."""
+    state = rundir.load_checkpoint(run_dir)
+    if state is None:
+        raise ValueError(f"{run_dir} has no checkpoint yet ({rundir.CHECKPOINT} is missing)")
+    policy = make_policy(cfg, family)
+    policy.load_state_dict(state["policy"])
+    return policy, int(state["iteration"])
+
+
 def load_run(path: str | Path) -> tuple[TrainConfig, GaussianMLPPolicy]:
     """(config, meta-trained policy) of a run directory, from its last checkpoint."""
     run_dir = Path(path)
     cfg = TrainConfig.from_dict(rundir.read_config(run_dir))
-    state = rundir.load_checkpoint(run_dir)
-    if state is None:
-        raise ValueError(f"{run_dir} has no checkpoint yet ({rundir.CHECKPOINT} is missing)")
-    policy = make_policy(cfg, make_family(cfg.env, max_episode_steps=cfg.max_episode_steps))
-    policy.load_state_dict(state["policy"])
-    return cfg, policy
-
+    family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
+    return cfg, checkpoint_policy(run_dir, cfg, family)[0]

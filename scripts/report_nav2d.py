@@ -12,14 +12,14 @@ after one gradient step of the run's α (mean ± standard error over tasks).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from rkmeta_rl import load_run
+from rkmeta_rl import load_run, rundir
+from rkmeta_rl.evaluate import held_out_tasks
 from rkmeta_rl.rl.adapt import adapt_to_tasks
 from rkmeta_rl.tasks import make_family
 
@@ -27,8 +27,7 @@ from rkmeta_rl.tasks import make_family
 def held_out(run_dir: str, tasks: int, episodes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     cfg, policy = load_run(run_dir)
     family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
-    family.seed(seed)
-    goals = family.sample_tasks(tasks)
+    goals = held_out_tasks(family, tasks, seed)
     _, returns = adapt_to_tasks(policy, family, goals, cfg.alpha, steps=1,
                                 episodes_per_task=episodes,
                                 generator=torch.Generator().manual_seed(seed))
@@ -48,9 +47,10 @@ def main() -> None:
     print(f"| run | method | iters | train pre (last {args.last}) | train post (last {args.last})"
           f" | held-out pre | held-out post | s/iter |")
     print("|---|---|---|---|---|---|---|---|")
+    metrics = {run: rundir.read_metrics(Path(run)) for run in args.runs}
     for run in args.runs:
-        recs = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
-        cfg = json.loads((Path(run) / "config.json").read_text())
+        recs = metrics[run]
+        cfg = rundir.read_config(Path(run))
         last = recs[-args.last:]
         pre, post = held_out(run, args.tasks, args.episodes, args.seed)
         se = np.sqrt(args.tasks)
@@ -64,8 +64,7 @@ def main() -> None:
               f"| {post.mean():.1f} ± {post.std(ddof=1) / se:.1f} "
               f"| {statistics.median(r['seconds'] for r in recs):.1f} |", flush=True)
     print(f"\nMean return after one step (train) per {args.window} meta-iterations:\n")
-    for run in args.runs:
-        recs = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+    for run, recs in metrics.items():
         points = [statistics.mean(r["return_post"] for r in recs[i:i + args.window])
                   for i in range(0, len(recs), args.window)]
         print(f"    {Path(run).name:>24}: " + " ".join(f"{x:6.1f}" for x in points))

@@ -41,6 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from rkmeta_rl import rundir  # noqa: E402
 from rkmeta_rl.evaluate import (  # noqa: E402
     INITS,
     PROTOCOLS,
@@ -83,11 +84,9 @@ def executable(argv: list[str]) -> list[str]:
 
 
 def last_record(run_dir: Path) -> dict | None:
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-        return json.loads(lines[-1]) if lines else None
-    except (OSError, json.JSONDecodeError):
-        return None
+    """The run's latest metrics record (a line being written is skipped), None before one."""
+    records = rundir.read_metrics(run_dir, drop_torn_last_line=True)
+    return records[-1] if records else None
 
 
 def status_line(running: list[Job], done: int, total: int, t0: float) -> str:
@@ -251,8 +250,7 @@ def job_seconds(job: Job) -> float:
     """A training job's meta-iteration seconds (it may have resumed); else its wall time."""
     if job.run_dir is None:
         return job.seconds
-    lines = (job.run_dir / "metrics.jsonl").read_text().splitlines()
-    return sum(json.loads(line)["seconds"] for line in lines if line.strip())
+    return sum(r["seconds"] for r in rundir.read_metrics(job.run_dir))
 
 
 def report(args, phases, history, dirs, results: Path, commands: dict[str, list[Job]]) -> None:

@@ -59,6 +59,12 @@ class Episodes:
         return float(self.task_returns().mean())
 
 
+def scale_action(u: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """The env's action for the Gaussian's sample u: u = -1 ↦ low, u = 1 ↦ high (not clipped:
+    the env clips, or charges, what lies outside)."""
+    return low + (u + 1.0) * 0.5 * (high - low)
+
+
 def rollout(
     policy: GaussianMLPPolicy,
     params: Params,
@@ -89,7 +95,7 @@ def rollout(
                 break
             mean, log_std = policy(params, obs)  # (T, E, a)
             u = mean if deterministic else sample_actions(mean, log_std, generator)
-            action = action_low + (u + 1.0) * 0.5 * (action_high - action_low)
+            action = scale_action(u, action_low, action_high)
             next_obs, reward, _, _ = env.step(action)
             all_obs[:, :, step] = obs
             all_act[:, :, step] = u
