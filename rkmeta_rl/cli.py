@@ -68,7 +68,8 @@ def _add_method_args(p: argparse.ArgumentParser) -> None:
                    help="k_i at its point, not differentiated through θ_i(θ)")
     steps = p.add_mutually_exclusive_group()
     steps.add_argument("--inner-lr", type=float, default=None,
-                       help="adaptation step α, h = α / c2 [0.16 when neither is given]")
+                       help="adaptation step α, h = α / c2 [0.16 nav2d, 0.1 locomotion; "
+                            "supervised: the benchmark's]")
     steps.add_argument("--step-size", type=float, default=None, help="RK step h, α = c2·h")
 
 
@@ -124,6 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--width", type=int, default=320)
     render.add_argument("--height", type=int, default=240)
     render.add_argument("--fps", type=int, default=30)
+    from rkmeta_rl.supervised.cli import add_evaluate_args, add_train_args
+
+    supervised = sub.add_parser(
+        "supervised", allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="meta-train on sinusoid, Omniglot or MiniImagenet (RK meta-gradient + Adam)")
+    add_train_args(supervised, _add_method_args)
+    sup_eval = sub.add_parser(
+        "supervised-evaluate", allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="adapt a supervised run to held-out tasks: mean ± 95%% CI (eval.json)")
+    add_evaluate_args(sup_eval)
     sub.add_parser("methods", help="list the named tableaus with their order")
     return parser
 
@@ -221,6 +233,14 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_evaluate(args)
         if args.command == "render":
             return cmd_render(args)
+        if args.command == "supervised":
+            from rkmeta_rl.supervised.cli import cmd_supervised
+
+            return cmd_supervised(args, argv)
+        if args.command == "supervised-evaluate":
+            from rkmeta_rl.supervised.cli import cmd_supervised_evaluate
+
+            return cmd_supervised_evaluate(args)
         return cmd_train(args, argv)
     except (ValueError, FileNotFoundError) as e:
         print(f"rkmeta-rl: error: {e}", file=sys.stderr)

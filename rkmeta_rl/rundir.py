@@ -52,8 +52,10 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(run_dir / CHECKPOINT, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    """The run's checkpoint, None if it has none yet; ValueError if it is unreadable."""
+def load_checkpoint(run_dir: Path, required: tuple[str, ...] = ("iteration", "policy")
+                    ) -> dict[str, Any] | None:
+    """The run's checkpoint, None if it has none yet; ValueError if it is unreadable or
+    lacks one of the ``required`` keys."""
     path = run_dir / CHECKPOINT
     if not path.exists():
         return None
@@ -62,9 +64,40 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     except Exception as e:  # torch raises many kinds for a damaged file
         raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e})"
                          ) from None
-    if not isinstance(state, dict) or "iteration" not in state or "policy" not in state:
-        raise ValueError(f"checkpoint {path} is corrupt: it lacks 'iteration' or 'policy'")
+    if not isinstance(state, dict) or any(key not in state for key in required):
+        raise ValueError(f"checkpoint {path} is corrupt: it lacks one of {list(required)}")
     return state
+
+
+def check_new_or_same(run_dir: Path, wanted: dict[str, Any], existing=None) -> bool:
+    """True if ``run_dir`` already holds the run ``wanted`` (continue it), False if it is
+    new. ``existing()`` gives the stored config re-resolved (so a setting added since
+    compares by its default). A different run, or leftovers without a config, is refused.
+    """
+    if (run_dir / CONFIG).exists():
+        old = json.loads(json.dumps(existing() if existing else read_config(run_dir)))
+        new = json.loads(json.dumps(wanted))
+        if old != new:
+            diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            raise ValueError(
+                f"{run_dir} already holds a different run (settings differ: {', '.join(diff)}); "
+                "use --resume to continue it or --out for a new directory"
+            )
+        return True
+    leftovers = [name for name in (METRICS, CHECKPOINT) if (run_dir / name).exists()]
+    if leftovers:
+        raise ValueError(f"{run_dir} holds {', '.join(leftovers)} but no {CONFIG}; "
+                         "refusing to mix a new run into it (use another --out)")
+    return False
+
+
+def log_scalars(writer, run_dir: Path, record: dict[str, Any], step: int) -> None:
+    """Append ``record`` to metrics.jsonl and its numbers to TensorBoard at ``step``."""
+    append_metrics(run_dir, record)
+    for k, v in record.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iter":
+            writer.add_scalar(k, v, step)
+    writer.flush()
 
 
 def _json_safe(value: Any) -> Any:

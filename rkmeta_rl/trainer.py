@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -111,11 +111,7 @@ class Trainer:
         try:
             while self.iteration < self.cfg.meta_iters:
                 rec = self.step()
-                rundir.append_metrics(self.run_dir, rec)
-                for k, v in rec.items():
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iter":
-                        writer.add_scalar(k, v, self.iteration)
-                writer.flush()
+                rundir.log_scalars(writer, self.run_dir, rec, self.iteration)
                 self.iteration += 1
                 rundir.save_checkpoint(self.run_dir, self.state())
                 records.append(rec)
@@ -127,31 +123,18 @@ class Trainer:
         return records
 
 
+def _stored_config(run_dir: Path) -> dict[str, Any]:
+    return resolve(TrainConfig.from_dict(rundir.read_config(run_dir))).to_dict()
+
+
 def prepare_run_dir(cfg: TrainConfig, run_dir: Path) -> Trainer:
     """Create ``run_dir`` for ``cfg``, or continue it if it holds this same run.
 
     A directory holding a different run is refused (nothing is overwritten).
     """
     run_dir = Path(run_dir)
-    if (run_dir / rundir.CONFIG).exists():
-        # both as config.json stores them, the existing one re-resolved so that a run made
-        # before a setting existed compares by that setting's resolved default
-        existing = json.loads(json.dumps(
-            resolve(TrainConfig.from_dict(rundir.read_config(run_dir))).to_dict()))
-        wanted = json.loads(json.dumps(cfg.to_dict()))
-        if existing != wanted:
-            diff = sorted(k for k in existing.keys() | wanted.keys()
-                          if existing.get(k) != wanted.get(k))
-            raise ValueError(
-                f"{run_dir} already holds a different run (settings differ: {', '.join(diff)}); "
-                "use --resume to continue it or --out for a new directory"
-            )
+    if rundir.check_new_or_same(run_dir, cfg.to_dict(), partial(_stored_config, run_dir)):
         return resume_run(run_dir)
-    leftovers = [name for name in (rundir.METRICS, rundir.CHECKPOINT)
-                 if (run_dir / name).exists()]
-    if leftovers:
-        raise ValueError(f"{run_dir} holds {', '.join(leftovers)} but no {rundir.CONFIG}; "
-                         "refusing to mix a new run into it (use another --out)")
     trainer = Trainer(cfg, run_dir)  # fails before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     rundir.write_config(run_dir, cfg.to_dict())

@@ -493,3 +493,69 @@ def test_stage_points_under_no_grad_equal_grad_mode(name):
     for e, g in zip(expected, got, strict=True):
         for n in e:
             torch.testing.assert_close(g[n], e[n].detach())
+
+
+# ----------------------------------------------------------------------------------------
+# Several adaptation steps (inner_steps): multi-step MAML and its RK generalisation
+# ----------------------------------------------------------------------------------------
+
+
+def _my_multi_step_objective(prob: Problem, z: torch.Tensor, tab: Tableau, h: float,
+                             m: int) -> float:
+    """Σ a_i L_i(θ_i) where θ_i (i > 1) takes m - 1 more support steps of c_i·h."""
+    ks, total = [], 0.0
+    z = z.detach().requires_grad_()
+    for i in range(tab.stages):
+        p = z
+        for j in range(i):
+            if tab.q[i][j] != 0.0:
+                p = p - h * tab.q[i][j] * ks[j]
+        if i > 0:
+            for _ in range(m - 1):
+                g = torch.autograd.grad(prob.flat_loss(0, p), p, create_graph=True)[0]
+                p = p - h * tab.c[i] * g
+        ks.append(torch.autograd.grad(prob.flat_loss(i, p), z, create_graph=True)[0])
+        total += tab.a[i] * float(prob.flat_loss(i, p))
+    return total
+
+
+@pytest.mark.parametrize("name", ["midpoint", "ralston", "rk3"])
+def test_inner_steps_match_finite_differences(name):
+    tab = get_tableau(name)
+    prob, h, m = Problem(21), 0.3, 3
+    fd = _central_fd(lambda u: _my_multi_step_objective(prob, u, tab, h, m), prob.theta0)
+    got = _flat(meta_gradient(prob.theta_dict(), tab, h, prob.stage_loss, inner_steps=m))
+    torch.testing.assert_close(got, fd, rtol=1e-7, atol=1e-8)
+
+
+def test_midpoint_two_inner_steps_is_two_step_maml():
+    """Closed form of 2-step MAML: (I - αH(θ))(I - αH(θ')) ∇L_2(θ'') with α = h/2."""
+    prob, h = Problem(22), 0.5
+    alpha, z = h / 2, prob.theta0
+    z1 = z - alpha * prob.grad(0, z)
+    z2 = z1 - alpha * prob.grad(0, z1)
+    eye = torch.eye(6, dtype=DT)
+    expected = (eye - alpha * prob.hessian(0, z)) @ (eye - alpha * prob.hessian(0, z1)) \
+        @ prob.grad(1, z2)
+    got = _flat(meta_gradient(prob.theta_dict(), get_tableau("midpoint"), h, prob.stage_loss,
+                              inner_steps=2))
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_first_order_inner_steps_is_fomaml():
+    """First order: ∇L_2 at the point reached by two plain steps of α."""
+    prob, h = Problem(23), 0.5
+    alpha, z = h / 2, prob.theta0
+    z1 = z - alpha * prob.grad(0, z)
+    z2 = z1 - alpha * prob.grad(0, z1)
+    got = _flat(meta_gradient(prob.theta_dict(), get_tableau("midpoint"), h, prob.stage_loss,
+                              first_order=True, inner_steps=2))
+    torch.testing.assert_close(got, prob.grad(1, z2), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_inner_steps_must_be_positive_int(bad):
+    prob = Problem(0)
+    with pytest.raises(ValueError, match="inner_steps"):
+        meta_gradient(prob.theta_dict(), get_tableau("heun"), 0.1, prob.stage_loss,
+                      inner_steps=bad)

@@ -1,0 +1,1 @@
+"""Supervised meta-learning benchmarks."""

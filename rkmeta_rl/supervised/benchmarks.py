@@ -1,0 +1,71 @@
+"""What each benchmark brings: its model and its train / validation / test task streams.
+
+Held-out tasks never come from the training stream: sinusoid draws them from separate
+seeds; Omniglot holds out a seeded set of characters (every rotation of a held-out
+character is held out); MiniImagenet uses its val and test class splits. Omniglot has no
+separate validation classes here: the validation curve logged during training is measured
+on the held-out characters and nothing is selected by it (the last checkpoint is the
+result).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from rkmeta_rl.supervised.config import SupervisedConfig
+from rkmeta_rl.supervised.fewshot import ClassDataset, sample_tasks
+from rkmeta_rl.supervised.models import MLP, ConvNet
+from rkmeta_rl.supervised.sinusoid import sample_sinusoid_tasks
+
+Sampler = Callable[[int, torch.Generator], object]  # (num_tasks, generator) -> batch
+
+OMNIGLOT_SIZE = 28
+MINIIMAGENET_SIZE = 84
+VALIDATION_SEED_OFFSET = 1_000_003  # validation tasks: a stream no training run draws from
+
+
+@dataclass
+class Benchmark:
+    model: MLP | ConvNet
+    train: Sampler
+    validation: Sampler
+    test: Sampler
+    classification: bool
+
+
+def _few_shot(data: ClassDataset, cfg: SupervisedConfig) -> Sampler:
+    if cfg.ways > data.num_classes:
+        raise ValueError(f"--ways {cfg.ways} needs at least {cfg.ways} classes, but this split "
+                         f"has {data.num_classes}")
+    return lambda n, g: sample_tasks(data, n, cfg.ways, cfg.shots, cfg.queries, g)
+
+
+def load_classes(cfg: SupervisedConfig) -> dict[str, ClassDataset]:
+    """The benchmark's class splits: {"train", "validation", "test"}."""
+    if cfg.benchmark == "omniglot":
+        from rkmeta_rl.supervised.omniglot import load_omniglot, omniglot_split
+
+        data = load_omniglot(cfg.data, image_size=OMNIGLOT_SIZE)
+        data.rotations = True  # rotations by multiples of 90° are new classes
+        train, test = omniglot_split(data, cfg.num_train_classes, cfg.split_seed)
+        return {"train": train, "validation": test, "test": test}
+    from rkmeta_rl.supervised.miniimagenet import load_miniimagenet
+
+    (root,) = cfg.data
+    return {name: load_miniimagenet(root, split, image_size=MINIIMAGENET_SIZE)
+            for name, split in (("train", "train"), ("validation", "val"), ("test", "test"))}
+
+
+def make_benchmark(cfg: SupervisedConfig) -> Benchmark:
+    """Model and task samplers of a resolved config (raises ValueError on bad data)."""
+    if cfg.benchmark == "sinusoid":
+        sample = lambda n, g: sample_sinusoid_tasks(n, cfg.shots, cfg.queries, g)  # noqa: E731
+        return Benchmark(MLP(1, cfg.hidden, 1), sample, sample, sample, classification=False)
+    splits = load_classes(cfg)
+    channels, size = splits["train"].image_shape()[:2]
+    model = ConvNet(channels, size, cfg.ways, filters=cfg.filters)
+    return Benchmark(model, _few_shot(splits["train"], cfg), _few_shot(splits["validation"], cfg),
+                     _few_shot(splits["test"], cfg), classification=True)

@@ -1,0 +1,123 @@
+"""``rkmeta-rl supervised`` and ``rkmeta-rl supervised-evaluate``: the supervised
+benchmarks from the command line (defaults: ``rkmeta_rl/supervised/config.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from rkmeta_rl.supervised.config import BENCHMARKS, SupervisedConfig, resolve
+
+BENCH = "[the benchmark's]"
+
+
+def add_train_args(p: argparse.ArgumentParser, add_method_args) -> None:
+    d = SupervisedConfig()
+    p.add_argument("--benchmark", default=d.benchmark, help=", ".join(BENCHMARKS))
+    add_method_args(p)
+    p.add_argument("--data", nargs="+", metavar="PATH",
+                   help="Omniglot: folders or zips (images_background..., or alphabets); "
+                        "MiniImagenet: the root holding train/val/test.csv and images/")
+    p.add_argument("--ways", type=int, help="classes per task [5]")
+    p.add_argument("--shots", type=int, help="support examples per class [1; sinusoid: 10 points]")
+    p.add_argument("--queries", type=int, help=f"query examples per class {BENCH}")
+    p.add_argument("--inner-steps", type=int, help=f"adaptation steps in training {BENCH}")
+    p.add_argument("--test-steps", type=int, help=f"adaptation steps at meta-test {BENCH}")
+    p.add_argument("--meta-batch-size", type=int, help=f"tasks per meta-step {BENCH}")
+    p.add_argument("--meta-iters", type=int, help=f"meta-iterations {BENCH}")
+    p.add_argument("--meta-lr", type=float, default=d.meta_lr, help="Adam learning rate")
+    p.add_argument("--hidden", type=_sizes, default=d.hidden, help="sinusoid MLP, e.g. 40,40")
+    p.add_argument("--filters", type=int, help="conv filters [64 Omniglot, 32 MiniImagenet]")
+    p.add_argument("--num-train-classes", type=int,
+                   help="Omniglot training characters [1200 of 1623, the same share of fewer]")
+    p.add_argument("--split-seed", type=int, default=d.split_seed, help="Omniglot split")
+    p.add_argument("--log-every", type=int, help=f"metrics + checkpoint every N iters {BENCH}")
+    p.add_argument("--eval-every", type=int, help=f"validation every N iters {BENCH}")
+    p.add_argument("--eval-tasks", type=int, help=f"validation tasks {BENCH}")
+    p.add_argument("--test-tasks", type=int, help=f"tasks for supervised-evaluate {BENCH}")
+    p.add_argument("--seed", type=int, default=d.seed, help="weights and task sampling")
+    p.add_argument("--num-threads", type=int, default=d.num_threads, help="torch threads")
+    p.add_argument("--out", metavar="DIR",
+                   help="run directory [runs/BENCHMARK[-Nway-Kshot]-METHOD-sSEED]")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own config")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by supervised")
+    p.add_argument("--tasks", type=int, help="held-out tasks [the run's test_tasks: 600]")
+    p.add_argument("--steps", type=int, help="adaptation steps [the run's test_steps]")
+    p.add_argument("--alpha", type=float, help="adaptation step [the run's α]")
+    p.add_argument("--seed", type=int, default=None, help="held-out task draw [fixed]")
+    p.add_argument("--runs", metavar="PATH",
+                   help="Omniglot all_runs.zip (or folder): also score the 20 standard "
+                        "20-way one-shot runs")
+    p.add_argument("--out", metavar="FILE", help="[RUN_DIR/eval.json]")
+    p.add_argument("--num-threads", type=int, default=1, help="torch threads")
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"must be positive sizes like 40,40, got {text!r}")
+    return sizes
+
+
+def config_from_args(args: argparse.Namespace) -> SupervisedConfig:
+    fields = {f.name for f in dataclasses.fields(SupervisedConfig)}
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    return resolve(SupervisedConfig(**values), tableau_file=args.tableau)
+
+
+def default_out(cfg: SupervisedConfig) -> Path:
+    setting = "" if cfg.benchmark == "sinusoid" else f"-{cfg.ways}way-{cfg.shots}shot"
+    return Path(f"runs/{cfg.benchmark}{setting}-{cfg.method}-s{cfg.seed}")
+
+
+def cmd_supervised(args: argparse.Namespace, argv: list[str]) -> int:
+    from rkmeta_rl.supervised.trainer import prepare_supervised_run, resume_supervised_run
+
+    if args.resume:
+        given = [a for a in argv if a.startswith("--") and a.split("=")[0] not in
+                 ("--resume", "--no-progress")]
+        if given:
+            raise ValueError(f"--resume continues a run with its own config; drop {given}")
+        if not Path(args.resume).is_dir():
+            raise ValueError(f"--resume {args.resume}: no such run directory")
+        trainer = resume_supervised_run(Path(args.resume))
+    else:
+        cfg = config_from_args(args)
+        trainer = prepare_supervised_run(cfg, Path(args.out) if args.out else default_out(cfg))
+    cfg = trainer.cfg
+    print(f"rkmeta-rl: run directory {trainer.run_dir} (iteration {trainer.iteration}/"
+          f"{cfg.meta_iters}, α = {cfg.alpha:g}, h = {cfg.h:g}, {cfg.inner_steps} "
+          f"adaptation step(s))", file=sys.stderr)
+    records = trainer.run(progress=not args.no_progress)
+    if records:
+        last = {k: f"{v:.4g}" for k, v in records[-1].items() if k.startswith("val_")}
+        print("final: " + " ".join(f"{k} {v}" for k, v in last.items()))
+    return 0
+
+
+def cmd_supervised_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from rkmeta_rl.supervised.evaluate import evaluate_supervised_run
+
+    if args.num_threads <= 0:
+        raise ValueError(f"--num-threads must be > 0, got {args.num_threads}")
+    if not Path(args.run_dir).is_dir():
+        raise ValueError(f"{args.run_dir}: no such run directory")
+    torch.set_num_threads(args.num_threads)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
+    result = evaluate_supervised_run(args.run_dir, out, tasks=args.tasks, steps=args.steps,
+                                     alpha=args.alpha, seed=args.seed, runs=args.runs)
+    for line in result["summary"]:
+        print(line)
+    print(f"wrote {out}")
+    return 0
