@@ -13,13 +13,14 @@ from rkmeta_rl.tableau import format_table
 DEFAULTS = TrainConfig()
 
 
-def _hidden(text: str) -> list[int]:
+def layer_sizes(text: str) -> list[int]:
+    """'100,100' -> [100, 100] (argparse type of --hidden)."""
     try:
         sizes = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         sizes = []
     if not sizes or any(s <= 0 for s in sizes):
-        raise argparse.ArgumentTypeError(f"must be positive sizes like 100,100, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be positive layer sizes like 100,100, got {text!r}")
     return sizes
 
 
@@ -48,7 +49,7 @@ def _add_train_args(p: argparse.ArgumentParser, oracle: bool = False) -> None:
                    help="share of episodes for the CG curvature; < 1 approximates")
     p.add_argument("--ls-ratio", type=float, default=d.ls_ratio, help="backtracking shrink")
     p.add_argument("--ls-steps", type=int, default=d.ls_steps, help="line-search candidates")
-    p.add_argument("--hidden", type=_hidden, default=d.hidden, help="e.g. 100,100")
+    p.add_argument("--hidden", type=layer_sizes, default=d.hidden, help="e.g. 100,100")
     p.add_argument("--seed", type=int, default=d.seed, help="tasks, weights and sampling")
     p.add_argument("--num-threads", type=int, default=d.num_threads,
                    help="torch threads; 1 is fastest when another process shares the cores")
@@ -161,17 +162,22 @@ def _config_from_args(args: argparse.Namespace, argv: list[str]) -> TrainConfig:
     return resolve(TrainConfig(**values), tableau_file=getattr(args, "tableau", None))
 
 
+def resume_dir(args: argparse.Namespace, argv: list[str]) -> Path:
+    """The --resume directory, refusing other settings (the run keeps its own config)."""
+    given = [a for a in argv if a.startswith("--") and a.split("=")[0] not in
+             ("--resume", "--no-progress")]
+    if given:
+        raise ValueError(f"--resume continues a run with its own config; drop {given}")
+    if not Path(args.resume).is_dir():
+        raise ValueError(f"--resume {args.resume}: no such run directory")
+    return Path(args.resume)
+
+
 def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     from rkmeta_rl.trainer import prepare_run_dir, resume_run
 
     if args.resume:
-        given = [a for a in argv if a.startswith("--") and a.split("=")[0] not in
-                 ("--resume", "--no-progress")]
-        if given:
-            raise ValueError(f"--resume continues a run with its own config; drop {given}")
-        if not Path(args.resume).is_dir():
-            raise ValueError(f"--resume {args.resume}: no such run directory")
-        trainer = resume_run(Path(args.resume))
+        trainer = resume_run(resume_dir(args, argv))
     else:
         cfg = _config_from_args(args, argv)
         name = "oracle" if args.command == "train-oracle" else cfg.method

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from rkmeta_rl.tableau import Tableau, get_tableau, load_tableau_json
 
@@ -26,8 +26,45 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+C = TypeVar("C", bound="StoredConfig")
+
+
+class StoredConfig:
+    """What every run config shares: its JSON form and its tableau (``method`` or the
+    resolved ``tableau`` dict). Subclasses are dataclasses."""
+
+    method: str
+    tableau: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[C], d: dict[str, Any]) -> C:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**d)
+
+    def get_tableau(self) -> Tableau:
+        if self.tableau is None:
+            return get_tableau(self.method)
+        return Tableau.from_dict(self.tableau)
+
+    def resolve_tableau(self, tableau_file: str | None) -> Tableau:
+        """Fix the tableau: a JSON file's (which names the method) or ``method``'s."""
+        if tableau_file is not None:
+            tab = load_tableau_json(tableau_file)
+            self.method = tab.name
+        else:
+            tab = self.get_tableau()
+        self.tableau = tab.to_dict()
+        return tab
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(StoredConfig):
     env: str = "nav2d"
     method: str = "ralston"  # a named tableau, or the name of a --tableau file's tableau
     tableau: dict[str, Any] | None = None  # resolved (a, q, c); filled by resolve()
@@ -55,21 +92,6 @@ class TrainConfig:
     alpha: float | None = None  # resolved adaptation step α
     h: float | None = None  # resolved RK step h
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
-        return cls(**d)
-
-    def get_tableau(self) -> Tableau:
-        if self.tableau is None:
-            return get_tableau(self.method)
-        return Tableau.from_dict(self.tableau)
 
 
 def resolve_steps(tableau: Tableau, inner_lr: float | None, step_size: float | None,
@@ -95,12 +117,7 @@ def resolve_steps(tableau: Tableau, inner_lr: float | None, step_size: float | N
 
 def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
     """Validate every setting and fill in the tableau, α and h (raises ValueError)."""
-    if tableau_file is not None:
-        tab = load_tableau_json(tableau_file)
-        cfg.method = tab.name
-    else:
-        tab = cfg.get_tableau()
-    cfg.tableau = tab.to_dict()
+    tab = cfg.resolve_tableau(tableau_file)
     from rkmeta_rl.tasks import FAMILY_DEFAULTS, check_env_name
 
     check_env_name(cfg.env)
@@ -144,3 +161,14 @@ def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
             raise ValueError(f"--device {cfg.device}: CUDA is not available on this machine")
     cfg.alpha, cfg.h = resolve_steps(tab, cfg.inner_lr, cfg.step_size, family["inner_lr"])
     return cfg
+
+
+def read_train_config(run_dir) -> TrainConfig:
+    """The RL run's config.json; a supervised run is named as such, not misread."""
+    from rkmeta_rl import rundir
+
+    stored = rundir.read_config(run_dir)
+    if stored.get("kind") == "supervised":
+        raise ValueError(f"{run_dir} holds a supervised run; use rkmeta-rl supervised-evaluate "
+                         "or rkmeta-rl supervised --resume for it")
+    return TrainConfig.from_dict(stored)

@@ -21,7 +21,7 @@ from scipy import stats
 from torch import Tensor
 
 from rkmeta_rl import rundir
-from rkmeta_rl.config import TrainConfig
+from rkmeta_rl.config import TrainConfig, read_train_config
 from rkmeta_rl.policy import GaussianMLPPolicy
 from rkmeta_rl.progress import ProgressBar
 from rkmeta_rl.rl.adapt import adapt_to_tasks
@@ -99,7 +99,7 @@ def evaluation_policy(run_dir: Path, init: str, cfg: TrainConfig | None = None, 
     from rkmeta_rl.trainer import checkpoint_policy, make_policy
 
     if cfg is None:
-        cfg = TrainConfig.from_dict(rundir.read_config(run_dir))
+        cfg = read_train_config(run_dir)
     if family is None:
         family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
     if init == "random":
@@ -112,7 +112,7 @@ def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
     """Adapt the run's policy to the held-out tasks; write and return the evaluation."""
     ecfg.check()
     run_dir = Path(run_dir)
-    cfg = TrainConfig.from_dict(rundir.read_config(run_dir))
+    cfg = read_train_config(run_dir)
     family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
     _, policy, iteration = evaluation_policy(run_dir, ecfg.init, cfg, family)
     tasks = held_out_tasks(family, ecfg.tasks, ecfg.seed)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-Params = dict[str, Tensor]
+from rkmeta_rl.rk import Params, repeat_params  # noqa: F401  (re-exported for RL code)
 
 
 class GaussianMLPPolicy(nn.Module):
@@ -99,11 +99,6 @@ class GaussianMLPPolicy(nn.Module):
             return dh, v["log_std"].unsqueeze(-2)
 
         return outputs, jvp
-
-
-def repeat_params(params: Params, n: int) -> Params:
-    """θ -> per-task copies θ_rep with a leading dimension n (differentiable)."""
-    return {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
 
 
 def gaussian_log_prob(mean: Tensor, log_std: Tensor, u: Tensor) -> Tensor:

@@ -39,6 +39,11 @@ Params = dict[str, Tensor]
 StageLoss = Callable[[int, Params], Tensor]
 
 
+def repeat_params(params: Params, n: int) -> Params:
+    """θ -> per-task copies with a leading task dimension n (a differentiable view)."""
+    return {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
+
+
 def _grad(loss: Tensor, wrt: Params, create_graph: bool) -> Params:
     grads = torch.autograd.grad(
         loss, list(wrt.values()), create_graph=create_graph, allow_unused=True,

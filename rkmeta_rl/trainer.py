@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from rkmeta_rl import rundir
-from rkmeta_rl.config import TrainConfig, resolve
+from rkmeta_rl.config import TrainConfig, read_train_config, resolve
 from rkmeta_rl.policy import GaussianMLPPolicy, Params
 from rkmeta_rl.progress import ProgressBar
 from rkmeta_rl.rl.episodes import Episodes
@@ -124,7 +124,7 @@ class Trainer:
 
 
 def _stored_config(run_dir: Path) -> dict[str, Any]:
-    return resolve(TrainConfig.from_dict(rundir.read_config(run_dir))).to_dict()
+    return resolve(read_train_config(run_dir)).to_dict()
 
 
 def prepare_run_dir(cfg: TrainConfig, run_dir: Path) -> Trainer:
@@ -144,7 +144,7 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path) -> Trainer:
 def resume_run(run_dir: Path) -> Trainer:
     """A Trainer positioned after the run's last checkpoint (its own config)."""
     run_dir = Path(run_dir)
-    cfg = TrainConfig.from_dict(rundir.read_config(run_dir))
+    cfg = read_train_config(run_dir)
     state = rundir.load_checkpoint(run_dir)
     trainer = Trainer(cfg, run_dir)
     if state is not None:
@@ -166,6 +166,6 @@ def checkpoint_policy(run_dir: Path, cfg: TrainConfig, family) -> tuple[Gaussian
 def load_run(path: str | Path) -> tuple[TrainConfig, GaussianMLPPolicy]:
     """(config, meta-trained policy) of a run directory, from its last checkpoint."""
     run_dir = Path(path)
-    cfg = TrainConfig.from_dict(rundir.read_config(run_dir))
+    cfg = read_train_config(run_dir)
     family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
     return cfg, checkpoint_policy(run_dir, cfg, family)[0]

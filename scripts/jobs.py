@@ -7,7 +7,9 @@ one torch thread; a training job's latest metrics record is shown every ``poll``
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -118,3 +120,46 @@ def job_seconds(job: Job) -> float:
     return sum(r["seconds"] for r in rundir.read_metrics(job.run_dir))
 
 
+
+
+def add_common_args(p, name: str) -> None:
+    """The flags every supervised reproduction script shares (runs/, results/, jobs)."""
+    p.add_argument("--jobs", type=int, default=2, help="commands run at once")
+    p.add_argument("--runs-dir", default=f"runs/reproduce-{name}", help="training runs")
+    p.add_argument("--results-dir", default=f"results/{name}", help="table and copies")
+    p.add_argument("--train-extra", default="", help="extra supervised flags")
+    p.add_argument("--eval-extra", default="", help="extra supervised-evaluate flags")
+    p.add_argument("--poll", type=float, default=60.0, help="seconds between status lines")
+
+
+def finish_common_args(p, args, argv: list[str] | None) -> None:
+    """Keep the command line for the report, split the extra flags, check --jobs."""
+    args.argv = list(argv if argv is not None else sys.argv[1:])
+    args.train_extra, args.eval_extra = shlex.split(args.train_extra), shlex.split(args.eval_extra)
+    if args.jobs <= 0:
+        p.error(f"--jobs must be > 0, got {args.jobs}")
+
+
+def run_phases(commands: dict[str, list[Job]], runs: Path, n_parallel: int, poll: float
+               ) -> tuple[dict[str, float], list[dict]]:
+    """Run each phase's jobs in order (one torch thread each); logs go to RUNS/logs.
+    Returns the wall seconds of each phase and the timing history of every invocation."""
+    log_dir = runs / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    phases: dict[str, float] = {}
+    history: list[dict] = []
+    for phase, jobs in commands.items():
+        phases[phase] = run_jobs(phase, jobs, n_parallel, log_dir, env, poll)
+        history = record_phase(runs, started, phase, phases[phase])
+    return phases, history
+
+
+def copy_runs(train: list[Job], results: Path) -> None:
+    """Each training run's config, metrics and evaluations to RESULTS/runs/NAME/."""
+    for job in train:
+        dest = results / "runs" / job.run_dir.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in ["config.json", "metrics.jsonl", *(p.name for p in job.run_dir.glob("eval*"))]:
+            shutil.copy2(job.run_dir / f, dest / f)

@@ -12,7 +12,7 @@ never seen in training).
 The budget is far below the paper's (1200 training characters, meta-batch 32, 30,000 and
 50,000 meta-iterations): on 2 CPU cores one exact second-order meta-iteration of 32 tasks
 takes ~1.5 s at 5-way (1 adaptation step) and ~32 s at 20-way (5 adaptation steps). The
-defaults here are meta-batch 16 × 2000 iterations (5-way) and 4 × 600 (20-way); the
+defaults here are meta-batch 16 × 1500 iterations (5-way) and 4 × 400 (20-way); the
 architecture, step sizes and numbers of adaptation steps are the paper's.
 """
 
@@ -20,17 +20,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import shutil
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
-from jobs import Job, history_lines, job_seconds, record_phase, run_jobs  # noqa: E402
+from jobs import (  # noqa: E402
+    Job,
+    add_common_args,
+    copy_runs,
+    finish_common_args,
+    history_lines,
+    job_seconds,
+    run_phases,
+)
+
+from rkmeta_rl.tableau import get_tableau  # noqa: E402
 
 METHODS = ("midpoint", "ralston")
 SUBSETS = ("images_background_small1.zip", "images_background_small2.zip")
@@ -73,7 +80,8 @@ def pct(summary: dict) -> str:
 
 def report(args, train: list[Job], results: Path, phases, history, commands) -> None:
     lines = ["# Omniglot 1-shot on the real subsets here (reduced budget)", "",
-             f"Command: `python scripts/reproduce_omniglot.py {shlex.join(args.argv)}`", "",
+             f"Command: `{shlex.join(['python', 'scripts/reproduce_omniglot.py', *args.argv])}`",
+             "",
              __doc__.split("\n\n", 2)[2].strip(), "",
              "| setting | method | held-out tasks: acc. before adapting | after | "
              "20 standard runs (all_runs.zip) | paper (full setting) | train min |",
@@ -85,8 +93,9 @@ def report(args, train: list[Job], results: Path, phases, history, commands) -> 
         standard = pct(ev["one_shot_runs"]["accuracy"]) if "one_shot_runs" in ev else "-"
         lines.append(f"| {ways}-way 1-shot | {method} | {pct(steps[0]['accuracy'])} | "
                      f"{pct(steps[-1]['accuracy'])} ({len(steps) - 1} steps) | {standard} | "
-                     f"{PAPER[(ways, method)]} | {job_seconds(job) / 60:.1f} |")
-    lines += ["", "± is the 95% t-interval over tasks (600 held-out tasks; 20 runs).", "",
+                     f"{PAPER.get((ways, method), '')} | {job_seconds(job) / 60:.1f} |")
+    lines += ["", f"± is the 95% t-interval over tasks ({ev['tasks']} held-out tasks; the 20 "
+              "standard runs).", "",
               "## Time on this machine (2 cores, jobs sharing them)", "",
               "- phases of this invocation: " + ", ".join(
                   f"{k} {v / 60:.1f} min" for k, v in phases.items()),
@@ -103,44 +112,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated tableaus")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-5", type=int, default=16, help="5-way meta-batch (paper 32)")
-    p.add_argument("--iters-5", type=int, default=2000, help="5-way iterations (paper 30,000)")
+    p.add_argument("--iters-5", type=int, default=1500, help="5-way iterations (paper 30,000)")
     p.add_argument("--batch-20", type=int, default=4, help="20-way meta-batch (paper 32)")
-    p.add_argument("--iters-20", type=int, default=600, help="20-way iterations (paper 50,000)")
-    p.add_argument("--jobs", type=int, default=2, help="commands run at once")
-    p.add_argument("--runs-dir", default="runs/reproduce-omniglot", help="training runs")
-    p.add_argument("--results-dir", default="results/omniglot", help="table and copies")
-    p.add_argument("--train-extra", default="", help="extra supervised flags")
-    p.add_argument("--eval-extra", default="", help="extra supervised-evaluate flags")
-    p.add_argument("--poll", type=float, default=60.0, help="seconds between status lines")
+    p.add_argument("--iters-20", type=int, default=400, help="20-way iterations (paper 50,000)")
+    add_common_args(p, "omniglot")
     args = p.parse_args(argv)
-    args.argv = list(argv if argv is not None else sys.argv[1:])
+    finish_common_args(p, args, argv)
     args.methods = [m for m in args.methods.split(",") if m]
+    if not args.methods:
+        p.error("--methods needs at least one tableau")
+    for m in args.methods:
+        get_tableau(m)  # an unknown method fails here, before any training
+    for name in ("batch_5", "iters_5", "batch_20", "iters_20"):
+        if getattr(args, name) <= 0:
+            p.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     missing = [z for z in (*SUBSETS, "all_runs.zip") if not (Path(args.data) / z).exists()]
     if missing:
         p.error(f"--data {args.data}: expected {', '.join(missing)} there")
-    args.train_extra, args.eval_extra = shlex.split(args.train_extra), shlex.split(args.eval_extra)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     runs, results = Path(args.runs_dir), Path(args.results_dir)
-    log_dir = runs / "logs"
-    for d in (runs, results, log_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    results.mkdir(parents=True, exist_ok=True)
     train = train_jobs(args, runs)
     commands = {"train": train, "evaluate": eval_jobs(args, train)}
-    started = time.strftime("%Y-%m-%d %H:%M:%S")
-    phases: dict[str, float] = {}
-    for phase, jobs in commands.items():
-        phases[phase] = run_jobs(phase, jobs, args.jobs, log_dir, env, args.poll)
-        history = record_phase(runs, started, phase, phases[phase])
-    for job in train:
-        dest = results / "runs" / job.run_dir.name
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in ("config.json", "metrics.jsonl", "eval.json"):
-            shutil.copy2(job.run_dir / f, dest / f)
+    phases, history = run_phases(commands, runs, args.jobs, args.poll)
+    copy_runs(train, results)
     report(args, train, results, phases, history, commands)
     print(f"wrote {results / 'README.md'}")
     return 0

@@ -22,17 +22,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import shutil
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
-from jobs import Job, history_lines, job_seconds, record_phase, run_jobs  # noqa: E402
+from jobs import (  # noqa: E402
+    Job,
+    add_common_args,
+    copy_runs,
+    finish_common_args,
+    history_lines,
+    job_seconds,
+    run_phases,
+)
 
 from rkmeta_rl.evaluate import summarize  # noqa: E402
 from rkmeta_rl.tableau import get_tableau  # noqa: E402
@@ -112,17 +117,19 @@ def across_seeds(files: list[Path], step: int) -> tuple[str, float]:
 def report(args, runs: Path, results: Path, phases, history, commands) -> None:
     steps = json.loads(eval_file(runs, "alpha", args.methods[0], args.seeds[0]).read_text())
     last = len(steps["by_step"]) - 1
+    cfg = json.loads((run_dir(runs, "alpha", args.methods[0], args.seeds[0]) / "config.json"
+                      ).read_text())
+    command = shlex.join(["python", "scripts/reproduce_table2.py", *args.argv])
     lines = [
-        "# Table 2: 10-shot sinusoid regression", "",
-        f"Command: `python scripts/reproduce_table2.py {shlex.join(args.argv)}`".replace(
-            " `", "`").rstrip(), "",
-        f"Settings: MLP 40-40 ReLU, K = 10 support and 10 query points, meta-batch 25, Adam "
-        f"0.001, one adaptation step in training, {args.meta_iters} meta-iterations (the "
-        f"paper: 100,000), seeds {', '.join(map(str, args.seeds))}. Test: "
-        f"{steps['tasks']} held-out sinusoids (the same for every run), MSE on 10 query "
-        f"points after 1 and {last} gradient steps on the 10 support points. ± is the 95% "
-        "t-interval across seeds; the last column is the average 95% half-width over the "
-        "tasks of one run.", "",
+        "# Table 2: 10-shot sinusoid regression", "", f"Command: `{command}`", "",
+        f"Settings: MLP {'-'.join(map(str, cfg['hidden']))} ReLU, K = {cfg['shots']} support "
+        f"and {cfg['queries']} query points, meta-batch {cfg['meta_batch_size']}, Adam "
+        f"{cfg['meta_lr']:g}, {cfg['inner_steps']} adaptation step in training, "
+        f"{cfg['meta_iters']} meta-iterations (the paper: 100,000), seeds "
+        f"{', '.join(map(str, args.seeds))}. Test: {steps['tasks']} held-out sinusoids (the "
+        f"same for every run), MSE on {cfg['queries']} query points after 1 and {last} "
+        f"gradient steps on the support points. ± is the 95% t-interval across seeds; the "
+        "per-run column is the average 95% half-width over the tasks of one run.", "",
     ]
     for reading, text in READINGS.items():
         lines += [f"## Reading `{reading}`: {text}", "",
@@ -130,7 +137,7 @@ def report(args, runs: Path, results: Path, phases, history, commands) -> None:
                   "CI (1 step) | paper |", "|---|---|---|---|---|---|"]
         for m in args.methods:
             files = [eval_file(runs, reading, m, s) for s in args.seeds]
-            one, hw = across_seeds(files, 1)
+            one, hw = across_seeds(files, min(1, last))
             many, _ = across_seeds(files, last)
             lines.append(f"| {m} | {test_alpha(reading, m):g} | {one} | {many} | ± {hw:.3f} | "
                          f"{PAPER.get(m, '')} |")
@@ -155,45 +162,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated tableaus")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     p.add_argument("--meta-iters", type=int, default=40_000, help="per run (paper: 100,000)")
-    p.add_argument("--jobs", type=int, default=2, help="commands run at once")
-    p.add_argument("--runs-dir", default="runs/reproduce-table2", help="training runs")
-    p.add_argument("--results-dir", default="results/table2", help="table and copies")
-    p.add_argument("--train-extra", default="", help="extra supervised flags")
-    p.add_argument("--eval-extra", default="", help="extra supervised-evaluate flags")
-    p.add_argument("--poll", type=float, default=60.0, help="seconds between status lines")
+    add_common_args(p, "table2")
     args = p.parse_args(argv)
-    args.argv = list(argv if argv is not None else sys.argv[1:])
+    finish_common_args(p, args, argv)
     args.methods = [m for m in args.methods.split(",") if m]
     try:
         args.seeds = [int(s) for s in args.seeds.split(",") if s]
     except ValueError:
         p.error(f"--seeds must be integers like 0,1,2, got {args.seeds!r}")
-    if not args.methods or not args.seeds or args.jobs <= 0 or args.meta_iters <= 0:
-        p.error("--methods and --seeds need an entry; --jobs and --meta-iters must be > 0")
+    if not args.methods or not args.seeds or args.meta_iters <= 0:
+        p.error("--methods and --seeds need an entry; --meta-iters must be > 0")
     for m in args.methods:
         get_tableau(m)
-    args.train_extra, args.eval_extra = shlex.split(args.train_extra), shlex.split(args.eval_extra)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     runs, results = Path(args.runs_dir), Path(args.results_dir)
-    log_dir = runs / "logs"
-    for d in (runs, results, log_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    results.mkdir(parents=True, exist_ok=True)
     commands = {"train": train_jobs(args, runs), "evaluate": eval_jobs(args, runs)}
-    started = time.strftime("%Y-%m-%d %H:%M:%S")
-    phases: dict[str, float] = {}
-    for phase, jobs in commands.items():
-        phases[phase] = run_jobs(phase, jobs, args.jobs, log_dir, env, args.poll)
-        history = record_phase(runs, started, phase, phases[phase])
-    for job in commands["train"]:
-        dest = results / "runs" / job.run_dir.name
-        dest.mkdir(parents=True, exist_ok=True)
-        for f in ["config.json", "metrics.jsonl", *(p.name for p in job.run_dir.glob("eval*"))]:
-            shutil.copy2(job.run_dir / f, dest / f)
+    phases, history = run_phases(commands, runs, args.jobs, args.poll)
+    copy_runs(commands["train"], results)
     report(args, runs, results, phases, history, commands)
     print(f"wrote {results / 'README.md'}")
     return 0

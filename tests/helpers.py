@@ -1,6 +1,23 @@
 """Helpers shared by the test modules (imported as ``helpers``: tests/ is on sys.path)."""
 
+import os
+import time
+
 from rkmeta_rl.trainer import Trainer
+
+
+def os_threads() -> int:
+    """Threads of this process right now."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def threads_settle_to(expected: int, timeout: float = 10.0) -> int:
+    """The thread count once it reaches ``expected`` (threads told to stop may exit a
+    moment later on a loaded machine), or the count after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while os_threads() != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return os_threads()
 
 
 def interrupt_on_call(monkeypatch, n: int) -> None:

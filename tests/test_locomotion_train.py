@@ -6,10 +6,10 @@ Every run is tiny: 2 tasks × 2 episodes of 10 steps, an 8-unit policy, 2 iterat
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
+from helpers import os_threads, threads_settle_to
 
 from envs.mujoco_batch import BatchedLocomotion
 from rkmeta_rl import rundir
@@ -29,10 +29,6 @@ def tiny(env: str = "halfcheetah-vel", **overrides) -> TrainConfig:
 
 def without_timing(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith("seconds")} for r in records]
-
-
-def os_threads() -> int:
-    return len(os.listdir("/proc/self/task"))
 
 
 @pytest.mark.parametrize("env", LOCOMOTION)
@@ -76,7 +72,7 @@ def test_ctrl_c_while_sampling_stops_the_physics_threads_and_keeps_the_checkpoin
     monkeypatch.setattr(BatchedLocomotion, "step", step)
     with pytest.raises(KeyboardInterrupt):
         trainer.run(progress=False)
-    assert os_threads() == baseline  # every pool was shut down
+    assert threads_settle_to(baseline) == baseline  # every pool was shut down
     assert rundir.load_checkpoint(tmp_path)["iteration"] == 1
     assert [r["iter"] for r in rundir.read_metrics(tmp_path)] == [0]
 

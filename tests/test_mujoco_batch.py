@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
+from helpers import os_threads, threads_settle_to
 
 from envs.locomotion_tasks import get_spec
 from envs.mujoco_batch import BatchedLocomotion
@@ -193,17 +192,13 @@ def test_inside_rollout(family):
         assert ((lengths >= 1) & (lengths <= horizon)).all()
 
 
-def _threads() -> int:
-    return len(os.listdir("/proc/self/task"))
-
-
 @pytest.mark.parametrize("family", ["halfcheetah-vel", "ant-vel"])
 def test_close_releases_threads(family):
-    before = _threads()
+    before = os_threads()
     batch = make(family, nthread=2)
     run(batch, 2)
     batch.close()
-    assert _threads() == before
+    assert threads_settle_to(before) == before
     batch.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         batch.step(torch.zeros(2, 2, batch.action_dim))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from supervised_fixtures import png, write_dir, write_zip
 
 from rkmeta_rl.supervised.fewshot import ClassDataset, sample_tasks, seeded_split
 from rkmeta_rl.supervised.miniimagenet import load_miniimagenet
@@ -26,16 +25,12 @@ def _drawing(char: int, draw: int) -> Image.Image:
     return im
 
 
-def _png(im: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _alphabets(alphabets: dict[str, int], chars: int = 3, draws: int = 4) -> dict[str, bytes]:
     """{relative path: png bytes} for Alphabet/characterNN/XXXX_DD.png; values = char offset."""
     return {
-        f"{alpha}/character{c + 1:02d}/{offset + c:04d}_{d + 1:02d}.png": _png(
+        f"{alpha}/character{c + 1:02d}/{offset + c:04d}_{d + 1:02d}.png": png(
             _drawing(offset + c, d)
         )
         for alpha, offset in alphabets.items()
@@ -44,20 +39,8 @@ def _alphabets(alphabets: dict[str, int], chars: int = 3, draws: int = 4) -> dic
     }
 
 
-def _write_dir(root: Path, files: dict[str, bytes], prefix: str = "") -> Path:
-    for name, data in files.items():
-        path = root / prefix / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
 
 
-def _write_zip(path: Path, files: dict[str, bytes], prefix: str = "") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(prefix + name, data)
-    return path
 
 
 def _check_omniglot(data: ClassDataset, names: list[str], draws: int = 4) -> None:
@@ -77,7 +60,7 @@ KEYS = [f"{a}/character{c:02d}" for a in ("Greek", "Latin") for c in (1, 2, 3)]
 
 
 def test_omniglot_plain_folder_and_exact_pixels(tmp_path):
-    root = _write_dir(tmp_path / "alpha", _alphabets(TWO))
+    root = write_dir(tmp_path / "alpha", _alphabets(TWO))
     _check_omniglot(load_omniglot(root), KEYS)
     full = load_omniglot(str(root), image_size=105)
     expected = 255 - np.asarray(_drawing(0, 1).convert("L"))
@@ -85,20 +68,20 @@ def test_omniglot_plain_folder_and_exact_pixels(tmp_path):
 
 
 def test_omniglot_background_evaluation_folders_and_zips(tmp_path):
-    _write_dir(tmp_path / "a", _alphabets({"Greek": 0}), "images_background")
-    _write_dir(tmp_path / "a", _alphabets({"Latin": 3}), "images_evaluation")
+    write_dir(tmp_path / "a", _alphabets({"Greek": 0}), "images_background")
+    write_dir(tmp_path / "a", _alphabets({"Latin": 3}), "images_evaluation")
     _check_omniglot(load_omniglot(tmp_path / "a"), KEYS)
-    _write_zip(tmp_path / "b" / "images_background.zip", _alphabets(TWO), "images_background/")
-    _write_zip(tmp_path / "b" / "all_runs.zip", {"run01/training/class01.png": b"x"})
+    write_zip(tmp_path / "b" / "images_background.zip", _alphabets(TWO), "images_background/")
+    write_zip(tmp_path / "b" / "all_runs.zip", {"run01/training/class01.png": b"x"})
     _check_omniglot(load_omniglot(tmp_path / "b"), KEYS)
-    flat = _write_zip(tmp_path / "flat.zip", _alphabets(TWO))
+    flat = write_zip(tmp_path / "flat.zip", _alphabets(TWO))
     _check_omniglot(load_omniglot(flat), KEYS)
 
 
 def test_omniglot_small_subsets_are_deduplicated(tmp_path):
-    z1 = _write_zip(tmp_path / "s1.zip", _alphabets(TWO), "images_background_small1/")
+    z1 = write_zip(tmp_path / "s1.zip", _alphabets(TWO), "images_background_small1/")
     other = {"Latin": 10, "Tagalog": 13}
-    z2 = _write_zip(tmp_path / "s2.zip", _alphabets(other), "images_background_small2/")
+    z2 = write_zip(tmp_path / "s2.zip", _alphabets(other), "images_background_small2/")
     data = load_omniglot([z1, z2])
     tagalog = [f"Tagalog/character{c:02d}" for c in (1, 2, 3)]
     _check_omniglot(data, KEYS + tagalog)
@@ -115,7 +98,7 @@ def test_omniglot_errors(tmp_path):
     files = _alphabets({"Greek": 0}, chars=1, draws=2)
     files["Greek/character01/broken.png"] = b"not a png"
     with pytest.raises(ValueError, match="cannot read image.*broken.png"):
-        load_omniglot(_write_dir(tmp_path / "bad", files))
+        load_omniglot(write_dir(tmp_path / "bad", files))
 
 
 def _runs(perms: list[list[int]]) -> dict[str, bytes]:
@@ -124,9 +107,9 @@ def _runs(perms: list[list[int]]) -> dict[str, bytes]:
     for r, perm in enumerate(perms, 1):
         run, lines = f"run{r:02d}", []
         for k in range(len(perm)):
-            files[f"{run}/training/class{k + 1:02d}.png"] = _png(_drawing(k + 3 * r, 0))
+            files[f"{run}/training/class{k + 1:02d}.png"] = png(_drawing(k + 3 * r, 0))
         for i, k in enumerate(perm):
-            files[f"{run}/test/item{i + 1:02d}.png"] = _png(_drawing(k + 3 * r, 0))
+            files[f"{run}/test/item{i + 1:02d}.png"] = png(_drawing(k + 3 * r, 0))
             lines.append(f"{run}/test/item{i + 1:02d}.png {run}/training/class{k + 1:02d}.png")
         files[f"{run}/class_labels.txt"] = ("\n".join(lines) + "\n").encode()
     return files
@@ -136,7 +119,7 @@ def _runs(perms: list[list[int]]) -> dict[str, bytes]:
 def test_one_shot_runs(tmp_path, as_zip):
     perms = [[2, 0, 1], [1, 2, 0]]
     files = _runs(perms)
-    path = _write_zip(tmp_path / "all_runs.zip", files) if as_zip else _write_dir(tmp_path, files)
+    path = write_zip(tmp_path / "all_runs.zip", files) if as_zip else write_dir(tmp_path, files)
     runs = load_one_shot_runs(path)
     assert len(runs) == 2
     for run, perm in zip(runs, perms, strict=True):
@@ -153,7 +136,7 @@ def test_one_shot_runs_errors(tmp_path):
         load_one_shot_runs(tmp_path / "all_runs")
     files = {k: v for k, v in _runs([[0, 1]]).items() if not k.endswith(".txt")}
     with pytest.raises(ValueError, match="run01/class_labels.txt"):
-        load_one_shot_runs(_write_dir(tmp_path / "r", files))
+        load_one_shot_runs(write_dir(tmp_path / "r", files))
 
 
 # --------------------------------------------------------------------------- miniimagenet

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from rkmeta_rl.supervised.models import MLP, ConvNet, Params, repeat_for_tasks
+from rkmeta_rl.rk import repeat_params
+from rkmeta_rl.supervised.models import MLP, ConvNet, Params
 
 T = 3
 
@@ -16,7 +17,7 @@ def _per_task(params: Params, tasks: int = T, seed: int = 1, scale: float = 0.1)
     g = torch.Generator().manual_seed(seed)
     return {
         k: v + scale * torch.randn(v.shape, generator=g, dtype=v.dtype)
-        for k, v in repeat_for_tasks(params, tasks).items()
+        for k, v in repeat_params(params, tasks).items()
     }
 
 
@@ -83,7 +84,7 @@ def test_convnet_matches_torch_modules_per_task(
 
 def test_convnet_single_task() -> None:
     model = ConvNet(1, 8, ways=2, filters=2, blocks=2)
-    params = repeat_for_tasks(model.init_params(torch.Generator().manual_seed(0)), 1)
+    params = repeat_params(model.init_params(torch.Generator().manual_seed(0)), 1)
     x = torch.randn(1, 3, 1, 8, 8)
     out = model(params, x)
     assert out.shape == (1, 3, 2)
@@ -196,9 +197,9 @@ def test_init_params_deterministic_and_shapes(kind: str) -> None:
             assert not torch.equal(a[k], c[k])
 
 
-def test_repeat_for_tasks_is_differentiable_view() -> None:
+def test_repeat_params_is_differentiable_view() -> None:
     base = {"w": torch.randn(2, 3, requires_grad=True)}
-    rep = repeat_for_tasks(base, 4)
+    rep = repeat_params(base, 4)
     assert rep["w"].shape == (4, 2, 3)
     assert rep["w"].data_ptr() == base["w"].data_ptr()
     rep["w"].sum().backward()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from rkmeta_rl.supervised.config import SupervisedConfig
-from rkmeta_rl.supervised.fewshot import ClassDataset, sample_tasks
+from rkmeta_rl.supervised.fewshot import ClassDataset, check_task_shape, sample_tasks
 from rkmeta_rl.supervised.models import MLP, ConvNet
 from rkmeta_rl.supervised.sinusoid import sample_sinusoid_tasks
 
@@ -37,9 +37,12 @@ class Benchmark:
 
 
 def _few_shot(data: ClassDataset, cfg: SupervisedConfig) -> Sampler:
+    """Tasks of the configured shape; a split too small for it fails here, before a run
+    directory is written."""
     if cfg.ways > data.num_classes:
         raise ValueError(f"--ways {cfg.ways} needs at least {cfg.ways} classes, but this split "
                          f"has {data.num_classes}")
+    check_task_shape(data, cfg.ways, cfg.shots, cfg.queries)
     return lambda n, g: sample_tasks(data, n, cfg.ways, cfg.shots, cfg.queries, g)
 
 

@@ -8,6 +8,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from rkmeta_rl.cli import layer_sizes, resume_dir
 from rkmeta_rl.supervised.config import BENCHMARKS, SupervisedConfig, resolve
 
 BENCH = "[the benchmark's]"
@@ -28,7 +29,7 @@ def add_train_args(p: argparse.ArgumentParser, add_method_args) -> None:
     p.add_argument("--meta-batch-size", type=int, help=f"tasks per meta-step {BENCH}")
     p.add_argument("--meta-iters", type=int, help=f"meta-iterations {BENCH}")
     p.add_argument("--meta-lr", type=float, default=d.meta_lr, help="Adam learning rate")
-    p.add_argument("--hidden", type=_sizes, default=d.hidden, help="sinusoid MLP, e.g. 40,40")
+    p.add_argument("--hidden", type=layer_sizes, default=d.hidden, help="sinusoid MLP, e.g. 40,40")
     p.add_argument("--filters", type=int, help="conv filters [64 Omniglot, 32 MiniImagenet]")
     p.add_argument("--num-train-classes", type=int,
                    help="Omniglot training characters [1200 of 1623, the same share of fewer]")
@@ -58,16 +59,6 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-threads", type=int, default=1, help="torch threads")
 
 
-def _sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or any(s <= 0 for s in sizes):
-        raise argparse.ArgumentTypeError(f"must be positive sizes like 40,40, got {text!r}")
-    return sizes
-
-
 def config_from_args(args: argparse.Namespace) -> SupervisedConfig:
     fields = {f.name for f in dataclasses.fields(SupervisedConfig)}
     values = {k: v for k, v in vars(args).items() if k in fields}
@@ -83,13 +74,7 @@ def cmd_supervised(args: argparse.Namespace, argv: list[str]) -> int:
     from rkmeta_rl.supervised.trainer import prepare_supervised_run, resume_supervised_run
 
     if args.resume:
-        given = [a for a in argv if a.startswith("--") and a.split("=")[0] not in
-                 ("--resume", "--no-progress")]
-        if given:
-            raise ValueError(f"--resume continues a run with its own config; drop {given}")
-        if not Path(args.resume).is_dir():
-            raise ValueError(f"--resume {args.resume}: no such run directory")
-        trainer = resume_supervised_run(Path(args.resume))
+        trainer = resume_supervised_run(resume_dir(args, argv))
     else:
         cfg = config_from_args(args)
         trainer = prepare_supervised_run(cfg, Path(args.out) if args.out else default_out(cfg))

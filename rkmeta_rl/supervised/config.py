@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rkmeta_rl.config import resolve_steps
-from rkmeta_rl.tableau import Tableau, get_tableau, load_tableau_json
+from rkmeta_rl.config import StoredConfig, resolve_steps
 
 BENCHMARKS = ("sinusoid", "omniglot", "miniimagenet")
 
@@ -56,7 +55,7 @@ def benchmark_defaults(benchmark: str, ways: int | None, shots: int | None) -> d
 
 
 @dataclass
-class SupervisedConfig:
+class SupervisedConfig(StoredConfig):
     benchmark: str = "sinusoid"
     method: str = "ralston"
     tableau: dict[str, Any] | None = None  # resolved (a, q, c); filled by resolve()
@@ -85,21 +84,6 @@ class SupervisedConfig:
     alpha: float | None = None  # resolved adaptation step α
     h: float | None = None  # resolved RK step h
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SupervisedConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
-        return cls(**d)
-
-    def get_tableau(self) -> Tableau:
-        return get_tableau(self.method) if self.tableau is None else Tableau.from_dict(
-            self.tableau)
-
 
 _POSITIVE = ("ways", "shots", "queries", "inner_steps", "meta_batch_size", "meta_iters",
              "log_every", "eval_tasks", "test_tasks", "num_threads")
@@ -110,12 +94,7 @@ def resolve(cfg: SupervisedConfig, tableau_file: str | None = None) -> Supervise
     if cfg.benchmark not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {cfg.benchmark!r}; valid choices: "
                          f"{', '.join(BENCHMARKS)}")
-    if tableau_file is not None:
-        tab = load_tableau_json(tableau_file)
-        cfg.method = tab.name
-    else:
-        tab = cfg.get_tableau()
-    cfg.tableau = tab.to_dict()
+    tab = cfg.resolve_tableau(tableau_file)
     defaults = benchmark_defaults(cfg.benchmark, cfg.ways, cfg.shots)
     default_lr = defaults.pop("inner_lr")
     for key, value in defaults.items():

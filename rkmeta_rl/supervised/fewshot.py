@@ -65,7 +65,7 @@ class FewShotBatch:
     yq: torch.Tensor  # (T, N*Q) int64 labels 0..N-1
 
 
-def _check_args(data: ClassDataset, ways: int, shots: int, queries: int) -> None:
+def check_task_shape(data: ClassDataset, ways: int, shots: int, queries: int) -> None:
     """ValueError naming the bad value and its limit."""
     for name, value in (("ways", ways), ("shots", shots), ("queries", queries)):
         if value < 1:
@@ -96,7 +96,7 @@ def sample_tasks(
     distinct images are drawn without replacement: the first ``shots`` go to the support set,
     the rest to the query set. Examples are grouped by label: ys = [0]*K + [1]*K + ...
     """
-    _check_args(data, ways, shots, queries)
+    check_task_shape(data, ways, shots, queries)
     if num_tasks < 1:
         raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
     per_rot = NUM_ROTATIONS if data.rotations else 1

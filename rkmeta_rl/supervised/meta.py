@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rkmeta_rl.rk import Params, rk_combination, stage_points
-from rkmeta_rl.supervised.models import repeat_for_tasks
+from rkmeta_rl.rk import Params, repeat_params, rk_combination, stage_points
 from rkmeta_rl.tableau import Tableau
 
 Model = Callable[[Params, Tensor], Tensor]
@@ -63,7 +62,7 @@ def meta_gradient(model: Model, theta: Params, batch, tableau: Tableau, h: float
                 result.stage_accuracy[i] = float(acc.mean())
         return loss.sum()  # tasks are independent: the per-task slices get their own k
 
-    per_task = repeat_for_tasks(theta, num_tasks)
+    per_task = repeat_params(theta, num_tasks)
     points = stage_points(per_task, tableau, h, stage_loss, first_order=first_order,
                           inner_steps=inner_steps)
     objective = rk_combination(points, tableau, stage_loss) / num_tasks
@@ -99,7 +98,7 @@ def adapt(model: Model, theta: Params, xs: Tensor, ys: Tensor, alpha: float, ste
     Returns per-task parameters (leading dimension T); ``on_step(k, params)`` sees the
     parameters after k = 0..steps steps.
     """
-    params = {n: v.detach() for n, v in repeat_for_tasks(theta, xs.shape[0]).items()}
+    params = {n: v.detach() for n, v in repeat_params(theta, xs.shape[0]).items()}
     for k in range(steps + 1):
         if on_step is not None:
             on_step(k, params)

@@ -19,11 +19,6 @@ from torch import Tensor
 Params = dict[str, Tensor]
 
 
-def repeat_for_tasks(params: Params, T: int) -> Params:
-    """Give every parameter a leading task dimension of size T (a differentiable view, no copy)."""
-    return {k: v.unsqueeze(0).expand(T, *v.shape) for k, v in params.items()}
-
-
 def _uniform(shape: Sequence[int], bound: float, generator: torch.Generator) -> Tensor:
     """Sample U(-bound, bound) of the given shape with ``generator``."""
     return (torch.rand(*shape, generator=generator) * 2.0 - 1.0) * bound

@@ -120,13 +120,13 @@ class SupervisedTrainer:
             while self.iteration < cfg.meta_iters:
                 window.append(self.step())
                 self.iteration += 1
-                due_eval = cfg.eval_every and self.iteration % cfg.eval_every == 0
-                if self.iteration % cfg.log_every and self.iteration < cfg.meta_iters \
-                        and not due_eval:
-                    continue
+                last = self.iteration == cfg.meta_iters
+                due_eval = last or (cfg.eval_every > 0 and self.iteration % cfg.eval_every == 0)
+                if not (due_eval or self.iteration % cfg.log_every == 0):
+                    continue  # records, checkpoints and validations fall on fixed iterations
                 rec = {"iter": self.iteration - 1, **_window_means(window)}
                 window = []
-                if due_eval or self.iteration == cfg.meta_iters:
+                if due_eval:
                     rec.update(self.validate())
                 rundir.log_scalars(writer, self.run_dir, rec, self.iteration - 1)
                 rundir.save_checkpoint(self.run_dir, self.state())
