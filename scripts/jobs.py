@@ -157,9 +157,21 @@ def run_phases(commands: dict[str, list[Job]], runs: Path, n_parallel: int, poll
 
 
 def copy_runs(train: list[Job], results: Path) -> None:
-    """Each training run's config, metrics and evaluations to RESULTS/runs/NAME/."""
+    """Each training run's config, metrics and evaluations to RESULTS/runs/NAME/; the
+    evaluations without their per-task lists (those stay in the run directory)."""
     for job in train:
         dest = results / "runs" / job.run_dir.name
         dest.mkdir(parents=True, exist_ok=True)
-        for f in ["config.json", "metrics.jsonl", *(p.name for p in job.run_dir.glob("eval*"))]:
+        for f in ("config.json", "metrics.jsonl"):
             shutil.copy2(job.run_dir / f, dest / f)
+        for f in job.run_dir.glob("eval*.json"):
+            summary = _drop_per_task(json.loads(f.read_text()))
+            (dest / f.name).write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def _drop_per_task(value):
+    if isinstance(value, dict):
+        return {k: _drop_per_task(v) for k, v in value.items() if k != "per_task"}
+    if isinstance(value, list):
+        return [_drop_per_task(v) for v in value]
+    return value

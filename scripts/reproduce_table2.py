@@ -29,6 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 
+import numpy as np  # noqa: E402
 from jobs import (  # noqa: E402
     Job,
     add_common_args,
@@ -101,17 +102,24 @@ def eval_jobs(args, runs: Path) -> list[Job]:
     return jobs
 
 
-def across_seeds(files: list[Path], step: int) -> tuple[str, float]:
-    """'mean ± half-width' of the seeds' mean MSE after ``step`` steps, and the mean
-    per-run 95% half-width over tasks."""
-    results = [json.loads(f.read_text()) for f in files]
-    means = [r["by_step"][step]["loss"]["mean"] for r in results]
-    task_hw = [(r["by_step"][step]["loss"]["ci95"][1] - r["by_step"][step]["loss"]["ci95"][0])
-               / 2 for r in results]
-    s = summarize(means)
-    lo, hi = s["ci95"]
-    seeds = f"{s['mean']:.3f} ± {(hi - lo) / 2:.3f}" if len(means) > 1 else f"{s['mean']:.3f}"
-    return seeds, sum(task_hw) / len(task_hw)
+def across_seeds(files: list[Path], step: int) -> dict[str, str | float]:
+    """The seeds' mean MSE after ``step`` steps as 'mean ± 95% half-width' (or how many
+    tasks diverged), each seed's mean, the median task MSE (averaged over seeds) and the
+    average per-run 95% half-width over tasks."""
+    rows = [json.loads(f.read_text())["by_step"][step]["loss"] for f in files]
+    per_task = [np.asarray(row["per_task"], dtype=float) for row in rows]
+    diverged = sum(int((~np.isfinite(x)).sum()) for x in per_task)
+    means = [row["mean"] for row in rows]
+    if diverged:
+        text = f"diverged ({diverged} of {sum(x.size for x in per_task)} tasks)"
+    else:
+        s = summarize(means)
+        lo, hi = s["ci95"]
+        text = f"{s['mean']:.3f} ± {(hi - lo) / 2:.3f}" if len(means) > 1 else f"{s['mean']:.3f}"
+    medians = [np.median(np.where(np.isfinite(x), x, np.inf)) for x in per_task]
+    return {"text": text, "per_seed": " / ".join(f"{m:.3g}" for m in means),
+            "median": float(np.mean(medians)),
+            "task_hw": float(np.mean([(r["ci95"][1] - r["ci95"][0]) / 2 for r in rows]))}
 
 
 def report(args, runs: Path, results: Path, phases, history, commands) -> None:
@@ -133,13 +141,14 @@ def report(args, runs: Path, results: Path, phases, history, commands) -> None:
     ]
     for reading, text in READINGS.items():
         lines += [f"## Reading `{reading}`: {text}", "",
-                  f"| method | α at test | MSE, 1 step | MSE, {last} steps | per-run task "
-                  "CI (1 step) | paper |", "|---|---|---|---|---|---|"]
+                  f"| method | α at test | MSE, 1 step | MSE, {last} steps | {last} steps, per "
+                  f"seed | {last} steps, median task | per-run task CI ({last} steps) | paper |",
+                  "|---|---|---|---|---|---|---|---|"]
         for m in args.methods:
             files = [eval_file(runs, reading, m, s) for s in args.seeds]
-            one, hw = across_seeds(files, min(1, last))
-            many, _ = across_seeds(files, last)
-            lines.append(f"| {m} | {test_alpha(reading, m):g} | {one} | {many} | ± {hw:.3f} | "
+            one, many = across_seeds(files, min(1, last)), across_seeds(files, last)
+            lines.append(f"| {m} | {test_alpha(reading, m):g} | {one['text']} | {many['text']} | "
+                         f"{many['per_seed']} | {many['median']:.3f} | ± {many['task_hw']:.3f} | "
                          f"{PAPER.get(m, '')} |")
         lines.append("")
     seconds = {m: sum(job_seconds(j) for j in commands["train"] if j.name.split("-")[1] == m)

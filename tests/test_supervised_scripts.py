@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from supervised_fixtures import omniglot_reproduction_data
@@ -104,7 +105,8 @@ def test_table2_at_toy_size(runner, tmp_path: Path, capsys) -> None:
             ev = json.loads(f.read_text())
             assert ev["tasks"] == 5 and len(ev["by_step"]) == 3
             alphas[(name, f.name)] = ev["alpha"]
-            assert (results / "runs" / name / f.name).read_bytes() == f.read_bytes()
+            copy = json.loads((results / "runs" / name / f.name).read_text())
+            assert copy["alpha"] == ev["alpha"] and copy["summary"] == ev["summary"]
     assert alphas == {("alpha-euler-s0", "eval-alpha.json"): 0.01,
                       ("alpha-euler-s0", "eval-h.json"): 0.02,
                       ("alpha-midpoint-s0", "eval-alpha.json"): 0.01,
@@ -124,10 +126,15 @@ def test_table2_at_toy_size(runner, tmp_path: Path, capsys) -> None:
     # one seed: the cells are that run's mean MSE; the task CI is its own half-width
     midpoint = row(alpha_part, "midpoint")
     ev = runs / "alpha-midpoint-s0" / "eval-alpha.json"
-    assert midpoint[:4] == ["midpoint", "0.01", f"{mean_loss(ev, 1):.3f}",
-                            f"{mean_loss(ev, 2):.3f}"]
-    ci = json.loads(ev.read_text())["by_step"][1]["loss"]["ci95"]
-    assert midpoint[4] == f"± {(ci[1] - ci[0]) / 2:.3f}" and midpoint[5] == "0.13 ± 0.04"
+    assert midpoint[:5] == ["midpoint", "0.01", f"{mean_loss(ev, 1):.3f}",
+                            f"{mean_loss(ev, 2):.3f}", f"{mean_loss(ev, 2):.3g}"]
+    last = json.loads(ev.read_text())["by_step"][2]["loss"]
+    assert midpoint[5] == f"{np.median(last['per_task']):.3f}"
+    ci = last["ci95"]
+    assert midpoint[6] == f"± {(ci[1] - ci[0]) / 2:.3f}" and midpoint[7] == "0.13 ± 0.04"
+    copied = json.loads((results / "runs" / "alpha-midpoint-s0" / "eval-alpha.json").read_text())
+    assert "per_task" not in copied["by_step"][2]["loss"]
+    assert copied["by_step"][2]["loss"]["mean"] == last["mean"]
     euler = mean_loss(runs / "alpha-euler-s0" / "eval-h.json", 1)
     assert row(h_part, "euler")[:3] == ["euler", "0.02", f"{euler:.3f}"]
     heun = mean_loss(runs / "h-heun-s0" / "eval-h.json", 1)
@@ -147,12 +154,25 @@ def test_table2_across_seeds_is_a_t_interval(tmp_path: Path) -> None:
         f = tmp_path / f"s{seed}.json"
         f.write_text(json.dumps({"by_step": [{"loss": summarize(losses)}]}))
         files.append(f)
-    cell, task_half = table2.across_seeds(files, 0)
+    stats = table2.across_seeds(files, 0)
     s = summarize([2.0, 2.0, 4.0])
-    assert cell == f"{s['mean']:.3f} ± {(s['ci95'][1] - s['ci95'][0]) / 2:.3f}"
+    assert stats["text"] == f"{s['mean']:.3f} ± {(s['ci95'][1] - s['ci95'][0]) / 2:.3f}"
+    assert stats["per_seed"] == "2 / 2 / 4"
+    assert stats["median"] == pytest.approx((2.0 + 2.0 + 4.0) / 3)
     halves = [(summarize(x)["ci95"][1] - summarize(x)["ci95"][0]) / 2
               for x in ([1.0, 2.0, 3.0], [2.0, 2.0, 2.0], [4.0, 5.0, 3.0])]
-    assert task_half == pytest.approx(sum(halves) / 3)
+    assert stats["task_hw"] == pytest.approx(sum(halves) / 3)
+
+
+def test_table2_reports_divergence_instead_of_nan(tmp_path: Path) -> None:
+    files = []
+    for seed, losses in enumerate(([1.0, float("inf"), 3.0], [2.0, float("nan"), 2.0])):
+        f = tmp_path / f"s{seed}.json"
+        f.write_text(json.dumps({"by_step": [{"loss": summarize(losses)}]}))
+        files.append(f)
+    stats = table2.across_seeds(files, 0)
+    assert stats["text"] == "diverged (2 of 6 tasks)"
+    assert stats["median"] == pytest.approx((3.0 + 2.0) / 2)  # a diverged task counts as inf
 
 
 def test_table2_refuses_bad_arguments_before_running(tmp_path: Path, capsys) -> None:
