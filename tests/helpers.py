@@ -20,9 +20,9 @@ def threads_settle_to(expected: int, timeout: float = 10.0) -> int:
     return os_threads()
 
 
-def interrupt_on_call(monkeypatch, n: int) -> None:
-    """Make the n-th Trainer.step call raise KeyboardInterrupt (a Ctrl-C mid-run)."""
-    original, calls = Trainer.step, []
+def interrupt_on_call(monkeypatch, n: int, trainer_class: type = Trainer) -> None:
+    """Make the n-th ``trainer_class.step`` call raise KeyboardInterrupt (a Ctrl-C mid-run)."""
+    original, calls = trainer_class.step, []
 
     def step(self):
         calls.append(1)
@@ -30,4 +30,4 @@ def interrupt_on_call(monkeypatch, n: int) -> None:
             raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(Trainer, "step", step)
+    monkeypatch.setattr(trainer_class, "step", step)

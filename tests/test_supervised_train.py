@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import interrupt_on_call
 from scipy import stats
 from supervised_fixtures import miniimagenet_root, omniglot_folder, one_shot_runs, write_zip
 
@@ -52,19 +53,6 @@ def metrics(run_dir: Path) -> list[dict]:
 
 def final_params(run_dir: Path) -> dict[str, torch.Tensor]:
     return rundir.load_checkpoint(run_dir, required=("params",))["params"]
-
-
-def interrupt_on_call(monkeypatch, n: int) -> None:
-    """Make the n-th SupervisedTrainer.step call raise KeyboardInterrupt (Ctrl-C mid-run)."""
-    original, calls = SupervisedTrainer.step, []
-
-    def step(self):
-        calls.append(1)
-        if len(calls) == n:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(SupervisedTrainer, "step", step)
 
 
 def error_line(err: str) -> str:
@@ -199,7 +187,7 @@ def test_same_seed_same_metrics_and_params_other_seed_differs(tmp_path):
 def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, monkeypatch, capsys):
     cfg = sinusoid()
     train(cfg, tmp_path / "whole")
-    interrupt_on_call(monkeypatch, 13)  # iteration 12: the checkpoint is at 10
+    interrupt_on_call(monkeypatch, 13, SupervisedTrainer)  # iteration 12: the checkpoint is at 10
     with pytest.raises(KeyboardInterrupt):
         train(sinusoid(), tmp_path / "cut")
     monkeypatch.undo()
