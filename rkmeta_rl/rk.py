@@ -1,7 +1,7 @@
 """The Runge-Kutta meta-gradient, written once for every explicit tableau.
 
-With meta-parameters θ, a tableau (a, q, c) and a step size h (paper Eq. 3-4, NOTES.md
-descent sign):
+With meta-parameters θ, a tableau (a, q, c) and a step size h (paper Eq. 3-4 with the
+descent sign; docs/method.md, "The RK meta-gradient"):
 
     θ_1 = θ
     θ_i(θ) = θ - h Σ_{j<i} q_ij k_j

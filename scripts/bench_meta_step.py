@@ -18,9 +18,8 @@ import time
 
 import torch
 
-from rkmeta_rl.config import TrainConfig, resolve
-from rkmeta_rl.rl.meta_step import meta_step
-from rkmeta_rl.trainer import Trainer, trpo_config
+from rkmeta_rl.rl.config import TrainConfig, resolve
+from rkmeta_rl.rl.trainer import Trainer
 
 PHASES = ("sampling", "inner_adaptation", "cg", "line_search")
 
@@ -31,8 +30,7 @@ def bench(cfg: TrainConfig, iters: int) -> dict[str, float]:
     for _ in range(iters + 1):
         tasks = trainer.family.sample_tasks(cfg.meta_batch_size)
         t0 = time.perf_counter()
-        res = meta_step(trainer.policy, trainer.sampler(tasks), len(tasks), trainer.tableau,
-                        cfg.h, cfg.alpha, trpo_config(cfg))
+        res = trainer.meta_step(tasks)
         rows.append({**res.seconds, "total": time.perf_counter() - t0})
     rows = rows[1:]
     return {k: statistics.median(r.get(k, 0.0) for r in rows) for k in (*PHASES, "total")}

@@ -34,8 +34,9 @@ import torch
 
 from envs.locomotion_tasks import get_spec
 from envs.mujoco_batch import BatchedLocomotion
-from rkmeta_rl.policy import GaussianMLPPolicy, repeat_params
+from rkmeta_rl.rk import repeat_params
 from rkmeta_rl.rl.episodes import rollout
+from rkmeta_rl.rl.policy import GaussianMLPPolicy
 
 FAMILY = {"halfcheetah": "halfcheetah-vel", "ant": "ant-vel"}
 

@@ -16,17 +16,14 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
+from rkmeta_rl.methods import get_tableau
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from rkmeta_rl.supervised.fewshot import FewShotBatch  # noqa: E402
-from rkmeta_rl.supervised.meta import meta_step  # noqa: E402
-from rkmeta_rl.supervised.models import MLP, ConvNet  # noqa: E402
-from rkmeta_rl.supervised.sinusoid import sample_sinusoid_tasks  # noqa: E402
-from rkmeta_rl.tableau import get_tableau  # noqa: E402
+from rkmeta_rl.supervised.fewshot import FewShotBatch
+from rkmeta_rl.supervised.meta import meta_step
+from rkmeta_rl.supervised.models import MLP, ConvNet
+from rkmeta_rl.supervised.sinusoid import sample_sinusoid_tasks
 
 METHODS = "euler,midpoint,heun,ralston,itb,rk3,rk4"
 

@@ -21,10 +21,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
-from rkmeta_rl.evaluate import combine_seeds, label_of, read_eval  # noqa: E402
+from rkmeta_rl.rl.evaluate import combine_seeds, label_of, read_eval
 
 RANDOM, ORACLE = "random init", "oracle"
 PALETTE = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink",

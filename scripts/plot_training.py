@@ -20,10 +20,10 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from scipy import stats  # noqa: E402
+import matplotlib.pyplot as plt
+from scipy import stats
 
-from rkmeta_rl import rundir  # noqa: E402
+from rkmeta_rl import rundir
 
 
 def load_groups(paths: list[str], parser: argparse.ArgumentParser

@@ -21,14 +21,14 @@ import numpy as np
 import torch
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from rkmeta_rl.evaluate import DEFAULT_EVAL_SEED, PROTOCOLS, held_out_tasks, step_sizes  # noqa: E402
-from rkmeta_rl.policy import GaussianMLPPolicy, Params  # noqa: E402
-from rkmeta_rl.rl.adapt import adapt_to_tasks  # noqa: E402
-from rkmeta_rl.rl.episodes import rollout  # noqa: E402
-from rkmeta_rl.tasks import Nav2DFamily, make_family  # noqa: E402
-from rkmeta_rl.trainer import load_run  # noqa: E402
+from rkmeta_rl.rl.adapt import adapt_to_tasks
+from rkmeta_rl.rl.episodes import rollout
+from rkmeta_rl.rl.evaluate import DEFAULT_EVAL_SEED, PROTOCOLS, held_out_tasks, step_sizes
+from rkmeta_rl.rl.policy import GaussianMLPPolicy, Params
+from rkmeta_rl.rl.tasks import Nav2DFamily, make_family
+from rkmeta_rl.rl.trainer import load_run
 
 NAV2D_ENVS = ("nav2d", "nav2d-goal")
 

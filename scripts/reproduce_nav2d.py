@@ -29,19 +29,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+from rkmeta_rl.methods import get_tableau
 
-from jobs import Job, history_lines, job_seconds, record_phase, run_jobs  # noqa: E402
-
-from rkmeta_rl.evaluate import (  # noqa: E402
+from rkmeta_rl.jobs import Job, history_lines, job_env, job_seconds, record_phase, run_jobs
+from rkmeta_rl.rl.evaluate import (
     INITS,
     PROTOCOLS,
     EvalConfig,
@@ -49,6 +46,8 @@ from rkmeta_rl.evaluate import (  # noqa: E402
     label_of,
     read_eval,
 )
+
+REPO = Path(__file__).resolve().parent.parent
 
 METHODS = "euler,midpoint,heun,ralston,itb"
 TABLE_STEPS = (0, 1, 2, 3, 9)
@@ -233,15 +232,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from rkmeta_rl.tableau import get_tableau
-
     for m in args.methods:
         get_tableau(m)  # an unknown method fails here, before an hour of training
     runs, results = Path(args.runs_dir), Path(args.results_dir)
     log_dir = runs / "logs"
     for d in (runs, results, log_dir):
         d.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = job_env()
     train, dirs = train_jobs(args, runs)
     commands: dict[str, list[Job]] = {"train": train, "evaluate": eval_jobs(args, dirs),
                                       "plot": []}
@@ -250,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     for phase, jobs in commands.items():
         if phase == "plot":  # its file list is known once the evaluations exist
             jobs.extend(plot_jobs(args, dirs, results))
-        phases[phase] = run_jobs(phase, jobs, args.jobs, log_dir, env, args.poll)
+        phases[phase] = run_jobs(phase, jobs, args.jobs, log_dir, env, args.poll, REPO)
         history = record_phase(runs, started, phase, phases[phase])
     copy_provenance(dirs, results)
     report(args, phases, history, dirs, results, commands)

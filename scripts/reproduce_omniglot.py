@@ -24,10 +24,9 @@ import shlex
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+from rkmeta_rl.methods import get_tableau
 
-from jobs import (  # noqa: E402
+from rkmeta_rl.jobs import (
     Job,
     add_common_args,
     copy_runs,
@@ -37,7 +36,7 @@ from jobs import (  # noqa: E402
     run_phases,
 )
 
-from rkmeta_rl.tableau import get_tableau  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 METHODS = ("midpoint", "ralston")
 SUBSETS = ("images_background_small1.zip", "images_background_small2.zip")
@@ -138,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     train = train_jobs(args, runs)
     commands = {"train": train, "evaluate": eval_jobs(args, train)}
-    phases, history = run_phases(commands, runs, args.jobs, args.poll)
+    phases, history = run_phases(commands, runs, args.jobs, args.poll, REPO)
     copy_runs(train, results)
     report(args, train, results, phases, history, commands)
     print(f"wrote {results / 'README.md'}")

@@ -2,7 +2,7 @@
 
     python scripts/reproduce_table2.py                 # 5 methods × 3 seeds, both readings
 
-Both step-size readings of NOTES.md are run:
+Both step-size readings (docs/method.md) are run:
 
 * ``alpha``: one adaptation step α = 0.01 for every method (h = α / c2);
 * ``h``: one RK step h = 0.02 for every method (α = c2·h: midpoint 0.01, ralston 0.015,
@@ -26,11 +26,10 @@ import shlex
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "scripts")]
+import numpy as np
+from rkmeta_rl.methods import get_tableau
 
-import numpy as np  # noqa: E402
-from jobs import (  # noqa: E402
+from rkmeta_rl.jobs import (
     Job,
     add_common_args,
     copy_runs,
@@ -39,9 +38,9 @@ from jobs import (  # noqa: E402
     job_seconds,
     run_phases,
 )
+from rkmeta_rl.stats import summarize
 
-from rkmeta_rl.evaluate import summarize  # noqa: E402
-from rkmeta_rl.tableau import get_tableau  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 METHODS = ("euler", "midpoint", "heun", "ralston", "itb")
 PAPER = {"euler": "2.72 ± 0.17", "midpoint": "0.13 ± 0.04", "heun": "0.19 ± 0.05",
@@ -191,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     runs, results = Path(args.runs_dir), Path(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)
     commands = {"train": train_jobs(args, runs), "evaluate": eval_jobs(args, runs)}
-    phases, history = run_phases(commands, runs, args.jobs, args.poll)
+    phases, history = run_phases(commands, runs, args.jobs, args.poll, REPO)
     copy_runs(commands["train"], results)
     report(args, runs, results, phases, history, commands)
     print(f"wrote {results / 'README.md'}")

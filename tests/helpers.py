@@ -3,7 +3,7 @@
 import os
 import time
 
-from rkmeta_rl.trainer import Trainer
+from rkmeta_rl.rl.trainer import Trainer
 
 
 def os_threads() -> int:

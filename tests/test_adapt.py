@@ -4,10 +4,11 @@ import math
 
 import torch
 
-from rkmeta_rl.policy import GaussianMLPPolicy, repeat_params
+from rkmeta_rl.rk import repeat_params
 from rkmeta_rl.rl.adapt import adapt_to_tasks, reinforce_step
 from rkmeta_rl.rl.episodes import Episodes
-from rkmeta_rl.tasks import make_family
+from rkmeta_rl.rl.policy import GaussianMLPPolicy
+from rkmeta_rl.rl.tasks import make_family
 
 
 def _episodes(t: int = 2, e: int = 3, h: int = 4) -> Episodes:

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from rkmeta_rl.cli import main
-from rkmeta_rl.config import TrainConfig, resolve
-from rkmeta_rl.evaluate import (
+from rkmeta_rl.rl.config import TrainConfig, resolve
+from rkmeta_rl.rl.evaluate import (
     DEFAULT_EVAL_SEED,
     EvalConfig,
     combine_seeds,
@@ -23,10 +23,10 @@ from rkmeta_rl.evaluate import (
     label_of,
     read_eval,
     step_sizes,
-    summarize,
 )
-from rkmeta_rl.tasks import make_family, oracle_env
-from rkmeta_rl.trainer import Trainer, make_policy, prepare_run_dir
+from rkmeta_rl.rl.tasks import make_family, oracle_env
+from rkmeta_rl.rl.trainer import Trainer, make_policy, prepare_run_dir
+from rkmeta_rl.stats import summarize
 
 TINY = ["--meta-batch-size", "2", "--fast-batch-size", "2", "--hidden", "8,8",
         "--no-progress"]

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from rkmeta_rl.config import TrainConfig, resolve
-from rkmeta_rl.trainer import Trainer
+from rkmeta_rl.rl.config import TrainConfig, resolve
+from rkmeta_rl.rl.trainer import Trainer
 
 
 def _train(method: str, iters: int = 6) -> list[dict]:

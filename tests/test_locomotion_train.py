@@ -14,10 +14,10 @@ from helpers import os_threads, threads_settle_to
 from envs.mujoco_batch import BatchedLocomotion
 from rkmeta_rl import rundir
 from rkmeta_rl.cli import main
-from rkmeta_rl.config import TrainConfig, resolve
-from rkmeta_rl.evaluate import EvalConfig, evaluate_run
-from rkmeta_rl.tasks import FAMILY_DEFAULTS, LOCOMOTION, make_family
-from rkmeta_rl.trainer import load_run, prepare_run_dir
+from rkmeta_rl.rl.config import TrainConfig, resolve
+from rkmeta_rl.rl.evaluate import EvalConfig, evaluate_run
+from rkmeta_rl.rl.tasks import FAMILIES, LOCOMOTION, make_family
+from rkmeta_rl.rl.trainer import load_run, prepare_run_dir
 
 TINY = dict(meta_batch_size=2, fast_batch_size=2, hidden=[8], max_episode_steps=10,
             meta_iters=2)
@@ -34,7 +34,7 @@ def without_timing(records: list[dict]) -> list[dict]:
 @pytest.mark.parametrize("env", LOCOMOTION)
 def test_every_family_trains_with_its_defaults(env, tmp_path):
     cfg = tiny(env, meta_iters=1)
-    assert cfg.alpha == FAMILY_DEFAULTS[env]["inner_lr"] == 0.1
+    assert cfg.alpha == FAMILIES[env].inner_lr == 0.1
     assert resolve(TrainConfig(env=env)).max_episode_steps == 200
     records = prepare_run_dir(cfg, tmp_path).run(progress=False)
     assert records[0]["accepted"] and torch.isfinite(torch.tensor(records[0]["return_post"]))
@@ -95,7 +95,7 @@ def test_cuda_is_refused_for_mujoco_families(tmp_path, capsys):
 def test_render_writes_a_gif_of_the_adapted_policy(tmp_path, capsys):
     run = tmp_path / "run"
     prepare_run_dir(tiny(meta_iters=1), run).run(progress=False)
-    from rkmeta_rl.render import RenderError, render_run
+    from rkmeta_rl.rl.render import RenderError, render_run
 
     try:
         info = render_run(run, tmp_path / "a.gif", '{"velocity": 1.5}', steps=1, episodes=2,

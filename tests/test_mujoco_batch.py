@@ -11,8 +11,9 @@ from helpers import os_threads, threads_settle_to
 
 from envs.locomotion_tasks import get_spec
 from envs.mujoco_batch import BatchedLocomotion
-from rkmeta_rl.policy import GaussianMLPPolicy, repeat_params
+from rkmeta_rl.rk import repeat_params
 from rkmeta_rl.rl.episodes import rollout
+from rkmeta_rl.rl.policy import GaussianMLPPolicy
 
 TASKS = {
     "halfcheetah-vel": [{"velocity": 0.5}, {"velocity": 1.7}],

@@ -16,8 +16,8 @@ from scipy import stats
 
 from rkmeta_rl.cli import main as cli
 from rkmeta_rl.rl.adapt import adapt_to_tasks
-from rkmeta_rl.tasks import make_family
-from rkmeta_rl.trainer import load_run
+from rkmeta_rl.rl.tasks import make_family
+from rkmeta_rl.rl.trainer import load_run
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TINY = ["--env", "nav2d", "--meta-iters", "1", "--meta-batch-size", "2",

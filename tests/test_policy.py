@@ -1,4 +1,4 @@
-"""Tests for rkmeta_rl.policy against torch.distributions and a hand-written numpy MLP."""
+"""Tests for rkmeta_rl.rl.policy against torch.distributions and a hand-written numpy MLP."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from rkmeta_rl.policy import (
+from rkmeta_rl.rk import repeat_params
+from rkmeta_rl.rl.policy import (
     GaussianMLPPolicy,
     gaussian_kl,
     gaussian_log_prob,
-    repeat_params,
     sample_actions,
 )
 

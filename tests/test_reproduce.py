@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rkmeta_rl.evaluate import combine_seeds, read_eval
+from rkmeta_rl.rl.evaluate import combine_seeds, read_eval
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_nav2d.py"
 spec = importlib.util.spec_from_file_location("reproduce_nav2d", SCRIPT)

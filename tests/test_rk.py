@@ -16,9 +16,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from rkmeta_rl.methods import get_tableau
 
 from rkmeta_rl.rk import meta_gradient, rk_combination, stage_points
-from rkmeta_rl.tableau import Tableau, get_tableau
+from rkmeta_rl.tableau import Tableau
 
 DT = torch.float64
 N_STAGES = 4  # enough data sets for rk4

@@ -24,8 +24,8 @@ import pytest
 import torch
 from supervised_fixtures import omniglot_reproduction_data
 
-from rkmeta_rl import cli, rundir
-from rkmeta_rl.evaluate import summarize
+from rkmeta_rl import cli, jobs, rundir
+from rkmeta_rl.stats import summarize
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -40,10 +40,9 @@ def load_script(name: str):
 
 table2 = load_script("reproduce_table2")
 omniglot = load_script("reproduce_omniglot")
-jobs = sys.modules["jobs"]  # scripts/jobs.py, as the scripts imported it
 
 
-def run_in_process(phase, job_list, n_parallel, log_dir, env, poll) -> float:
+def run_in_process(phase, job_list, n_parallel, log_dir, env, poll, cwd) -> float:
     """``jobs.run_jobs`` without subprocesses: each ``rkmeta-rl`` command through
     ``cli.main``, its output in the job's log; a failing command fails the test."""
     t0 = time.perf_counter()

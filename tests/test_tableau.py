@@ -1,4 +1,4 @@
-"""Tests for rkmeta_rl.tableau.
+"""Tests for rkmeta_rl.tableau (what a tableau is) and rkmeta_rl.methods (the named ones).
 
 The order of every tableau is checked against an *independent* measurement: the test
 integrates nonlinear ODEs with known exact solutions using its own explicit RK loop and
@@ -13,15 +13,9 @@ import math
 
 import pytest
 
-from rkmeta_rl import tableau as tb
-from rkmeta_rl.tableau import (
-    ALIASES,
-    METHOD_NAMES,
-    Tableau,
-    format_table,
-    get_tableau,
-    load_tableau_json,
-)
+from rkmeta_rl import methods
+from rkmeta_rl.methods import ALIASES, METHOD_NAMES, format_table, get_tableau
+from rkmeta_rl.tableau import Tableau, load_tableau_json
 
 # ----------------------------------------------------------------------------------------
 # Independent empirical order measurement
@@ -152,14 +146,14 @@ def test_linear_ode_cannot_distinguish_fake_third_order():
 
 
 def test_order_conditions_detail():
-    conds = tb.rk4.order_conditions()
+    conds = methods.rk4.order_conditions()
     assert sorted(conds) == [1, 2, 3, 4]
     assert [len(conds[p]) for p in (1, 2, 3, 4)] == [1, 1, 2, 4]
     for p in conds:
         for value, required in conds[p]:
             assert value == pytest.approx(required, abs=1e-12)
     # a 3-stage method with order 3 fails some order-4 condition
-    assert any(abs(v - r) > 1e-3 for v, r in tb.rk3.order_conditions()[4])
+    assert any(abs(v - r) > 1e-3 for v, r in methods.rk3.order_conditions()[4])
 
 
 def test_order_respects_tolerance():
@@ -186,28 +180,28 @@ def test_second_order_conditions_two_stage(name):
 
 
 def test_named_coefficients():
-    assert tb.euler.a == (1.0,) and tb.euler.q == ((0.0,),) and tb.euler.c == (0.0,)
-    assert tb.midpoint.a == (0.0, 1.0) and tb.midpoint.q[1][0] == 0.5
-    assert tb.heun.a == (0.5, 0.5) and tb.heun.q[1][0] == 1.0
-    assert tb.ralston.a == pytest.approx((1 / 3, 2 / 3)) and tb.ralston.c[1] == 0.75
-    assert tb.ralston23.a == (0.25, 0.75) and tb.ralston23.q[1][0] == pytest.approx(2 / 3)
-    assert tb.itb.a == pytest.approx((2 / 3, 1 / 3)) and tb.itb.q[1][0] == 1.5
-    assert tb.rk3.q == ((0.0, 0.0, 0.0), (0.5, 0.0, 0.0), (-1.0, 2.0, 0.0))
-    assert tb.rk3.c == (0.0, 0.5, 1.0)
-    assert tb.rk4.c == (0.0, 0.5, 0.5, 1.0)
-    assert tb.rk4.a == pytest.approx((1 / 6, 1 / 3, 1 / 3, 1 / 6))
-    for t in (tb.euler, tb.rk4):
+    assert methods.euler.a == (1.0,) and methods.euler.q == ((0.0,),) and methods.euler.c == (0.0,)
+    assert methods.midpoint.a == (0.0, 1.0) and methods.midpoint.q[1][0] == 0.5
+    assert methods.heun.a == (0.5, 0.5) and methods.heun.q[1][0] == 1.0
+    assert methods.ralston.a == pytest.approx((1 / 3, 2 / 3)) and methods.ralston.c[1] == 0.75
+    assert methods.ralston23.a == (0.25, 0.75) and methods.ralston23.q[1][0] == pytest.approx(2 / 3)
+    assert methods.itb.a == pytest.approx((2 / 3, 1 / 3)) and methods.itb.q[1][0] == 1.5
+    assert methods.rk3.q == ((0.0, 0.0, 0.0), (0.5, 0.0, 0.0), (-1.0, 2.0, 0.0))
+    assert methods.rk3.c == (0.0, 0.5, 1.0)
+    assert methods.rk4.c == (0.0, 0.5, 0.5, 1.0)
+    assert methods.rk4.a == pytest.approx((1 / 6, 1 / 3, 1 / 3, 1 / 6))
+    for t in (methods.euler, methods.rk4):
         assert all(isinstance(v, float) for v in t.a)
         assert all(isinstance(v, float) for row in t.q for v in row)
 
 
 def test_generic_half_is_midpoint():
     g = get_tableau("generic:0.5")
-    assert g.a == tb.midpoint.a
-    assert g.q == tb.midpoint.q
-    assert g.c == tb.midpoint.c
+    assert g.a == methods.midpoint.a
+    assert g.q == methods.midpoint.q
+    assert g.c == methods.midpoint.c
     g1 = get_tableau("generic:1")
-    assert g1.a == tb.heun.a and g1.q == tb.heun.q
+    assert g1.a == methods.heun.a and g1.q == methods.heun.q
 
 
 @pytest.mark.parametrize("x", [0.1, 0.5, 2 / 3, 0.75, 1.0, 1.5, 3.0])
@@ -232,8 +226,8 @@ def test_generic_bad_parameter_refused(spec):
 
 def test_generic_function_refuses_nonpositive():
     with pytest.raises(ValueError, match="X > 0"):
-        tb.generic(0.0)
-    assert tb.generic(2.0).name == "generic:2"
+        methods.generic(0.0)
+    assert methods.generic(2.0).name == "generic:2"
 
 
 # ----------------------------------------------------------------------------------------
@@ -314,25 +308,25 @@ def test_conversion_frozen_hashable():
     t1 = Tableau("x", [1 / 2, 1 / 2], [[0, 0], [1, 0]])
     t2 = Tableau.from_rows("x", (0.5, 0.5), ((0.0, 0.0), (1.0, 0.0)))
     assert isinstance(t1.a, tuple) and isinstance(t1.q[1], tuple) and isinstance(t1.c, tuple)
-    assert t1 == t2 and hash(t1) == hash(t2) and len({t1, t2, tb.heun}) == 2
-    assert t1.q == tb.heun.q and t1 != tb.heun  # different names
+    assert t1 == t2 and hash(t1) == hash(t2) and len({t1, t2, methods.heun}) == 2
+    assert t1.q == methods.heun.q and t1 != methods.heun  # different names
     with pytest.raises(dataclasses.FrozenInstanceError):
         t1.name = "y"  # type: ignore[misc]
 
 
 def test_stages_and_needs_k():
     assert [get_tableau(n).stages for n in METHOD_NAMES] == [1, 2, 2, 2, 2, 2, 3, 4]
-    assert tb.euler.needs_k(0) is False
-    assert [tb.midpoint.needs_k(j) for j in range(2)] == [True, False]
-    assert [tb.rk3.needs_k(j) for j in range(3)] == [True, True, False]
-    assert [tb.rk4.needs_k(j) for j in range(4)] == [True, True, True, False]
+    assert methods.euler.needs_k(0) is False
+    assert [methods.midpoint.needs_k(j) for j in range(2)] == [True, False]
+    assert [methods.rk3.needs_k(j) for j in range(3)] == [True, True, False]
+    assert [methods.rk4.needs_k(j) for j in range(4)] == [True, True, True, False]
     # k_1 only used through q31 == 0 in this one: not needed by later stages
     t = Tableau.from_rows("t", [0, 0, 1], [[0, 0, 0], [0, 0, 0], [0, 0.5, 0]])
     assert [t.needs_k(j) for j in range(3)] == [False, True, False]
     with pytest.raises(IndexError):
-        tb.rk4.needs_k(4)
+        methods.rk4.needs_k(4)
     with pytest.raises(IndexError):
-        tb.rk4.needs_k(-1)
+        methods.rk4.needs_k(-1)
 
 
 def test_dict_round_trip():
@@ -341,12 +335,15 @@ def test_dict_round_trip():
         d = json.loads(json.dumps(tab.to_dict()))
         assert set(d) == {"name", "a", "q", "c"}
         assert Tableau.from_dict(d) == tab
-    d = tb.rk3.to_dict()
+    d = methods.rk3.to_dict()
     d["c"] = [0, 0.5, 0.9]
     with pytest.raises(ValueError, match=r"c\[2\]"):
         Tableau.from_dict(d)
-    with pytest.raises(ValueError, match="'q'"):
+    with pytest.raises(ValueError, match="missing required key 'q'"):
         Tableau.from_dict({"a": [1]})
+    with pytest.raises(ValueError, match="unknown key.*'weights'"):
+        Tableau.from_dict({"a": [1], "q": [[0]], "weights": [1]})
+    assert Tableau.from_dict({"a": [1], "q": [[0]], "c": None}).name == "custom"
 
 
 # ----------------------------------------------------------------------------------------
@@ -366,16 +363,16 @@ def test_method_names_and_aliases():
         "rk4",
     )
     assert ALIASES == {"pretrain": "euler", "maml": "midpoint"}
-    assert get_tableau("pretrain") is tb.euler
-    assert get_tableau("maml") is tb.midpoint
-    assert tb.maml is tb.midpoint and tb.pretrain is tb.euler
+    assert get_tableau("pretrain") is methods.euler
+    assert get_tableau("maml") is methods.midpoint
+    assert methods.maml is methods.midpoint and methods.pretrain is methods.euler
 
 
 def test_case_insensitive():
-    assert get_tableau("MAML") is tb.midpoint
-    assert get_tableau("Rk4") is tb.rk4
-    assert get_tableau("Ralston23") is tb.ralston23
-    assert get_tableau("GENERIC:0.5").a == tb.midpoint.a
+    assert get_tableau("MAML") is methods.midpoint
+    assert get_tableau("Rk4") is methods.rk4
+    assert get_tableau("Ralston23") is methods.ralston23
+    assert get_tableau("GENERIC:0.5").a == methods.midpoint.a
 
 
 def test_unknown_name_lists_choices():
@@ -394,9 +391,9 @@ def test_unknown_name_lists_choices():
 
 def test_load_json_round_trip(tmp_path):
     path = tmp_path / "my_rk3.json"
-    path.write_text(json.dumps(tb.rk3.to_dict()))
+    path.write_text(json.dumps(methods.rk3.to_dict()))
     loaded = load_tableau_json(path)
-    assert loaded == tb.rk3
+    assert loaded == methods.rk3
     assert loaded.order() == 3
     # name defaults to the file stem, c is derived
     path2 = tmp_path / "custom_heun.json"
@@ -420,12 +417,16 @@ def test_load_json_missing_file(tmp_path):
         ("[1, 2]", "JSON object"),
         ('{"q": [[0]]}', "missing required key 'a'"),
         ('{"a": [1]}', "missing required key 'q'"),
-        ('{"a": 1, "q": [[0]]}', "'a' must be"),
-        ('{"a": [1], "q": [0]}', "'q' must be"),
-        ('{"a": ["1"], "q": [[0]]}', "only numbers"),
+        ('{"a": 1, "q": [[0]]}', r"\ba must be a list"),
+        ('{"a": [1], "q": [0]}', r"q\[0\] must be a list"),
+        ('{"a": ["1"], "q": [[0]]}', r"a\[0\] must be a real number, got '1'"),
+        ('{"a": [true], "q": [[0]]}', r"a\[0\] must be a real number, got True"),
+        ('{"a": [1], "q": [[null]]}', r"q\[0\]\[0\] must be a real number, got None"),
+        ('{"a": [1' + "0" * 400 + '], "q": [[0]]}', r"a\[0\] must be a real number"),
+        ('{"a": [0.5, 0.5], "q": [[0, 0], [1, 0]], "c": [0, 2]}', r"c\[1\] = 2\.0"),
         ('{"a": [0.5, 0.5], "q": [[0, 0], [1]]}', "square"),
         ('{"a": [0.5, 0.5], "q": [[0, 0], [1, 0]], "weights": 1}', "unknown key"),
-        ('{"a": [0.5, 0.5], "q": [[0, 0], [1, 0]], "name": 3}', "'name'"),
+        ('{"a": [0.5, 0.5], "q": [[0, 0], [1, 0]], "name": 3}', "name must be a non-empty"),
         ('{"a": [0.5, 0.5], "q": [[0, 1], [1, 0]]}', "not explicit"),
         ('{"a": [0.5, 0.6], "q": [[0, 0], [1, 0]]}', "sum"),
     ],
@@ -436,6 +437,20 @@ def test_load_json_bad_files(tmp_path, content, message):
     with pytest.raises(ValueError, match=message) as err:
         load_tableau_json(path)
     assert str(err.value).startswith(f"{path}: ")
+    assert "\n" not in str(err.value)
+
+
+def test_load_json_bad_nested_value_names_file_and_field(tmp_path):
+    path = tmp_path / "my.json"
+    path.write_text(json.dumps({"name": "x", "a": [0.5, 0.5], "q": [[0, 0], ["a", 0]]}))
+    with pytest.raises(ValueError) as err:
+        load_tableau_json(path)
+    assert str(err.value) == f"{path}: tableau 'x': q[1][0] must be a real number, got 'a'"
+    # without a name, the error names the tableau after the file stem
+    path.write_text(json.dumps({"a": [0.5, 0.5], "q": [[0, 0], [1, float("nan")]]}))
+    with pytest.raises(ValueError) as err:
+        load_tableau_json(path)
+    assert str(err.value) == f"{path}: tableau 'my': q[1][1] = nan is not finite"
 
 
 # ----------------------------------------------------------------------------------------
@@ -465,7 +480,7 @@ def test_format_table_lists_all_methods_with_order():
 
 
 def test_format_table_custom_list():
-    text = format_table([EXTRA["fake3"][0], tb.rk4])
+    text = format_table([EXTRA["fake3"][0], methods.rk4])
     assert "fake3" in text and "rk4" in text and "euler" not in text
     assert "generic:X" not in text
     assert format_table([]).splitlines()[0].split() == ["name", "stages", "order", "a", "c"]

@@ -1,4 +1,4 @@
-"""Tests for rkmeta_rl.trpo and the KL curvature used by the RK-TRPO meta-step.
+"""Tests for rkmeta_rl.rl.trpo and the KL curvature used by the RK-TRPO meta-step.
 
 Reference values come from explicit linear algebra (torch.linalg.solve on explicit SPD
 matrices), hand-computed line-search outcomes, central finite differences of the KL
@@ -13,14 +13,15 @@ import math
 
 import pytest
 import torch
+from rkmeta_rl.methods import get_tableau
 
-from rkmeta_rl.policy import GaussianMLPPolicy, repeat_params
-from rkmeta_rl.rk import stage_points
+from rkmeta_rl.rk import repeat_params, stage_points
 from rkmeta_rl.rl import meta_step as meta_step_module
+from rkmeta_rl.rl.config import MetaStepConfig
 from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.losses import mean_kl, reinforce_loss
-from rkmeta_rl.tableau import get_tableau
-from rkmeta_rl.trpo import (
+from rkmeta_rl.rl.policy import GaussianMLPPolicy
+from rkmeta_rl.rl.trpo import (
     backtracking_line_search,
     conjugate_gradient,
     flatten,
@@ -389,8 +390,8 @@ _curvature_fvp = meta_step_module.curvature_fvp
 def _library_fvp(setup, tab, **cfg_kw):
     policy = setup.policy
     theta = policy.params()
-    known = {f.name for f in dataclasses.fields(meta_step_module.TRPOConfig)}
-    cfg = meta_step_module.TRPOConfig(**{k: v for k, v in cfg_kw.items() if k in known})
+    known = {f.name for f in dataclasses.fields(MetaStepConfig)}
+    cfg = MetaStepConfig(**{k: v for k, v in cfg_kw.items() if k in known})
 
     def stage_loss(i, p):
         return reinforce_loss(policy, p, setup.data[i])
@@ -479,7 +480,7 @@ def test_curvature_fvp_equals_double_backward_for_any_tableau(setup, name):
 
     xx = setup.x_old.clone().requires_grad_()
     grad = torch.autograd.grad(kl(xx), xx, create_graph=True)[0]
-    cfg = meta_step_module.TRPOConfig(cg_damping=0.0)
+    cfg = MetaStepConfig(cg_damping=0.0)
     theta = policy.params()
     rep = repeat_params(theta, N_TASKS)
     pts = stage_points(rep, tab, STEP_H, lambda i, p: reinforce_loss(policy, p, data[i]))

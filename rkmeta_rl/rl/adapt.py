@@ -7,9 +7,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from rkmeta_rl.policy import GaussianMLPPolicy, Params, repeat_params
+from rkmeta_rl.rk import Params, repeat_params
 from rkmeta_rl.rl.episodes import Episodes, add_advantages
 from rkmeta_rl.rl.losses import reinforce_loss
+from rkmeta_rl.rl.policy import GaussianMLPPolicy
 from rkmeta_rl.rl.sampler import LocalSampler, Sampler
 
 

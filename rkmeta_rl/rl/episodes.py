@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rkmeta_rl.policy import GaussianMLPPolicy, Params, sample_actions
+from rkmeta_rl.rk import Params
 from rkmeta_rl.rl.baseline import (
     baseline_features,
     discounted_returns,
@@ -20,6 +20,7 @@ from rkmeta_rl.rl.baseline import (
     gae,
     normalize_per_task,
 )
+from rkmeta_rl.rl.policy import GaussianMLPPolicy, sample_actions
 
 
 @dataclass

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rkmeta_rl.policy import GaussianMLPPolicy, Params, gaussian_kl, gaussian_log_prob
+from rkmeta_rl.rk import Params
 from rkmeta_rl.rl.episodes import Episodes
+from rkmeta_rl.rl.policy import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
 
 
 def _task_mean(x: Tensor, mask: Tensor) -> Tensor:

@@ -1,11 +1,12 @@
-"""One RK-TRPO meta-iteration (NOTES.md, Meta-RL).
+"""One RK-TRPO meta-iteration (docs/method.md, "Meta-RL: RK-TRPO").
 
 Stages are sampled in order: stage i's episodes come from π_{θ_i} with
 θ_i = θ - h Σ_{j<i} q_ij k_j (``rkmeta_rl.rk.stage_points``), where k_j is the REINFORCE
 gradient on stage j's episodes. TRPO then minimises the RK-combined surrogate
-Σ_i a_i L_i(θ_i(θ)) under the weighted KL Σ_i w_i KL_i(θ_i(θ_old) || θ_i(θ)) ≤ δ, with
-w_i = |a_i| / Σ|a_i| (= a_i for every tableau with non-negative weights; the absolute
-value keeps the curvature positive semi-definite for any tableau).
+Σ_i a_i L_i(θ_i(θ)) (``rkmeta_rl.rk.rk_combination``) under the weighted KL
+Σ_i w_i KL_i(θ_i(θ_old) || θ_i(θ)) ≤ δ, with w_i = |a_i| / Σ|a_i| (= a_i for every tableau
+with non-negative weights; the absolute value keeps the curvature positive semi-definite
+for any tableau).
 """
 
 from __future__ import annotations
@@ -18,35 +19,21 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from rkmeta_rl.policy import GaussianMLPPolicy, Params, repeat_params
-from rkmeta_rl.rk import stage_points
+from rkmeta_rl.rk import Params, repeat_params, rk_combination, stage_points
 from rkmeta_rl.rl.adapt import reinforce_step
+from rkmeta_rl.rl.config import MetaStepConfig
 from rkmeta_rl.rl.episodes import Episodes, add_advantages
 from rkmeta_rl.rl.losses import log_probs, mean_kl, reinforce_loss, surrogate_loss
+from rkmeta_rl.rl.policy import GaussianMLPPolicy
+from rkmeta_rl.rl.trpo import backtracking_line_search, flatten, natural_step, unflatten
 from rkmeta_rl.tableau import Tableau
-from rkmeta_rl.trpo import backtracking_line_search, flatten, natural_step, unflatten
-
-
-@dataclass
-class TRPOConfig:
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 0.01
-    ls_ratio: float = 0.8
-    ls_steps: int = 15
-    gamma: float = 0.99
-    gae_lambda: float = 1.0
-    first_order: bool = False
-    # Fraction of each task's episodes used for the KL curvature in conjugate gradient.
-    # 1.0 is exact; less is an approximation (the gradient and line search stay exact).
-    curvature_fraction: float = 1.0
 
 
 @dataclass
 class MetaStepResult:
     stage_returns: list[float]  # mean undiscounted return of each stage's episodes
     return_pre: float  # before adaptation (stage 1, θ itself)
-    return_post: float  # after one adaptation step of α
+    return_post: float  # after one adaptation step (stage 2; one-stage tableaus: a step of h)
     accepted: bool = False
     kl: float = 0.0
     surrogate_improvement: float = 0.0
@@ -77,10 +64,8 @@ class StageObjective:
                 self.old[i] = (mean, log_std, log_probs(policy, old_points[i], data[i]))
 
     def surrogate(self, points: list[Params]) -> Tensor:
-        terms = [self.tableau.a[i] * surrogate_loss(self.policy, points[i], self.data[i],
-                                                    self.old[i][2])
-                 for i in self.active]
-        return torch.stack(terms).sum()
+        return rk_combination(points, self.tableau, lambda i, p: surrogate_loss(
+            self.policy, p, self.data[i], self.old[i][2]))
 
     def kl(self, points: list[Params]) -> Tensor:
         terms = [self.weights[i] * mean_kl(self.policy, points[i], self.data[i], *self.old[i][:2])
@@ -100,13 +85,13 @@ def meta_step(
     num_tasks: int,
     tableau: Tableau,
     h: float,
-    alpha: float,
-    cfg: TRPOConfig,
+    cfg: MetaStepConfig,
 ) -> MetaStepResult:
     """Sample every stage, take one TRPO step on the RK surrogate, write θ if accepted.
 
-    sample(per_task_params) -> Episodes for the meta-batch's tasks. α is the adaptation
-    step used for ``return_post`` of one-stage tableaus (monitoring only).
+    sample(per_task_params) -> Episodes for the meta-batch's tasks. ``return_post`` is
+    stage 2's return; a one-stage tableau has no stage 2, so it is measured after one
+    REINFORCE step of h (which equals α for one stage), for monitoring only.
     """
     seconds = {"sampling": 0.0}
     theta = policy.params()
@@ -133,7 +118,7 @@ def meta_step(
         return_post = stage_returns[1]
     else:  # one stage: a monitoring adaptation step, counted as sampling time
         t = time.perf_counter()
-        return_post = _monitor_post(policy, theta, data[0], sample, alpha, num_tasks)
+        return_post = _monitor_post(policy, theta, data[0], sample, h, num_tasks)
         seconds["sampling"] += time.perf_counter() - t
     result = MetaStepResult(stage_returns, stage_returns[0], return_post, seconds=seconds)
     objective = StageObjective(policy, tableau, data, points)
@@ -185,7 +170,7 @@ def curvature_fvp(
     rep: Params,
     points: list[Params],
     theta: Params,
-    cfg: TRPOConfig,
+    cfg: MetaStepConfig,
 ) -> Callable[[Tensor], Tensor]:
     """v -> (F + damping·I) v with F the exact Hessian of the weighted KL at θ_old.
 
@@ -260,9 +245,9 @@ def _monitor_post(
     theta: Params,
     episodes: Episodes,
     sample: Callable[[Params], Episodes],
-    alpha: float,
+    step: float,
     num_tasks: int,
 ) -> float:
-    """Return after one REINFORCE step of α from θ (for one-stage tableaus)."""
-    return sample(reinforce_step(policy, repeat_params(theta, num_tasks), episodes, alpha)
+    """Return after one REINFORCE step of ``step`` from θ (for one-stage tableaus)."""
+    return sample(reinforce_step(policy, repeat_params(theta, num_tasks), episodes, step)
                   ).mean_return()

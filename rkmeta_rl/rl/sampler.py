@@ -15,8 +15,9 @@ from typing import Protocol
 
 import torch
 
-from rkmeta_rl.policy import GaussianMLPPolicy, Params
+from rkmeta_rl.rk import Params
 from rkmeta_rl.rl.episodes import Episodes, rollout
+from rkmeta_rl.rl.policy import GaussianMLPPolicy
 
 
 class Sampler(Protocol):

@@ -17,7 +17,9 @@ import torch
 
 from rkmeta_rl.supervised.config import SupervisedConfig
 from rkmeta_rl.supervised.fewshot import ClassDataset, check_task_shape, sample_tasks
+from rkmeta_rl.supervised.miniimagenet import load_miniimagenet
 from rkmeta_rl.supervised.models import MLP, ConvNet
+from rkmeta_rl.supervised.omniglot import load_omniglot, omniglot_split
 from rkmeta_rl.supervised.sinusoid import sample_sinusoid_tasks
 
 Sampler = Callable[[int, torch.Generator], object]  # (num_tasks, generator) -> batch
@@ -46,14 +48,10 @@ def _few_shot(data: ClassDataset, cfg: SupervisedConfig) -> Sampler:
 def load_classes(cfg: SupervisedConfig) -> dict[str, ClassDataset]:
     """The benchmark's class splits: {"train", "validation", "test"}."""
     if cfg.benchmark == "omniglot":
-        from rkmeta_rl.supervised.omniglot import load_omniglot, omniglot_split
-
         data = load_omniglot(cfg.data, image_size=OMNIGLOT_SIZE)
         data.rotations = True  # rotations by multiples of 90° are new classes
         train, test = omniglot_split(data, cfg.num_train_classes, cfg.split_seed)
         return {"train": train, "validation": test, "test": test}
-    from rkmeta_rl.supervised.miniimagenet import load_miniimagenet
-
     (root,) = cfg.data
     return {name: load_miniimagenet(root, split, image_size=MINIIMAGENET_SIZE)
             for name, split in (("train", "train"), ("validation", "val"), ("test", "test"))}

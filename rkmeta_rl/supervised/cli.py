@@ -1,5 +1,5 @@
 """``rkmeta-rl supervised`` and ``rkmeta-rl supervised-evaluate``: the supervised
-benchmarks from the command line (defaults: ``rkmeta_rl/supervised/config.py``)."""
+benchmarks from the command line (defaults and help: ``rkmeta_rl/supervised/config.py``)."""
 
 from __future__ import annotations
 
@@ -8,36 +8,67 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from rkmeta_rl.cli import layer_sizes, resume_dir
-from rkmeta_rl.supervised.config import BENCHMARKS, SupervisedConfig, resolve
+import torch
 
-BENCH = "[the benchmark's]"
+from rkmeta_rl.arguments import (
+    add_method_args,
+    check_run_dir,
+    check_threads,
+    layer_sizes,
+    resume_dir,
+)
+from rkmeta_rl.supervised.config import (
+    BENCHMARKS,
+    SupervisedConfig,
+    benchmark_defaults,
+    resolve,
+)
+from rkmeta_rl.supervised.evaluate import evaluate_supervised_run
+from rkmeta_rl.supervised.trainer import prepare_supervised_run, resume_supervised_run
+
+Formatter = argparse.ArgumentDefaultsHelpFormatter
+# the settings whose defaults differ by benchmark, as the help lists them
+SETTINGS = {"sinusoid": ("sinusoid", None, None), "omniglot-5way": ("omniglot", 5, None),
+            "omniglot-20way": ("omniglot", 20, None), "miniimagenet": ("miniimagenet", None, None)}
 
 
-def add_train_args(p: argparse.ArgumentParser, add_method_args) -> None:
+PER_BENCHMARK = (
+    ("ways", "classes per task"),
+    ("shots", "support examples per class (sinusoid: points per task)"),
+    ("queries", "query examples per class (sinusoid: points per task)"),
+    ("inner_steps", "adaptation steps in training"),
+    ("test_steps", "adaptation steps at meta-test"),
+    ("meta_batch_size", "tasks per meta-step"),
+    ("meta_iters", "meta-iterations"),
+    ("filters", "conv filters"),
+    ("log_every", "metrics + checkpoint every N iterations"),
+    ("eval_every", "validation every N iterations"),
+    ("eval_tasks", "validation tasks"),
+    ("test_tasks", "tasks for supervised-evaluate"),
+)
+
+
+def by_benchmark(key: str) -> str:
+    """'[sinusoid 1, omniglot-5way 1, ...]': the default of ``key`` per benchmark."""
+    values = [f"{name} {benchmark_defaults(*setting).get(key, '-')}"
+              for name, setting in SETTINGS.items()]
+    return "[" + ", ".join(values) + "]"
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
     d = SupervisedConfig()
     p.add_argument("--benchmark", default=d.benchmark, help=", ".join(BENCHMARKS))
-    add_method_args(p)
+    add_method_args(p, d.method, "the benchmark's: " + by_benchmark("inner_lr")[1:-1])
     p.add_argument("--data", nargs="+", metavar="PATH",
                    help="Omniglot: folders or zips (images_background..., or alphabets); "
                         "MiniImagenet: the root holding train/val/test.csv and images/")
-    p.add_argument("--ways", type=int, help="classes per task [5]")
-    p.add_argument("--shots", type=int, help="support examples per class [1; sinusoid: 10 points]")
-    p.add_argument("--queries", type=int, help=f"query examples per class {BENCH}")
-    p.add_argument("--inner-steps", type=int, help=f"adaptation steps in training {BENCH}")
-    p.add_argument("--test-steps", type=int, help=f"adaptation steps at meta-test {BENCH}")
-    p.add_argument("--meta-batch-size", type=int, help=f"tasks per meta-step {BENCH}")
-    p.add_argument("--meta-iters", type=int, help=f"meta-iterations {BENCH}")
+    for key, text in PER_BENCHMARK:
+        p.add_argument("--" + key.replace("_", "-"), type=int, help=f"{text} {by_benchmark(key)}")
     p.add_argument("--meta-lr", type=float, default=d.meta_lr, help="Adam learning rate")
     p.add_argument("--hidden", type=layer_sizes, default=d.hidden, help="sinusoid MLP, e.g. 40,40")
-    p.add_argument("--filters", type=int, help="conv filters [64 Omniglot, 32 MiniImagenet]")
     p.add_argument("--num-train-classes", type=int,
                    help="Omniglot training characters [1200 of 1623, the same share of fewer]")
     p.add_argument("--split-seed", type=int, default=d.split_seed, help="Omniglot split")
-    p.add_argument("--log-every", type=int, help=f"metrics + checkpoint every N iters {BENCH}")
-    p.add_argument("--eval-every", type=int, help=f"validation every N iters {BENCH}")
-    p.add_argument("--eval-tasks", type=int, help=f"validation tasks {BENCH}")
-    p.add_argument("--test-tasks", type=int, help=f"tasks for supervised-evaluate {BENCH}")
     p.add_argument("--seed", type=int, default=d.seed, help="weights and task sampling")
     p.add_argument("--num-threads", type=int, default=d.num_threads, help="torch threads")
     p.add_argument("--out", metavar="DIR",
@@ -71,8 +102,6 @@ def default_out(cfg: SupervisedConfig) -> Path:
 
 
 def cmd_supervised(args: argparse.Namespace, argv: list[str]) -> int:
-    from rkmeta_rl.supervised.trainer import prepare_supervised_run, resume_supervised_run
-
     if args.resume:
         trainer = resume_supervised_run(resume_dir(args, argv))
     else:
@@ -89,15 +118,9 @@ def cmd_supervised(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
-def cmd_supervised_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
-    from rkmeta_rl.supervised.evaluate import evaluate_supervised_run
-
-    if args.num_threads <= 0:
-        raise ValueError(f"--num-threads must be > 0, got {args.num_threads}")
-    if not Path(args.run_dir).is_dir():
-        raise ValueError(f"{args.run_dir}: no such run directory")
+def cmd_supervised_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
+    check_threads(args.num_threads)
+    check_run_dir(args.run_dir)
     torch.set_num_threads(args.num_threads)
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
     result = evaluate_supervised_run(args.run_dir, out, tasks=args.tasks, steps=args.steps,
@@ -106,3 +129,17 @@ def cmd_supervised_evaluate(args: argparse.Namespace) -> int:
         print(line)
     print(f"wrote {out}")
     return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add the supervised subcommands, each with its handler."""
+    train = sub.add_parser(
+        "supervised", allow_abbrev=False, formatter_class=Formatter,
+        help="meta-train on sinusoid, Omniglot or MiniImagenet (RK meta-gradient + Adam)")
+    add_train_args(train)
+    train.set_defaults(handler=cmd_supervised)
+    evaluate = sub.add_parser(
+        "supervised-evaluate", allow_abbrev=False, formatter_class=Formatter,
+        help="adapt a supervised run to held-out tasks: mean ± 95%% CI (eval.json)")
+    add_evaluate_args(evaluate)
+    evaluate.set_defaults(handler=cmd_supervised_evaluate)

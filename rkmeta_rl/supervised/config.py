@@ -1,8 +1,8 @@
 """Every supervised meta-training setting and its default, in one place.
 
-Defaults are the paper's per benchmark (Appendix A.1-A.2, NOTES.md), completed from the
-original MAML code the paper builds on where the paper is silent (training adaptation
-steps, query set sizes, meta learning rate):
+Defaults are the paper's per benchmark (docs/method.md, "Supervised details"), completed
+from the original MAML code the paper builds on where the paper is silent (training
+adaptation steps, query set sizes, meta learning rate):
 
 ================  =====  =====  ======  ===========  ==========  ==========  ==========
 benchmark         ways   α      steps   test steps   meta-batch  iterations  filters
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rkmeta_rl.config import StoredConfig, resolve_steps
+from rkmeta_rl.config import StoredConfig, check_seed, resolve_steps
 
 BENCHMARKS = ("sinusoid", "omniglot", "miniimagenet")
 
@@ -132,7 +132,6 @@ def resolve(cfg: SupervisedConfig, tableau_file: str | None = None) -> Supervise
         raise ValueError(f"--filters must be >= 1, got {cfg.filters}")
     if cfg.num_train_classes is not None and cfg.num_train_classes < 1:
         raise ValueError(f"--num-train-classes must be >= 1, got {cfg.num_train_classes}")
-    if not 0 <= cfg.seed < 2**32:
-        raise ValueError(f"--seed must be in [0, 2**32), got {cfg.seed}")
+    check_seed(cfg.seed)
     cfg.alpha, cfg.h = resolve_steps(tab, cfg.inner_lr, cfg.step_size, default_lr)
     return cfg

@@ -18,8 +18,10 @@ from typing import Any
 import torch
 
 from rkmeta_rl import rundir
-from rkmeta_rl.evaluate import summarize
+from rkmeta_rl.config import check_seed
+from rkmeta_rl.stats import summarize
 from rkmeta_rl.supervised.fewshot import FewShotBatch
+from rkmeta_rl.supervised.omniglot import load_one_shot_runs
 from rkmeta_rl.supervised.trainer import adapted_scores, load_supervised_run
 
 DEFAULT_TEST_SEED = 20170309  # training draws from --seed: keep the two apart
@@ -59,8 +61,7 @@ def evaluate_supervised_run(run_dir: str | Path, out: str | Path | None = None, 
     if alpha is not None and not (alpha > 0 and alpha < float("inf")):
         raise ValueError(f"--alpha must be a positive number, got {alpha}")
     seed = DEFAULT_TEST_SEED if seed is None else seed
-    if not 0 <= seed < 2**32:
-        raise ValueError(f"--seed must be in [0, 2**32), got {seed}")
+    check_seed(seed)
     cfg, bench, theta = load_supervised_run(run_dir)
     if runs is not None and cfg.benchmark != "omniglot":
         raise ValueError(f"--runs scores Omniglot's one-shot runs; {run_dir} is {cfg.benchmark}")
@@ -103,8 +104,6 @@ def evaluate_supervised_run(run_dir: str | Path, out: str | Path | None = None, 
 
 
 def _load_runs(cfg, path):
-    from rkmeta_rl.supervised.omniglot import load_one_shot_runs
-
     runs = load_one_shot_runs(path)
     ways = runs[0].train.shape[0]
     if cfg.ways != ways:

@@ -1,4 +1,4 @@
-"""Sinusoid regression tasks (paper Section 5 "Regression", NOTES.md).
+"""Sinusoid regression tasks (paper Section 5 "Regression", docs/method.md).
 
 A task is y = A sin(x + φ) with amplitude A ~ U[0.1, 5.0] and phase φ ~ U[0, π]; inputs
 x ~ U[-5, 5]. K points form the support set (the adaptation data) and another K the

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 from rkmeta_rl import rundir
 from rkmeta_rl.progress import ProgressBar
@@ -109,8 +110,6 @@ class SupervisedTrainer:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, progress: bool = True) -> list[dict[str, Any]]:
-        from torch.utils.tensorboard import SummaryWriter
-
         torch.set_num_threads(self.cfg.num_threads)
         cfg = self.cfg
         writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration)

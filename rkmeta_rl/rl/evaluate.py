@@ -17,15 +17,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
 from torch import Tensor
 
 from rkmeta_rl import rundir
-from rkmeta_rl.config import TrainConfig, read_train_config
-from rkmeta_rl.policy import GaussianMLPPolicy
+from rkmeta_rl.config import check_seed
 from rkmeta_rl.progress import ProgressBar
 from rkmeta_rl.rl.adapt import adapt_to_tasks
-from rkmeta_rl.tasks import make_family
+from rkmeta_rl.rl.config import TrainConfig, read_train_config
+from rkmeta_rl.rl.policy import GaussianMLPPolicy
+from rkmeta_rl.rl.tasks import ORACLE_ENVS, TaskFamily, make_family
+from rkmeta_rl.rl.trainer import checkpoint_policy, make_policy
+from rkmeta_rl.stats import summarize
 
 PROTOCOLS = {"constant": "α at every step", "maml": "α at the first step, α/2 after"}
 INITS = {"trained": "the run's last checkpoint", "random": "the run's initial weights"}
@@ -56,8 +58,7 @@ class EvalConfig:
                              f"{', '.join(PROTOCOLS)}")
         if self.init not in INITS:
             raise ValueError(f"unknown init {self.init!r}; valid choices: {', '.join(INITS)}")
-        if not 0 <= self.seed < 2**32:
-            raise ValueError(f"--seed must be in [0, 2**32), got {self.seed}")
+        check_seed(self.seed)
 
     def default_filename(self) -> str:
         """eval.json, with -random / -maml for the non-default policy and protocol."""
@@ -76,28 +77,17 @@ def step_sizes(alpha: float, steps: int, protocol: str) -> list[float]:
     return [alpha] * steps
 
 
-def held_out_tasks(family, n: int, seed: int) -> list[dict]:
+def held_out_tasks(family: TaskFamily, n: int, seed: int) -> list[dict]:
     """``n`` tasks drawn from ``family``'s own task stream seeded with ``seed``."""
     family.seed(seed)
     return family.sample_tasks(n)
 
 
-def summarize(per_task: Tensor | np.ndarray) -> dict[str, Any]:
-    """Mean over tasks, sample standard deviation, t-based 95% interval, per-task means."""
-    x = np.asarray(per_task, dtype=np.float64)
-    mean = float(x.mean())
-    std = float(x.std(ddof=1)) if x.size > 1 else 0.0
-    half = float(stats.t.ppf(0.975, x.size - 1) * std / math.sqrt(x.size)) if x.size > 1 else 0.0
-    return {"mean": mean, "std": std, "ci95": [mean - half, mean + half],
-            "per_task": x.tolist()}
-
-
-def evaluation_policy(run_dir: Path, init: str, cfg: TrainConfig | None = None, family=None
+def evaluation_policy(run_dir: Path, init: str, cfg: TrainConfig | None = None,
+                      family: TaskFamily | None = None
                       ) -> tuple[TrainConfig, GaussianMLPPolicy, int]:
     """(config, policy, meta-iterations it had) for ``init`` "trained" or "random";
     ``cfg`` and ``family``: the run's, when the caller has them already."""
-    from rkmeta_rl.trainer import checkpoint_policy, make_policy
-
     if cfg is None:
         cfg = read_train_config(run_dir)
     if family is None:
@@ -162,11 +152,9 @@ def read_eval(path: str | Path) -> dict[str, Any]:
 
 def label_of(evaluation: dict[str, Any]) -> str:
     """The curve an evaluation belongs to: its method, "random init" or "oracle"."""
-    from rkmeta_rl.tasks import ORACLE_VARIANTS
-
     if evaluation["init"] == "random":
         return "random init"
-    if evaluation["env"] in ORACLE_VARIANTS.values():
+    if evaluation["env"] in ORACLE_ENVS:
         return "oracle"
     return evaluation["method"] + ("-fo" if evaluation.get("first_order") else "")
 

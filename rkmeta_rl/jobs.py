@@ -1,7 +1,8 @@
 """Running a reproduction's commands: a few at a time, with progress and timing.
 
-Shared by the ``reproduce_*.py`` scripts. Each command is run as its own process with
-one torch thread; a training job's latest metrics record is shown every ``poll`` seconds.
+Shared by the ``scripts/reproduce_*.py`` scripts. Each command is run as its own process
+with one torch thread, from the directory ``cwd`` (the repository, for ``python scripts/...``
+commands); a training job's latest metrics record is shown every ``poll`` seconds.
 """
 
 from __future__ import annotations
@@ -16,10 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from rkmeta_rl import rundir  # noqa: E402
+from rkmeta_rl import rundir
 
 
 @dataclass
@@ -64,8 +62,13 @@ def status_line(running: list[Job], done: int, total: int, t0: float) -> str:
     return f"  {done}/{total} done, {time.perf_counter() - t0:6.0f}s: " + "; ".join(parts)
 
 
+def job_env() -> dict[str, str]:
+    """The environment of every job: one OpenMP thread (jobs run side by side)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def run_jobs(phase: str, jobs: list[Job], n_parallel: int, log_dir: Path,
-             env: dict[str, str], poll: float) -> float:
+             env: dict[str, str], poll: float, cwd: Path) -> float:
     """Run ``jobs`` at most ``n_parallel`` at a time; raise if one fails. Wall seconds."""
     print(f"== {phase}: {len(jobs)} commands, {n_parallel} at a time", flush=True)
     t0 = time.perf_counter()
@@ -78,7 +81,7 @@ def run_jobs(phase: str, jobs: list[Job], n_parallel: int, log_dir: Path,
             job.seconds = time.perf_counter()
             with open(job.log, "w") as log:
                 job.proc = subprocess.Popen(executable(job.argv), stdout=log,
-                                            stderr=subprocess.STDOUT, env=env, cwd=REPO)
+                                            stderr=subprocess.STDOUT, env=env, cwd=cwd)
             running.append(job)
         time.sleep(0.2)
         for job in [j for j in running if j.proc.poll() is not None]:
@@ -140,18 +143,18 @@ def finish_common_args(p, args, argv: list[str] | None) -> None:
         p.error(f"--jobs must be > 0, got {args.jobs}")
 
 
-def run_phases(commands: dict[str, list[Job]], runs: Path, n_parallel: int, poll: float
-               ) -> tuple[dict[str, float], list[dict]]:
+def run_phases(commands: dict[str, list[Job]], runs: Path, n_parallel: int, poll: float,
+               cwd: Path) -> tuple[dict[str, float], list[dict]]:
     """Run each phase's jobs in order (one torch thread each); logs go to RUNS/logs.
     Returns the wall seconds of each phase and the timing history of every invocation."""
     log_dir = runs / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = job_env()
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     phases: dict[str, float] = {}
     history: list[dict] = []
     for phase, jobs in commands.items():
-        phases[phase] = run_jobs(phase, jobs, n_parallel, log_dir, env, poll)
+        phases[phase] = run_jobs(phase, jobs, n_parallel, log_dir, env, poll, cwd)
         history = record_phase(runs, started, phase, phases[phase])
     return phases, history
 

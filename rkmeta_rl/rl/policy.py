@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from rkmeta_rl.rk import Params, repeat_params  # noqa: F401  (re-exported for RL code)
+from rkmeta_rl.rk import Params
 
 
 class GaussianMLPPolicy(nn.Module):

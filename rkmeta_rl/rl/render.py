@@ -14,14 +14,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+import imageio.v2 as imageio
 import numpy as np
 import torch
+from gymnasium.wrappers import TimeLimit
 
-from rkmeta_rl.evaluate import DEFAULT_EVAL_SEED, held_out_tasks
+from envs.locomotion import make_locomotion_env
 from rkmeta_rl.rl.adapt import adapt_to_tasks
 from rkmeta_rl.rl.episodes import scale_action
-from rkmeta_rl.tasks import LOCOMOTION, make_family
-from rkmeta_rl.trainer import load_run
+from rkmeta_rl.rl.evaluate import DEFAULT_EVAL_SEED, held_out_tasks
+from rkmeta_rl.rl.tasks import LOCOMOTION, make_family
+from rkmeta_rl.rl.trainer import load_run
 
 
 class RenderError(ValueError):
@@ -82,10 +85,6 @@ def render_run(run_dir: str | Path, out: str | Path, task_json: str | None = Non
         raise ValueError(f"render draws MuJoCo families ({', '.join(LOCOMOTION)}); run "
                          f"{run_dir} is {cfg.env!r}: use scripts/plot_trajectories.py for it")
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from gymnasium.wrappers import TimeLimit
-
-    from envs.locomotion import make_locomotion_env
-
     family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
     task = parse_task(task_json, family)
     params, returns = adapt_to_tasks(policy, family, [task], cfg.alpha, steps, episodes,
@@ -101,8 +100,6 @@ def render_run(run_dir: str | Path, out: str | Path, task_json: str | None = Non
                            "MUJOCO_GL=egl or MUJOCO_GL=osmesa") from e
     finally:
         env.close()
-    import imageio.v2 as imageio
-
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.gif")
     imageio.mimsave(tmp, frames, duration=1000 / fps, loop=0)

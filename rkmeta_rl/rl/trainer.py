@@ -9,29 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 from rkmeta_rl import rundir
-from rkmeta_rl.config import TrainConfig, read_train_config, resolve
-from rkmeta_rl.policy import GaussianMLPPolicy, Params
 from rkmeta_rl.progress import ProgressBar
+from rkmeta_rl.rk import Params
+from rkmeta_rl.rl.config import TrainConfig, read_train_config, resolve
 from rkmeta_rl.rl.episodes import Episodes
-from rkmeta_rl.rl.meta_step import MetaStepResult, TRPOConfig, meta_step
+from rkmeta_rl.rl.meta_step import MetaStepResult, meta_step
+from rkmeta_rl.rl.policy import GaussianMLPPolicy
 from rkmeta_rl.rl.sampler import LocalSampler, Sampler
-from rkmeta_rl.tasks import make_family
+from rkmeta_rl.rl.tasks import TaskFamily, make_family
 
 
-def make_policy(cfg: TrainConfig, family) -> GaussianMLPPolicy:
+def make_policy(cfg: TrainConfig, family: TaskFamily) -> GaussianMLPPolicy:
     torch.manual_seed(cfg.seed)  # initial weights are drawn on the CPU for every device
     return GaussianMLPPolicy(family.obs_dim, family.act_dim, cfg.hidden, cfg.init_std)
-
-
-def trpo_config(cfg: TrainConfig) -> TRPOConfig:
-    return TRPOConfig(
-        max_kl=cfg.max_kl, cg_iters=cfg.cg_iters, cg_damping=cfg.cg_damping,
-        ls_ratio=cfg.ls_ratio, ls_steps=cfg.ls_steps, gamma=cfg.gamma,
-        gae_lambda=cfg.gae_lambda, first_order=cfg.first_order,
-        curvature_fraction=cfg.curvature_fraction,
-    )
 
 
 def metrics_record(it: int, res: MetaStepResult, seconds: float) -> dict[str, Any]:
@@ -90,11 +83,15 @@ class Trainer:
                                         self.generator)
         return sample
 
+    def meta_step(self, tasks: list[dict]) -> MetaStepResult:
+        """One RK-TRPO meta-step on ``tasks`` (θ is updated in place if accepted)."""
+        return meta_step(self.policy, self.sampler(tasks), len(tasks), self.tableau,
+                         self.cfg.h, self.cfg)
+
     def step(self) -> dict[str, Any]:
+        """Draw the meta-batch's tasks, take one meta-step, return its metrics record."""
         t0 = time.perf_counter()
-        tasks = self.family.sample_tasks(self.cfg.meta_batch_size)
-        res = meta_step(self.policy, self.sampler(tasks), len(tasks), self.tableau,
-                        self.cfg.h, self.cfg.alpha, trpo_config(self.cfg))
+        res = self.meta_step(self.family.sample_tasks(self.cfg.meta_batch_size))
         if res.rejected:
             print(f"rkmeta-rl: iteration {self.iteration}: step rejected ({res.rejected}); "
                   "θ kept", file=sys.stderr)
@@ -102,8 +99,6 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------
     def run(self, progress: bool = True) -> list[dict[str, Any]]:
-        from torch.utils.tensorboard import SummaryWriter
-
         torch.set_num_threads(self.cfg.num_threads)
         writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration)
         bar = ProgressBar(self.cfg.meta_iters, self.iteration) if progress else None
@@ -153,7 +148,8 @@ def resume_run(run_dir: Path) -> Trainer:
     return trainer
 
 
-def checkpoint_policy(run_dir: Path, cfg: TrainConfig, family) -> tuple[GaussianMLPPolicy, int]:
+def checkpoint_policy(run_dir: Path, cfg: TrainConfig, family: TaskFamily
+                      ) -> tuple[GaussianMLPPolicy, int]:
     """(policy, meta-iterations done) from the run's last checkpoint (one read)."""
     state = rundir.load_checkpoint(run_dir)
     if state is None:

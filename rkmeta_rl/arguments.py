@@ -1,0 +1,63 @@
+"""Command-line pieces both wings share: the method flags, layer sizes, --resume."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rkmeta_rl.methods import METHOD_NAMES
+
+
+def layer_sizes(text: str) -> list[int]:
+    """'100,100' -> [100, 100] (argparse type of --hidden)."""
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"must be positive layer sizes like 100,100, got {text!r}")
+    return sizes
+
+
+def add_method_args(p: argparse.ArgumentParser, method: str, inner_lr_default: str) -> None:
+    """--method/--tableau, --first-order and the two step-size readings (--inner-lr α or
+    --step-size h); ``inner_lr_default`` says where α's default comes from."""
+    p.add_argument("--method", default=method,
+                   help=f"tableau name: {', '.join(METHOD_NAMES)}, generic:X "
+                        "(rkmeta-rl methods lists them)")
+    p.add_argument("--tableau", metavar="FILE",
+                   help="JSON tableau {a, q, name} instead of --method")
+    p.add_argument("--first-order", action="store_true",
+                   help="k_i at its point, not differentiated through θ_i(θ)")
+    steps = p.add_mutually_exclusive_group()
+    steps.add_argument("--inner-lr", type=float, default=None,
+                       help=f"adaptation step α, h = α / c2 [{inner_lr_default}]")
+    steps.add_argument("--step-size", type=float, default=None, help="RK step h, α = c2·h")
+
+
+def given_flags(argv: list[str]) -> set[str]:
+    """The config field names whose flags appear in ``argv`` (``--meta-iters`` -> meta_iters)."""
+    return {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
+
+
+def resume_dir(args: argparse.Namespace, argv: list[str]) -> Path:
+    """The --resume directory, refusing other settings (the run keeps its own config)."""
+    given = [a for a in argv if a.startswith("--") and a.split("=")[0] not in
+             ("--resume", "--no-progress")]
+    if given:
+        raise ValueError(f"--resume continues a run with its own config; drop {given}")
+    if not Path(args.resume).is_dir():
+        raise ValueError(f"--resume {args.resume}: no such run directory")
+    return Path(args.resume)
+
+
+def check_run_dir(path: str) -> Path:
+    """A run directory given on the command line must exist."""
+    if not Path(path).is_dir():
+        raise ValueError(f"{path}: no such run directory")
+    return Path(path)
+
+
+def check_threads(n: int) -> None:
+    if n <= 0:
+        raise ValueError(f"--num-threads must be > 0, got {n}")

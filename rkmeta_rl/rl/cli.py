@@ -1,0 +1,175 @@
+"""The RL commands: ``train``, ``train-oracle``, ``evaluate`` and ``render``.
+
+Defaults and help come from ``rkmeta_rl.rl.config`` (settings), ``rkmeta_rl.rl.tasks``
+(family-dependent α and horizon) and ``rkmeta_rl.rl.evaluate`` (evaluation settings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+
+from rkmeta_rl.arguments import (
+    add_method_args,
+    check_run_dir,
+    check_threads,
+    given_flags,
+    layer_sizes,
+    resume_dir,
+)
+from rkmeta_rl.rl.config import PRESETS, TrainConfig, preset_values, resolve
+from rkmeta_rl.rl.evaluate import INITS, PROTOCOLS, EvalConfig, evaluate_run
+from rkmeta_rl.rl.render import render_run
+from rkmeta_rl.rl.tasks import FAMILIES, describe, oracle_env
+from rkmeta_rl.rl.trainer import prepare_run_dir, resume_run
+
+Formatter = argparse.ArgumentDefaultsHelpFormatter
+
+
+def add_train_args(p: argparse.ArgumentParser, oracle: bool = False) -> None:
+    d = TrainConfig()
+    p.add_argument("--env", default=d.env, help="task family: " + ", ".join(FAMILIES))
+    if not oracle:
+        add_method_args(p, d.method, "the family's: " + describe("inner_lr"))
+    p.add_argument("--preset", default=None,
+                   help="a named budget replacing some defaults (flags given still win): "
+                        + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
+    p.add_argument("--max-episode-steps", type=int, default=None,
+                   help="horizon [the family's: " + describe("horizon") + "]")
+    p.add_argument("--meta-iters", type=int, default=d.meta_iters, help="meta-iterations")
+    p.add_argument("--meta-batch-size", type=int, default=d.meta_batch_size, help="tasks")
+    p.add_argument("--fast-batch-size", type=int, default=d.fast_batch_size,
+                   help="episodes per task and stage")
+    p.add_argument("--max-kl", type=float, default=d.max_kl, help="TRPO KL bound δ")
+    p.add_argument("--cg-iters", type=int, default=d.cg_iters,
+                   help="conjugate-gradient iterations")
+    p.add_argument("--cg-damping", type=float, default=d.cg_damping,
+                   help="added to the curvature: (F + damping·I)")
+    p.add_argument("--curvature-fraction", type=float, default=d.curvature_fraction,
+                   help="share of episodes for the CG curvature; < 1 approximates")
+    p.add_argument("--ls-ratio", type=float, default=d.ls_ratio, help="backtracking shrink")
+    p.add_argument("--ls-steps", type=int, default=d.ls_steps, help="line-search candidates")
+    p.add_argument("--hidden", type=layer_sizes, default=d.hidden, help="e.g. 100,100")
+    p.add_argument("--seed", type=int, default=d.seed, help="tasks, weights and sampling")
+    p.add_argument("--num-threads", type=int, default=d.num_threads,
+                   help="torch threads; 1 is fastest when another process shares the cores")
+    p.add_argument("--device", default=d.device, help="cpu or cuda[:N]")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/ENV-METHOD-sSEED)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own config")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_evaluate_args(p: argparse.ArgumentParser) -> None:
+    d = EvalConfig()
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by train")
+    p.add_argument("--tasks", type=int, default=d.tasks, help="held-out tasks")
+    p.add_argument("--episodes", type=int, default=d.episodes,
+                   help="episodes per task and adaptation step")
+    p.add_argument("--steps", type=int, default=d.steps,
+                   help="gradient steps (returns after 0..STEPS of them)")
+    p.add_argument("--alpha", type=float, default=None, help="adaptation step [the run's α]")
+    p.add_argument("--protocol", default=d.protocol,
+                   help="; ".join(f"{k}: {v}" for k, v in PROTOCOLS.items()))
+    p.add_argument("--init", default=d.init,
+                   help="; ".join(f"{k}: {v}" for k, v in INITS.items()))
+    p.add_argument("--seed", type=int, default=d.seed, help="held-out tasks and sampling")
+    p.add_argument("--out", metavar="FILE",
+                   help="output [RUN_DIR/eval.json; eval-random.json, eval-maml.json, ...]")
+    p.add_argument("--num-threads", type=int, default=1, help="torch threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_render_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by train")
+    p.add_argument("--task", help='JSON task, e.g. \'{"velocity": 1.5}\' '
+                                  "[the first held-out task]")
+    p.add_argument("--steps", type=int, default=1, help="adaptation steps before playing")
+    p.add_argument("--episodes", type=int, default=40, help="episodes per adaptation step")
+    p.add_argument("--out", default=None, help="GIF path [RUN_DIR/render-stepsK.gif]")
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--fps", type=int, default=30)
+
+
+def config_from_args(args: argparse.Namespace, argv: list[str]) -> TrainConfig:
+    """The resolved config of a train / train-oracle command line (preset applied)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    if args.preset is not None:
+        given = given_flags(argv)
+        values.update({k: v for k, v in preset_values(args.preset).items() if k not in given})
+    if args.command == "train-oracle":
+        values.update(env=oracle_env(args.env), method="euler")
+    return resolve(TrainConfig(**values), tableau_file=getattr(args, "tableau", None))
+
+
+def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.resume:
+        trainer = resume_run(resume_dir(args, argv))
+    else:
+        cfg = config_from_args(args, argv)
+        name = "oracle" if args.command == "train-oracle" else cfg.method
+        out = Path(args.out or f"runs/{args.env}-{name}-s{cfg.seed}")
+        trainer = prepare_run_dir(cfg, out)
+    print(f"rkmeta-rl: run directory {trainer.run_dir} (iteration {trainer.iteration}/"
+          f"{trainer.cfg.meta_iters}, α = {trainer.cfg.alpha:g}, h = {trainer.cfg.h:g})",
+          file=sys.stderr)
+    records = trainer.run(progress=not args.no_progress)
+    if records:
+        last = records[-1]
+        print(f"final: return_pre {last['return_pre']:.2f} return_post {last['return_post']:.2f}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
+    ecfg = EvalConfig(tasks=args.tasks, episodes=args.episodes, steps=args.steps,
+                      alpha=args.alpha, protocol=args.protocol, seed=args.seed, init=args.init)
+    ecfg.check()
+    check_threads(args.num_threads)
+    check_run_dir(args.run_dir)
+    torch.set_num_threads(args.num_threads)
+    result = evaluate_run(args.run_dir, ecfg, out=args.out, progress=not args.no_progress)
+    means = " ".join(f"{r['mean']:.1f}" for r in result["by_step"])
+    out = args.out or str(Path(args.run_dir) / ecfg.default_filename())
+    print(f"{result['method']} ({ecfg.init}) mean return after 0..{ecfg.steps} steps: {means}")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace, argv: list[str]) -> int:
+    check_run_dir(args.run_dir)
+    out = args.out or str(Path(args.run_dir) / f"render-steps{args.steps}.gif")
+    info = render_run(args.run_dir, out, args.task, args.steps, args.episodes,
+                      width=args.width, height=args.height, fps=args.fps)
+    print(f"task {info['task']}: return {info['return']:.1f} after {args.steps} steps "
+          f"({info['frames']} frames); wrote {out}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add the RL subcommands, each with its handler (``args.handler(args, argv)``)."""
+    train = sub.add_parser("train", help="meta-train a policy with an RK meta-update and TRPO",
+                           allow_abbrev=False, formatter_class=Formatter)
+    add_train_args(train)
+    train.set_defaults(handler=cmd_train)
+    oracle = sub.add_parser(
+        "train-oracle", allow_abbrev=False, formatter_class=Formatter,
+        help="train the oracle: TRPO on the goal-conditioned variant of --env",
+        description="Train the same policy architecture with (multi-task) TRPO on the "
+                    "goal-conditioned variant of --env: its return is the ceiling line.")
+    add_train_args(oracle, oracle=True)
+    oracle.set_defaults(handler=cmd_train)
+    evaluate = sub.add_parser(
+        "evaluate", allow_abbrev=False, formatter_class=Formatter,
+        help="adapt a run's policy to held-out tasks with 0..K gradient steps (eval.json)")
+    add_evaluate_args(evaluate)
+    evaluate.set_defaults(handler=cmd_evaluate)
+    render = sub.add_parser(
+        "render", allow_abbrev=False, formatter_class=Formatter,
+        help="GIF of a locomotion run's policy after K adaptation steps on one task")
+    add_render_args(render)
+    render.set_defaults(handler=cmd_render)

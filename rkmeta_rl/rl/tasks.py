@@ -1,0 +1,151 @@
+"""Task families the trainer can meta-learn on, by name (``--env``): the one registry.
+
+A family knows its observation and action sizes, draws tasks from its environment's
+own seeded RNG (Gymnasium's ``np_random``), and builds a batched environment that steps
+every (task, episode) pair at once. :data:`FAMILIES` holds, per name, how to build it and
+the settings that depend on it (α, the horizon, its oracle variant); the config, the
+CLI help and the evaluation read them there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs.locomotion import make_locomotion_env
+from envs.locomotion_tasks import DEFAULT_HORIZON, SPECS
+from envs.mujoco_batch import BatchedLocomotion
+from envs.nav2d import DEFAULT_MAX_EPISODE_STEPS, BatchedNav2D, Nav2DEnv
+
+
+class TaskFamily:
+    """What every family shares: a Gymnasium env (``self.env``) whose own ``np_random``
+    draws the tasks, its sizes and action bounds. Subclasses add ``batched_env``."""
+
+    def __init__(self, env, max_episode_steps: int, device: str | torch.device) -> None:
+        self.env, self.max_episode_steps = env, max_episode_steps
+        self.device = torch.device(device)
+        self.obs_dim = int(env.observation_space.shape[0])
+        self.act_dim = int(env.action_space.shape[0])
+        box = env.action_space
+        self.action_low = torch.as_tensor(box.low, dtype=torch.float32, device=self.device)
+        self.action_high = torch.as_tensor(box.high, dtype=torch.float32, device=self.device)
+
+    def seed(self, seed: int) -> None:
+        self.env.reset(seed=seed)
+
+    def sample_tasks(self, n: int) -> list[dict]:
+        return self.env.sample_tasks(n)
+
+    def rng_state(self) -> dict[str, Any]:
+        return self.env.np_random.bit_generator.state
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        self.env.np_random.bit_generator.state = state
+
+
+class Nav2DFamily(TaskFamily):
+    """2D navigation (``envs/nav2d.py``): goals uniform in [-0.5, 0.5]²."""
+
+    def __init__(self, goal_conditioned: bool = False,
+                 max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,
+                 device: str | torch.device = "cpu") -> None:
+        self.goal_conditioned = goal_conditioned
+        super().__init__(Nav2DEnv(max_episode_steps=max_episode_steps,
+                                  goal_conditioned=goal_conditioned),
+                         max_episode_steps, device)
+
+    def batched_env(self, tasks: list[dict], episodes_per_task: int) -> BatchedNav2D:
+        goals = torch.as_tensor(np.stack([t["goal"] for t in tasks]), dtype=torch.float32,
+                                device=self.device)
+        return BatchedNav2D(goals, episodes_per_task, self.max_episode_steps,
+                            self.goal_conditioned)
+
+
+class LocomotionFamily(TaskFamily):
+    """A MuJoCo locomotion family (``envs/locomotion.py``) stepped in batches by
+    ``envs.mujoco_batch.BatchedLocomotion`` (physics on a pool of ``nthread`` threads).
+
+    Tasks come from the Gymnasium env's own ``np_random``; each batch's reset noise
+    comes from a seed drawn from that same stream, so a run repeats and resumes exactly.
+    Batches live on the CPU (MuJoCo); ``device`` only places the action bounds.
+    """
+
+    def __init__(self, name: str, max_episode_steps: int = DEFAULT_HORIZON,
+                 device: str | torch.device = "cpu", nthread: int = 2) -> None:
+        self.name, self.nthread = name, nthread
+        super().__init__(make_locomotion_env(name), max_episode_steps, device)
+        self.env.reset(seed=0)
+
+    def batched_env(self, tasks: list[dict], episodes_per_task: int) -> BatchedLocomotion:
+        seed = int(self.env.np_random.integers(2**63 - 1))
+        return BatchedLocomotion(self.name, tasks, episodes_per_task, self.max_episode_steps,
+                                 seed=seed, nthread=self.nthread)
+
+
+@dataclass(frozen=True)
+class FamilyEntry:
+    """How to build a family and the settings that depend on it."""
+
+    build: Callable[[str | torch.device, int], TaskFamily]  # (device, horizon) -> family
+    inner_lr: float  # default adaptation step α
+    horizon: int  # default episode length in steps
+    oracle: str | None = None  # the variant with the task in the observation
+    mujoco: bool = False  # sampled on the CPU by MuJoCo
+
+
+def _nav2d(goal_conditioned: bool) -> Callable[[str | torch.device, int], TaskFamily]:
+    return lambda device, horizon: Nav2DFamily(goal_conditioned, horizon, device)
+
+
+def _locomotion(name: str) -> Callable[[str | torch.device, int], TaskFamily]:
+    return lambda device, horizon: LocomotionFamily(name, horizon, device)
+
+
+# α: the paper's 0.16 on 2D navigation, MAML's 0.1 on locomotion. Horizons: the envs' own
+# (100 for nav2d; 200 for locomotion, MAML's, while much later work uses 100).
+FAMILIES: dict[str, FamilyEntry] = {
+    "nav2d": FamilyEntry(_nav2d(False), 0.16, DEFAULT_MAX_EPISODE_STEPS, oracle="nav2d-goal"),
+    "nav2d-goal": FamilyEntry(_nav2d(True), 0.16, DEFAULT_MAX_EPISODE_STEPS),
+    **{name: FamilyEntry(_locomotion(name), 0.1, DEFAULT_HORIZON, mujoco=True)
+       for name in SPECS},
+}
+
+LOCOMOTION = tuple(name for name, entry in FAMILIES.items() if entry.mujoco)
+ORACLE_ENVS = tuple(entry.oracle for entry in FAMILIES.values() if entry.oracle)
+
+
+def family_entry(name: str) -> FamilyEntry:
+    """The registry entry of family ``name``; unknown names list the valid ones."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown env {name!r}; valid choices: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def oracle_env(name: str) -> str:
+    """The goal-conditioned variant of family ``name`` (its oracle's environment)."""
+    oracle = family_entry(name).oracle
+    if oracle is None:
+        with_oracle = [n for n, e in FAMILIES.items() if e.oracle]
+        raise ValueError(f"no oracle variant for env {name!r}; valid choices: "
+                         f"{', '.join(with_oracle)}")
+    return oracle
+
+
+def make_family(name: str, device: str | torch.device = "cpu",
+                max_episode_steps: int | None = None) -> TaskFamily:
+    """The task family called ``name`` (horizon: the family's default when None)."""
+    entry = family_entry(name)
+    return entry.build(device, max_episode_steps or entry.horizon)
+
+
+def describe(key: str) -> str:
+    """One family-dependent default for the CLI help, e.g. '0.16: nav2d, nav2d-goal; ...'."""
+    groups: dict[Any, list[str]] = {}
+    for name, entry in FAMILIES.items():
+        groups.setdefault(getattr(entry, key), []).append(name)
+    return "; ".join(f"{value}: {', '.join(names)}" for value, names in groups.items())
