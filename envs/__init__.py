@@ -7,7 +7,8 @@ Registered ids:
   (observation ``[x, y, goal_x, goal_y]``).
 * ``rkmeta_rl/HalfCheetahVel-v0``, ``rkmeta_rl/HalfCheetahDir-v0``, ``rkmeta_rl/AntVel-v0``,
   ``rkmeta_rl/AntDir-v0``, ``rkmeta_rl/AntGoal-v0``: the locomotion families of
-  :mod:`envs.locomotion` (Gymnasium's MuJoCo v5 robots with a task reward).
+  :mod:`envs.locomotion` (Gymnasium's MuJoCo v5 robots with a task reward), one per entry
+  of :data:`envs.locomotion_tasks.SPECS`, which gives each its id and class.
 
 The Nav2D environments count steps and truncate themselves, so they are registered without
 ``max_episode_steps`` (no ``TimeLimit`` wrapper). They also check their own call order and are
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import gymnasium
 
-from envs.locomotion_tasks import DEFAULT_HORIZON
+from envs.locomotion_tasks import DEFAULT_HORIZON, SPECS
 from envs.nav2d import BatchedNav2D, Nav2DEnv
 
 NAV2D_ID = "rkmeta_rl/Nav2D-v0"
@@ -36,28 +37,17 @@ _REGISTRATIONS: dict[str, dict] = {
     NAV2D_GOAL_ID: {"goal_conditioned": True},
 }
 
-HALFCHEETAH_VEL_ID = "rkmeta_rl/HalfCheetahVel-v0"
-HALFCHEETAH_DIR_ID = "rkmeta_rl/HalfCheetahDir-v0"
-ANT_VEL_ID = "rkmeta_rl/AntVel-v0"
-ANT_DIR_ID = "rkmeta_rl/AntDir-v0"
-ANT_GOAL_ID = "rkmeta_rl/AntGoal-v0"
-
-LOCOMOTION_IDS: dict[str, str] = {
-    "halfcheetah-vel": HALFCHEETAH_VEL_ID,
-    "halfcheetah-dir": HALFCHEETAH_DIR_ID,
-    "ant-vel": ANT_VEL_ID,
-    "ant-dir": ANT_DIR_ID,
-    "ant-goal": ANT_GOAL_ID,
-}
+LOCOMOTION_IDS: dict[str, str] = {name: spec.env_id for name, spec in SPECS.items()}
 """The Gymnasium id of each locomotion family."""
 
-_LOCOMOTION_ENTRY_POINTS: dict[str, str] = {
-    HALFCHEETAH_VEL_ID: "envs.locomotion:HalfCheetahVelEnv",
-    HALFCHEETAH_DIR_ID: "envs.locomotion:HalfCheetahDirEnv",
-    ANT_VEL_ID: "envs.locomotion:AntVelEnv",
-    ANT_DIR_ID: "envs.locomotion:AntDirEnv",
-    ANT_GOAL_ID: "envs.locomotion:AntGoalEnv",
-}
+HALFCHEETAH_VEL_ID = LOCOMOTION_IDS["halfcheetah-vel"]
+HALFCHEETAH_DIR_ID = LOCOMOTION_IDS["halfcheetah-dir"]
+ANT_VEL_ID = LOCOMOTION_IDS["ant-vel"]
+ANT_DIR_ID = LOCOMOTION_IDS["ant-dir"]
+ANT_GOAL_ID = LOCOMOTION_IDS["ant-goal"]
+
+_LOCOMOTION_ENTRY_POINTS: dict[str, str] = {spec.env_id: spec.entry_point
+                                            for spec in SPECS.values()}
 
 
 def register_envs() -> None:

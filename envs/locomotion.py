@@ -33,7 +33,7 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from gymnasium.error import ResetNeeded
 
-from envs.locomotion_tasks import LocomotionSpec, get_spec
+from envs.locomotion_tasks import SPECS, LocomotionSpec, get_spec
 
 StepResult = tuple[np.ndarray, float, bool, bool, dict[str, Any]]
 
@@ -233,14 +233,12 @@ class AntGoalEnv(AntTaskEnv):
         utils.EzPickle.__init__(self, task, **kwargs)
 
 
+_ENV_CLASSES = {cls.__name__: cls for cls in (HalfCheetahVelEnv, HalfCheetahDirEnv, AntVelEnv,
+                                               AntDirEnv, AntGoalEnv)}
 FAMILY_ENVS: dict[str, type[HalfCheetahTaskEnv] | type[AntTaskEnv]] = {
-    "halfcheetah-vel": HalfCheetahVelEnv,
-    "halfcheetah-dir": HalfCheetahDirEnv,
-    "ant-vel": AntVelEnv,
-    "ant-dir": AntDirEnv,
-    "ant-goal": AntGoalEnv,
+    name: _ENV_CLASSES[spec.env_class] for name, spec in SPECS.items()
 }
-"""The fixed-family env class of each locomotion family."""
+"""The fixed-family env class of each locomotion family (:attr:`LocomotionSpec.env_class`)."""
 
 
 def make_locomotion_env(

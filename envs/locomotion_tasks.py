@@ -13,7 +13,7 @@ them, so the two compute the same reward by construction.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,6 +22,9 @@ DEFAULT_HORIZON = 200  # the MAML locomotion experiments; much later PyTorch wor
 
 @dataclass(frozen=True)
 class LocomotionSpec:
+    """One locomotion family: its robot, task distribution and reward weights, and the
+    Gymnasium id and :mod:`envs.locomotion` class it is registered as (see :mod:`envs`)."""
+
     name: str  # "halfcheetah-vel", ...
     robot: str  # "halfcheetah" or "ant" (Gymnasium's HalfCheetah-v5 / Ant-v5)
     task_key: str  # "velocity", "direction" or "goal"
@@ -29,6 +32,13 @@ class LocomotionSpec:
     low: float = 0.0  # velocity range, or the half side of the goal square
     high: float = 0.0
     exclude_xy: bool = True  # Gymnasium's default: the root's x (and y) not observed
+    env_id: str = field(kw_only=True)  # Gymnasium id, "rkmeta_rl/HalfCheetahVel-v0", ...
+    env_class: str = field(kw_only=True)  # its entry point's class in envs.locomotion
+
+    @property
+    def entry_point(self) -> str:
+        """Gymnasium's entry point of :attr:`env_id`."""
+        return f"envs.locomotion:{self.env_class}"
 
     def sample_tasks(self, rng: np.random.Generator, n: int) -> list[dict]:
         """``n`` tasks drawn from ``rng`` (the env's own ``np_random``)."""
@@ -76,16 +86,23 @@ class LocomotionSpec:
         return self.ctrl_cost_weight * np.sum(np.square(action), axis=-1)
 
 
-SPECS = {
-    "halfcheetah-vel": LocomotionSpec("halfcheetah-vel", "halfcheetah", "velocity", 0.05,
-                                      0.0, 2.0),
-    "halfcheetah-dir": LocomotionSpec("halfcheetah-dir", "halfcheetah", "direction", 0.05),
-    "ant-vel": LocomotionSpec("ant-vel", "ant", "velocity", 0.5, 0.0, 3.0),
-    "ant-dir": LocomotionSpec("ant-dir", "ant", "direction", 0.5),
+SPECS: dict[str, LocomotionSpec] = {spec.name: spec for spec in (
+    LocomotionSpec("halfcheetah-vel", "halfcheetah", "velocity", 0.05, 0.0, 2.0,
+                   env_id="rkmeta_rl/HalfCheetahVel-v0", env_class="HalfCheetahVelEnv"),
+    LocomotionSpec("halfcheetah-dir", "halfcheetah", "direction", 0.05,
+                   env_id="rkmeta_rl/HalfCheetahDir-v0", env_class="HalfCheetahDirEnv"),
+    LocomotionSpec("ant-vel", "ant", "velocity", 0.5, 0.0, 3.0,
+                   env_id="rkmeta_rl/AntVel-v0", env_class="AntVelEnv"),
+    LocomotionSpec("ant-dir", "ant", "direction", 0.5,
+                   env_id="rkmeta_rl/AntDir-v0", env_class="AntDirEnv"),
     # goals uniform in the square [-3, 3]² (side 6, as the MAML code draws them); the
     # ant must see where it is, so its x and y stay in the observation
-    "ant-goal": LocomotionSpec("ant-goal", "ant", "goal", 0.5, -3.0, 3.0, exclude_xy=False),
-}
+    LocomotionSpec("ant-goal", "ant", "goal", 0.5, -3.0, 3.0, exclude_xy=False,
+                   env_id="rkmeta_rl/AntGoal-v0", env_class="AntGoalEnv"),
+)}
+"""Every locomotion family by name, in order: the one list of them. The Gymnasium ids and
+entry points (:mod:`envs`) and :data:`envs.locomotion.FAMILY_ENVS` are derived from it;
+import it rather than listing the names again."""
 
 # Ant's other reward terms, Gymnasium Ant-v5's defaults
 ANT_CONTACT_COST_WEIGHT = 5e-4

@@ -5,35 +5,17 @@
 N = T·E simulations of one family of :mod:`envs.locomotion_tasks`, with Gymnasium's
 HalfCheetah-v5 / Ant-v5 model, initial-state distribution, observation and reward terms.
 
-How it reproduces Gymnasium's ``step`` (``mj_step(model, data, nstep=frame_skip)`` then
-``mj_rnePostConstraint``):
+The physics is one of the two engines of :mod:`envs.mujoco_physics`, by robot: HalfCheetah
+on a stateful ``mujoco.batch.Batch`` (warm starts carried over, bitwise Gymnasium's states),
+Ant on ``mujoco.rollout`` plus a last substep per simulation (so that the torso's ``xpos``
+and ``cfrc_ext`` are those Gymnasium reads); that module explains why. This class keeps the
+rest, as array operations over the batch:
 
-* HalfCheetah physics: a stateful ``mujoco.batch.Batch`` of the N simulations on ``nthread``
-  threads (the calling thread included) advances the alive ones by ``frame_skip`` substeps
-  with the action held as ``ctrl`` (MuJoCo clamps it to ``ctrlrange`` as in Gymnasium).
-  Its rows are full ``mjSTATE_INTEGRATION`` states, so the constraint solver's warm start
-  carries over between env steps as in Gymnasium's one ``MjData``, and states are
-  bitwise Gymnasium's (see the tests). The batch steps its rows in place, with no state
-  copies in and out; when every episode is alive the step runs on all rows without index
-  gathers. Its raw physics is ~15% faster than ``mujoco.rollout`` on the same threads (see
-  ``scripts/bench_sampler.py``), and physics is ~90% of a sampling step.
-* Ant physics: ``mujoco.rollout`` on a persistent pool of ``nthread`` threads (one ``MjData``
-  each), stateless: the constraint solver starts cold at every env step (``mujoco.rollout``
-  zeroes the warm start), where Gymnasium warm-starts it from the previous substep; it
-  converges to its tolerance either way, and states agree with Gymnasium's to ~1e-14
-  after ten steps (~1e-10 after fifty, as differences grow in these chaotic systems).
 * HalfCheetah: ``x`` velocity from ``qpos[0]`` before and after, as Gymnasium.
-* Ant: Gymnasium reads the torso's ``xpos`` and ``cfrc_ext`` after ``mj_step``. MuJoCo
-  computes them inside the last substep, before integrating, and Ant uses RK4, so they
-  belong to the point of its last Runge-Kutta stage: neither the state before the last
-  substep nor the one after it. So the rollout runs ``frame_skip - 1`` substeps and the
-  last one runs per simulation on a thread's ``MjData`` (``mj_setState``, ``mj_step``,
-  ``mj_rnePostConstraint``; the same ``nthread`` threads, from a Python pool, as MuJoCo
-  releases the GIL). That is exact and costs no extra physics, only a few Python calls per
-  simulation (~7 µs, against ~240 µs of physics per Ant env step).
-* Observations and rewards are then array operations over the batch, with the task term
-  of :meth:`LocomotionSpec.task_reward` (``xy``: HalfCheetah ``(qpos[0], 0)``, Ant the
-  torso's ``xpos[:2]`` as above).
+* Ant: ``x`` velocity from the torso's ``xpos`` before and after, contact cost and
+  observation from ``cfrc_ext`` (as the engine gives them), health from the torso's z.
+* The task term of :meth:`LocomotionSpec.task_reward` (``xy``: HalfCheetah
+  ``(qpos[0], 0)``, Ant the torso's ``xpos[:2]`` as above).
 
 Random stream: a ``numpy.random.Generator`` seeded with ``seed``, owned by the batch and used
 only by :meth:`reset`, which draws ``U(-0.1, 0.1)`` for all N·nq positions and then ``N(0, 1)``
@@ -46,27 +28,21 @@ episodes are frozen: observation unchanged, reward 0, both flags False, no physi
 
 Unstable physics: on a non-finite or huge state MuJoCo warns and resets the simulation to
 the model's default state, which Gymnasium would silently continue from. Here the step
-raises ``RuntimeError`` naming the task, episode and step instead (found from the batch's
-bad-state warning counters, or from time going back where ``mujoco.rollout`` stops), and
-leaves every simulation's state as it was before the step (the batch's rows are put
-back; no NaN reaches the others; reset() the batch to go on); a non-finite action raises
-``ValueError``.
+raises ``RuntimeError`` naming the task, episode and step instead (the engine finds it),
+and leaves every simulation's state as it was before the step (no NaN reaches the others;
+reset() the batch to go on); a non-finite action raises ``ValueError``.
 
 Threads: MuJoCo's pool works only inside :meth:`step`; run torch with one thread while
 sampling (``torch.set_num_threads(1)``) so the two do not oversubscribe the cores. Results
 are bitwise the same on 1 or more threads. Call :meth:`close` (or use the batch as a
-context manager) to stop the pool (HalfCheetah: drop the ``Batch``, whose threads end with
-it). No processes.
+context manager) to stop the engine's threads. No processes.
 """
 
 from __future__ import annotations
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
 
 import mujoco
-import mujoco.batch
-import mujoco.rollout
 import numpy as np
 import torch
 
@@ -79,16 +55,10 @@ from envs.locomotion_tasks import (
     ANT_HEALTHY_Z,
     get_spec,
 )
+from envs.mujoco_physics import ENGINES, Moved, Rows
 
 RESET_NOISE_SCALE = 0.1
 """Gymnasium's default ``reset_noise_scale`` for both robots."""
-
-_FULLPHYSICS = mujoco.mjtState.mjSTATE_FULLPHYSICS.value
-_INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION.value  # mujoco.batch.Batch's state rows
-# the warnings on which MuJoCo resets a simulation to the model's default state
-_BAD_STATE = [int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
-                               mujoco.mjtWarning.mjWARN_BADQACC)]
-_TORSO = 1  # Ant-v5's main body
 
 
 @functools.cache
@@ -104,12 +74,6 @@ def _gymnasium_parts(family: str) -> tuple[mujoco.MjModel, np.ndarray, np.ndarra
              int(env.observation_space.shape[0]))
     env.close()
     return parts
-
-
-def _state_offset(model: mujoco.MjModel, spec: int, component: int) -> int:
-    """Where ``component`` (one mjtState bit) starts in a state row of ``spec``."""
-    bits = [1 << i for i in range(int(component).bit_length() - 1)]
-    return sum(mujoco.mj_stateSize(model, b) for b in bits if b & spec)
 
 
 class BatchedLocomotion:
@@ -150,20 +114,13 @@ class BatchedLocomotion:
         n = self.num_envs
         self._values = np.repeat(self.spec.task_values(self.tasks), self.episodes_per_task, 0)
         self._rng = np.random.default_rng(seed)
-        self._pool = self._sims = self._executor = None
-        if self.is_ant:
-            self._pool = mujoco.rollout.Rollout(nthread=self.nthread if self.nthread > 1 else 0)
-            self._datas = [mujoco.MjData(self.model) for _ in range(self.nthread)]
-            if self.nthread > 1:
-                self._executor = ThreadPoolExecutor(self.nthread, thread_name_prefix="mj-substep")
-            self._models = [self.model] * n
-            self._state = np.zeros((n, mujoco.mj_stateSize(self.model, _FULLPHYSICS)))
-        else:  # the batch's threads include the calling one: nthread - 1 more threads
-            self._sims = mujoco.batch.Batch(self.model, n, nthread=self.nthread)
-            self._state = self._sims.state  # live (n, nstate) rows, mjSTATE_INTEGRATION
-            self._ctrl = self._sims.bind("ctrl")
+        self._physics = ENGINES[self.spec.robot](self.model, n, self.frame_skip, self.dt,
+                                                 self.nthread)
+        qpos = self._physics.qpos
+        skipped = (2 if self.is_ant else 1) if self.spec.exclude_xy else 0
+        self._obs_qpos = slice(qpos.start + skipped, qpos.stop)  # observed part of a state row
         self._obs = np.zeros((n, self.obs_dim))
-        self._xy = np.zeros((n, 2))  # Ant: the torso's xpos[:2] as MuJoCo last computed it
+        self._xy = np.zeros((n, 2))  # the root's xy as last read (HalfCheetah: (qpos[0], .))
         self.alive = torch.zeros(self.batch_shape, dtype=torch.bool)
         self._steps = 0
         self._started = False
@@ -179,13 +136,6 @@ class BatchedLocomotion:
         low, high = self.model.actuator_ctrlrange.T
         self.action_low = torch.tensor(low, dtype=torch.float32)
         self.action_high = torch.tensor(high, dtype=torch.float32)
-        spec = _FULLPHYSICS if self.is_ant else _INTEGRATION
-        qpos0 = _state_offset(self.model, spec, mujoco.mjtState.mjSTATE_QPOS)
-        qvel0 = _state_offset(self.model, spec, mujoco.mjtState.mjSTATE_QVEL)
-        self._qpos = slice(qpos0, qpos0 + self.model.nq)  # state rows: time, qpos, qvel, ...
-        self._qvel = slice(qvel0, qvel0 + self.model.nv)
-        skipped = (2 if self.is_ant else 1) if self.spec.exclude_xy else 0
-        self._obs_qpos = slice(self._qpos.start + skipped, self._qpos.stop)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -234,9 +184,9 @@ class BatchedLocomotion:
 
     def physics_state(self) -> tuple[np.ndarray, np.ndarray]:
         """Current qpos (T, E, nq) and qvel (T, E, nv), float64 copies."""
-        shape = self.batch_shape
-        return (self._state[:, self._qpos].reshape(*shape, -1).copy(),
-                self._state[:, self._qvel].reshape(*shape, -1).copy())
+        physics, shape = self._physics, self.batch_shape
+        return (physics.state[:, physics.qpos].reshape(*shape, -1).copy(),
+                physics.state[:, physics.qvel].reshape(*shape, -1).copy())
 
     def step(
         self, action: torch.Tensor
@@ -253,7 +203,7 @@ class BatchedLocomotion:
         was_alive = self.alive.reshape(n).numpy().copy()
         idx = np.flatnonzero(was_alive)
         rows = slice(None) if idx.size == n else idx  # all alive: no gather/scatter
-        act = self._actions(action, idx, rows)
+        act = self._actions(action, idx, rows)  # (n_alive, a)
         self._steps += 1
         reward, terminated = np.zeros(n), np.zeros(n, dtype=bool)
         if idx.size:
@@ -271,13 +221,7 @@ class BatchedLocomotion:
         if self._closed:
             return
         self._closed = True
-        if self._pool is not None:
-            self._pool.close()
-        if self._executor is not None:
-            self._executor.shutdown()
-        if self._sims is not None:  # its threads stop when the last reference to it goes
-            self._state = self._state.copy()
-            self._sims = self._ctrl = None
+        self._physics.close()
 
     def __enter__(self) -> BatchedLocomotion:
         return self
@@ -288,29 +232,19 @@ class BatchedLocomotion:
     # ------------------------------------------------------------------ internals
     def _start(self, qpos: np.ndarray, qvel: np.ndarray) -> torch.Tensor:
         """Load states qpos (N, nq), qvel (N, nv) at time 0 and mark every episode alive."""
-        if self._sims is not None:  # model defaults: zero time, controls and warm start
-            self._sims.reset(stage=mujoco.mjtStage.mjSTAGE_NONE.value)
-        else:
-            self._state[:] = 0.0
-        self._state[:, self._qpos] = qpos
-        self._state[:, self._qvel] = qvel
+        self._physics.start(qpos, qvel)
         self._xy[:] = qpos[:, :2]  # a free joint's body sits at its qpos (mj_forward'ed)
         # after Gymnasium's reset, cfrc_ext is still zero: mj_forward does not compute it
-        self._obs[:] = self._observe(self._state, self._no_contact(self.num_envs))
+        self._obs[:] = self._observe(self._physics.state, self._physics.no_contact(self.num_envs))
         self.alive = torch.ones(self.batch_shape, dtype=torch.bool)
         self._steps = 0
         self._started = True
         return self._obs_tensor()
 
-    def _no_contact(self, n: int) -> np.ndarray:
-        """Zero contact forces (n, nbody - 1, 6)."""
-        return np.zeros((n, self.model.nbody - 1, 6))
-
     def _obs_tensor(self) -> torch.Tensor:
         return torch.from_numpy(self._obs.astype(np.float32)).reshape(*self.batch_shape, -1)
 
-    def _actions(self, action: torch.Tensor, idx: np.ndarray, rows: slice | np.ndarray
-                 ) -> np.ndarray:
+    def _actions(self, action: torch.Tensor, idx: np.ndarray, rows: Rows) -> np.ndarray:
         """The alive rows of ``action`` as float64 (n, a); checks shape and finiteness."""
         expected = (*self.batch_shape, self.action_dim)
         if tuple(action.shape) != expected:
@@ -324,128 +258,41 @@ class BatchedLocomotion:
                              f"{self._steps + 1}: {act[bad][0]}")
         return act
 
-    def _advance(self, idx: np.ndarray, rows: slice | np.ndarray,
+    def _advance(self, idx: np.ndarray, rows: Rows,
                  act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Physics, checks and bookkeeping for alive rows ``idx`` (``rows``: the same, or
-        every row as a slice when all are alive); their reward, terminated."""
-        start = self._state[rows].copy()  # a copy: HalfCheetah's rows are stepped in place
-        if self.is_ant:
-            new, xy, cfrc = self._simulate_ant(start, act)
-            self._check_stable(idx, start, new)
-        else:
-            new = self._step_cheetah(idx, rows, start, act)
-            xy = np.stack([new[:, self._qpos.start], np.zeros(len(idx))], axis=1)
-            cfrc = self._no_contact(len(idx))
-        reward, terminated = self._reward(rows, act, start, new, xy, cfrc)
-        if self.is_ant:
-            self._state[rows] = new
-        self._xy[rows] = xy
-        self._obs[rows] = self._observe(new, cfrc)
-        return reward, terminated
-
-    def _step_cheetah(self, idx: np.ndarray, rows: slice | np.ndarray, start: np.ndarray,
-                      act: np.ndarray) -> np.ndarray:
-        """HalfCheetah's env step of rows ``idx`` (states ``start``) in the stateful batch;
-        their new states (n, nstate). On instability every row is put back as it was."""
-        sims = self._sims
-        ids = None if isinstance(rows, slice) else idx
-        warnings = sims.warning[rows][:, _BAD_STATE, 0].sum(axis=1)
-        self._ctrl[rows] = act
-        sims.step(ids, nstep=self.frame_skip)
-        new = self._state[rows]
-        warned = sims.warning[rows][:, _BAD_STATE, 0].sum(axis=1) > warnings
-        try:
-            self._check_stable(idx, start, new, warned)
-        except RuntimeError:
-            self._state[rows] = start
-            raise
-        return new
-
-    def _rollout(self, start: np.ndarray, act: np.ndarray, nstep: int) -> np.ndarray:
-        """``nstep`` substeps with ``act`` held, from states (n, nstate): (n, nstep, nstate)."""
-        n = len(start)
-        out = np.empty((n, nstep, start.shape[1]))
-        control = np.ascontiguousarray(np.broadcast_to(act[:, None, :], (n, nstep, act.shape[1])))
-        self._pool.rollout(self._models[:n], self._datas, start, control, skip_checks=True,
-                           nstep=nstep, state=out, sensordata=np.empty((n, nstep, 0)),
-                           chunk_size=max(1, n // (10 * self.nthread)))
-        return out
-
-    def _simulate_ant(
-        self, start: np.ndarray, act: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Ant's env step: new states (n, nstate), torso xy (n, 2), cfrc_ext[1:] (n, nbody-1, 6).
-
-        ``frame_skip - 1`` substeps in the rollout pool, the last one per simulation so that
-        ``xpos`` and ``cfrc_ext`` are those Gymnasium reads.
-        """
-        if self.frame_skip > 1:
-            start = self._rollout(start, act, self.frame_skip - 1)[:, -1]
-        n = len(start)
-        new, xy = np.empty_like(start), np.empty((n, 2))
-        cfrc = np.empty((n, self.model.nbody - 1, 6))
-        bounds = np.linspace(0, n, self.nthread + 1).astype(int)
-
-        def run(j: int) -> None:
-            self._last_substeps(self._datas[j], range(bounds[j], bounds[j + 1]), start, act,
-                                (new, xy, cfrc))
-
-        if self._executor is None:
-            run(0)
-        else:
-            list(self._executor.map(run, range(self.nthread)))
-        return new, xy, cfrc
-
-    def _last_substeps(self, data: mujoco.MjData, rows: range, start: np.ndarray,
-                       act: np.ndarray, out: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        """One substep per row on ``data``, as Gymnasium's ``do_simulation`` ends."""
-        model, (new, xy, cfrc) = self.model, out
-        for r in rows:
-            mujoco.mj_setState(model, data, start[r], _FULLPHYSICS)
-            data.qacc_warmstart[:] = 0.0  # cold, as mujoco.rollout starts: deterministic
-            data.ctrl[:] = act[r]
-            mujoco.mj_step(model, data)
-            mujoco.mj_rnePostConstraint(model, data)
-            mujoco.mj_getState(model, data, new[r], _FULLPHYSICS)
-            xy[r] = data.xpos[_TORSO, :2]
-            cfrc[r] = data.cfrc_ext[1:]
-
-    def _check_stable(self, idx: np.ndarray, start: np.ndarray, new: np.ndarray,
-                      warned: np.ndarray | bool = False) -> None:
-        """RuntimeError if MuJoCo found a state unstable (and reset it): ``warned`` (n,)
-        or, as ``mujoco.rollout`` stops stepping it, its time went back."""
-        min_time = start[:, 0] + 0.5 * self.dt
-        bad = ~np.isfinite(new).all(axis=1) | (new[:, 0] < min_time) | warned
-        if bad.any():
-            task, episode = divmod(int(idx[bad][0]), self.episodes_per_task)
+        every row as a slice when all are alive); their reward (n,), terminated (n,)."""
+        moved = self._physics.advance(rows, act)
+        if moved.unstable.any():
+            task, episode = divmod(int(idx[moved.unstable][0]), self.episodes_per_task)
             raise RuntimeError(
                 f"{self.spec.name}: the physics became unstable (non-finite or huge state, "
                 f"which MuJoCo resets) in task {task}, episode {episode} at step "
-                f"{self._steps}; {int(bad.sum())} simulation(s) affected. reset() the batch.")
+                f"{self._steps}; {int(moved.unstable.sum())} simulation(s) affected. "
+                "reset() the batch.")
+        reward, terminated = self._reward(rows, act, moved)
+        self._xy[rows] = moved.xy
+        self._obs[rows] = self._observe(moved.state, moved.cfrc)
+        return reward, terminated
 
-    def _reward(self, rows: slice | np.ndarray, act: np.ndarray, start: np.ndarray,
-                new: np.ndarray, xy: np.ndarray, cfrc: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def _reward(self, rows: Rows, act: np.ndarray, moved: Moved) -> tuple[np.ndarray, np.ndarray]:
         """Gymnasium's reward terms with the task term; reward (n,), terminated (n,)."""
-        values = self._values[rows]
+        x_velocity = (moved.xy[:, 0] - self._xy[rows, 0]) / self.dt  # HalfCheetah: qpos[0]
+        task = self.spec.task_reward(self._values[rows], x_velocity, moved.xy)
         ctrl_cost = self.spec.ctrl_cost(act)
         if not self.is_ant:
-            x0 = self._qpos.start
-            x_velocity = (new[:, x0] - start[:, x0]) / self.dt
-            reward = self.spec.task_reward(values, x_velocity, xy) - ctrl_cost
-            return reward, np.zeros(len(new), dtype=bool)
-        x_velocity = (xy[:, 0] - self._xy[rows, 0]) / self.dt
-        z = new[:, self._qpos.start + 2]
-        healthy = np.isfinite(new[:, 1:]).all(axis=1) & (ANT_HEALTHY_Z[0] <= z) & (
+            return task - ctrl_cost, np.zeros(len(act), dtype=bool)
+        z = moved.state[:, self._physics.qpos.start + 2]  # the torso's
+        healthy = np.isfinite(moved.state[:, 1:]).all(axis=1) & (ANT_HEALTHY_Z[0] <= z) & (
             z <= ANT_HEALTHY_Z[1])
-        contact = np.clip(cfrc, *ANT_CONTACT_FORCE_RANGE)
+        contact = np.clip(moved.cfrc, *ANT_CONTACT_FORCE_RANGE)
         contact_cost = ANT_CONTACT_COST_WEIGHT * np.square(contact).sum(axis=(1, 2))
-        rewards = self.spec.task_reward(values, x_velocity, xy) + healthy * ANT_HEALTHY_REWARD
-        return rewards - (ctrl_cost + contact_cost), ~healthy
+        reward = task + healthy * ANT_HEALTHY_REWARD
+        return reward - (ctrl_cost + contact_cost), ~healthy
 
     def _observe(self, state: np.ndarray, cfrc: np.ndarray) -> np.ndarray:
         """Gymnasium's observation (n, d) of states (n, nstate) and Ant's cfrc_ext[1:]."""
-        parts = [state[:, self._obs_qpos], state[:, self._qvel]]
+        parts = [state[:, self._obs_qpos], state[:, self._physics.qvel]]
         if self.is_ant:
             contact = np.clip(cfrc, *ANT_CONTACT_FORCE_RANGE)
             parts.append(contact.reshape(len(state), -1))

@@ -1,9 +1,9 @@
 """One supervised RK meta-step, test-time adaptation, and the task losses they share.
 
 Stage 1's loss is the support loss at θ (its gradient k_1 is the adaptation gradient);
-stage i > 1's loss is the query loss at θ_i (docs/method.md, "What the stage losses are"). The RK meta-gradient
-Σ_i a_i k_i (Eq. 3) comes from ``rkmeta_rl.rk``, the one implementation shared with RL;
-here it is averaged over the meta-batch and handed to Adam.
+stage i > 1's loss is the query loss at θ_i (docs/method.md, "What the stage losses are").
+The RK meta-gradient Σ_i a_i k_i (Eq. 3) comes from ``rkmeta_rl.rk``, the one
+implementation shared with RL; here it is averaged over the meta-batch and handed to Adam.
 """
 
 from __future__ import annotations

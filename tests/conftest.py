@@ -1,0 +1,25 @@
+"""Fixtures shared by the supervised test modules (test_supervised_train.py,
+test_supervised_evaluate.py, test_supervised_cli.py). They are module-scoped: each module
+that uses one builds its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from supervised_fixtures import omniglot_folder
+from supervised_runs import sinusoid, train
+
+
+@pytest.fixture(scope="module")
+def omniglot_root(tmp_path_factory) -> Path:
+    """2 alphabets x 5 distinct characters x 2 drawings (x 4 rotations: 40 classes)."""
+    return omniglot_folder(tmp_path_factory.mktemp("omniglot") / "omni")
+
+
+@pytest.fixture(scope="module")
+def sinusoid_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("sinusoid") / "run"
+    train(sinusoid(), run)
+    return run
