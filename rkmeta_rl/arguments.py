@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 from rkmeta_rl.methods import METHOD_NAMES
+from rkmeta_rl.stopping import RunStopped
 
 
 def layer_sizes(text: str) -> list[int]:
@@ -61,3 +64,16 @@ def check_run_dir(path: str) -> Path:
 def check_threads(n: int) -> None:
     if n <= 0:
         raise ValueError(f"--num-threads must be > 0, got {n}")
+
+
+def fail(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    """Exit 2 with one line ``PROG: error: MESSAGE`` (no usage block: the input is at fault,
+    not the command line)."""
+    parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+
+def report_stop(stop: RunStopped, command: str, run_dir: Path) -> int:
+    """Say how a stopped run ended and how to resume it; its exit code (128 + signal)."""
+    print(f"rkmeta-rl: {stop}; resume with: rkmeta-rl {command} --resume {run_dir}",
+          file=sys.stderr)
+    return stop.exit_code

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rkmeta_rl import rundir
 from rkmeta_rl.methods import format_table
 from rkmeta_rl.rl import cli as rl_cli
 from rkmeta_rl.supervised import cli as supervised_cli
@@ -16,6 +17,12 @@ from rkmeta_rl.supervised import cli as supervised_cli
 
 def cmd_methods(args: argparse.Namespace, argv: list[str]) -> int:
     print(format_table())
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace, argv: list[str]) -> int:
+    backup = rundir.convert_trusted_checkpoint(args.path)
+    print(f"converted {args.path} to tensors and plain data; the original is {backup}")
     return 0
 
 
@@ -27,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     supervised_cli.add_commands(sub)
     methods = sub.add_parser("methods", help="list the named tableaus with their order")
     methods.set_defaults(handler=cmd_methods)
+    convert = sub.add_parser(
+        "convert-checkpoint", allow_abbrev=False,
+        help="rewrite a checkpoint you trust as tensors and plain data (loading it here may "
+             "run code from the file)")
+    convert.add_argument("path", metavar="PATH", help="checkpoint.pt or its run directory")
+    convert.set_defaults(handler=cmd_convert)
     return parser
 
 
@@ -35,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args, argv)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # bad input or a file problem: one line, no traceback
         print(f"rkmeta-rl: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

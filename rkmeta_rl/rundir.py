@@ -1,7 +1,18 @@
 """A run directory: config.json, metrics.jsonl, TensorBoard events, checkpoint.pt.
 
-Checkpoints are written to a temporary file and renamed over the old one, so a run
-killed at any moment leaves either the previous or the new checkpoint, never half of one.
+What it promises (README, "Reliability"):
+
+* Checkpoints are written to a temporary file and renamed over the old one, so a run
+  killed at any moment, or a write that fails (disk full, read-only), leaves the previous
+  checkpoint whole. A metrics line is appended whole or not at all.
+* Checkpoints hold tensors and plain data only and are read with ``weights_only=True``:
+  loading one never runs code. A file that needs more is refused; a trusted old one is
+  converted once with :func:`convert_trusted_checkpoint` (``rkmeta-rl convert-checkpoint``).
+* One writer per directory: :func:`lock` takes an exclusive ``flock`` on ``.lock``, which the
+  operating system drops when the process ends, however it ends (no stale lock). Readers
+  (evaluate, plots) take no lock.
+* Files read here (config.json, metrics.jsonl, checkpoint.pt) may come from elsewhere: every
+  problem is a one-line ``ValueError`` naming the file and what is wrong.
 """
 
 from __future__ import annotations
@@ -9,18 +20,46 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import socket
+import sys
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 
+import numpy as np
 import torch
+
+try:
+    import fcntl  # POSIX; where it is missing (Windows) runs are not locked
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
+LOCK = ".lock"
+
+T = TypeVar("T")
 
 
-def atomic_write_bytes(path: Path, writer) -> None:
-    """Call writer(file) on ``path``.tmp, fsync, then rename it over ``path``."""
+class WriteError(ValueError):
+    """A run-directory file could not be written (disk full, read-only, ...)."""
+
+
+def _write_error(path: Path, err: OSError) -> WriteError:
+    reason = err.strerror or str(err)
+    return WriteError(f"cannot write {path}: {reason}; the previous checkpoint and metrics "
+                      "are intact: free space or fix permissions, then resume with --resume "
+                      f"{path.parent}")
+
+
+def atomic_write_bytes(path: Path, writer: Callable[[IO[bytes]], Any]) -> None:
+    """Call writer(file) on ``path``.tmp, fsync, then rename it over ``path``; an OSError
+    becomes a :class:`WriteError` and ``path`` is left as it was."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
@@ -28,8 +67,10 @@ def atomic_write_bytes(path: Path, writer) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise _write_error(path, err) from None
         raise
 
 
@@ -38,35 +79,108 @@ def write_config(run_dir: Path, config: dict[str, Any]) -> None:
     atomic_write_bytes(run_dir / CONFIG, lambda f: f.write(text))
 
 
-def read_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / CONFIG
+def read_json(path: Path, what: str) -> Any:
+    """A JSON file from elsewhere; a missing, unreadable or malformed one is a one-line
+    ValueError naming it."""
     if not path.is_file():
-        raise ValueError(f"{run_dir} is not a run directory: {path} is missing")
+        raise ValueError(f"{path}: no such {what}" + (" (it is a directory)" if path.is_dir()
+                                                        else ""))
     try:
-        return json.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read {what} ({e})") from None
+    if not text.strip():
+        raise ValueError(f"{path}: {what} is empty")
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
+        raise ValueError(f"{path}: {what} is not valid JSON ({e})") from None
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """config.json as a dict (a one-line ValueError if it is not one)."""
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        raise ValueError(f"{run_dir} is not a run directory: {path} is missing")
+    config = read_json(path, "run config")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object of settings, got "
+                         f"{type(config).__name__}")
+    return config
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(run_dir / CHECKPOINT, lambda f: torch.save(state, f))
 
 
+def _unsafe(path: Path) -> ValueError:
+    return ValueError(f"{path} holds objects other than tensors and plain data; loading it could "
+                      "run code, so it is refused. If you trust where it came from, convert it "
+                      f"once with: rkmeta-rl convert-checkpoint {path}")
+
+
 def load_checkpoint(run_dir: Path, required: tuple[str, ...] = ("iteration", "policy")
                     ) -> dict[str, Any] | None:
-    """The run's checkpoint, None if it has none yet; ValueError if it is unreadable or
-    lacks one of the ``required`` keys."""
-    path = run_dir / CHECKPOINT
+    """The run's checkpoint, None if it has none yet. Read with ``weights_only=True`` (no
+    code runs); ValueError if it is unreadable, unsafe, or lacks one of ``required``."""
+    path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e):
+            raise _unsafe(path) from None
+        raise ValueError(f"checkpoint {path} is corrupt or unreadable ({e})") from None
     except Exception as e:  # torch raises many kinds for a damaged file
-        raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e})"
-                         ) from None
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: "
+                         f"{first})") from None
     if not isinstance(state, dict) or any(key not in state for key in required):
-        raise ValueError(f"checkpoint {path} is corrupt: it lacks one of {list(required)}")
+        raise ValueError(f"checkpoint {path} is corrupt or of another kind of run: it lacks "
+                         f"one of {list(required)}")
+    it = state.get("iteration")
+    if isinstance(it, bool) or not isinstance(it, int) or it < 0:
+        raise ValueError(f"checkpoint {path} is corrupt: its iteration {it!r} is not a count")
     return state
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` as tensors and plain data (numpy arrays become tensors); anything else
+    is refused, naming where it was found."""
+    if isinstance(value, np.generic):  # first: np.float64 is also a float
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.array(value))
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return value
+    if isinstance(value, dict):
+        items = ((k, _plain(v, f"{where}[{k!r}]")) for k, v in value.items())
+        return OrderedDict(items) if isinstance(value, OrderedDict) else dict(items)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
+    raise ValueError(f"cannot convert {where}: a {type(value).__name__} is not plain data")
+
+
+def convert_trusted_checkpoint(path: str | Path) -> Path:
+    """Rewrite a checkpoint YOU TRUST as tensors and plain data, so that it loads with
+    ``weights_only=True``. Loading it here may run code from the file. The original is
+    kept beside it as ``*.orig``; returns that path."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise ValueError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__})"
+                         ) from None
+    plain = _plain(state, "checkpoint")
+    backup = path.with_name(path.name + ".orig")
+    os.replace(path, backup)
+    atomic_write_bytes(path, lambda f: torch.save(plain, f))
+    return backup
 
 
 def check_new_or_same(run_dir: Path, wanted: dict[str, Any], existing=None) -> bool:
@@ -108,28 +222,54 @@ def _json_safe(value: Any) -> Any:
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    line = json.dumps({k: _json_safe(v) for k, v in record.items()}, allow_nan=False)
-    with open(run_dir / METRICS, "a") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one line, whole or not at all: on any failure the file is cut back to its
+    previous length (no torn line) and an OSError becomes a :class:`WriteError`."""
+    line = (json.dumps({k: _json_safe(v) for k, v in record.items()}, allow_nan=False) + "\n"
+            ).encode()
+    path = run_dir / METRICS
+    with open(path, "ab") as f:
+        size = f.tell()
+        try:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        except BaseException as err:
+            _cut_back(f, size)
+            if isinstance(err, OSError):
+                raise _write_error(path, err) from None
+            raise
+
+
+def _cut_back(f: IO[bytes], size: int) -> None:
+    try:
+        f.truncate(size)
+    except OSError:  # the file system refuses even that: resume drops a torn last line
+        pass
 
 
 def read_metrics(run_dir: Path, drop_torn_last_line: bool = False) -> list[dict[str, Any]]:
     """The records of metrics.jsonl. A run killed while appending can leave a torn last
     line: it is dropped when ``drop_torn_last_line``, any other bad line is an error."""
-    path = run_dir / METRICS
+    path = Path(run_dir) / METRICS
     if not path.exists():
         return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read metrics ({e})") from None
+    lines = [line for line in text.splitlines() if line.strip()]
     records = []
     for n, line in enumerate(lines, start=1):
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as e:
             if drop_torn_last_line and n == len(lines):
                 break
             raise ValueError(f"{path} line {n} is not valid JSON ({e})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("iter"), int):
+            raise ValueError(f"{path} line {n} is not a metrics record (a JSON object with "
+                             "an integer 'iter')")
+        records.append(record)
     return records
 
 
@@ -139,3 +279,104 @@ def truncate_metrics(run_dir: Path, iterations_done: int) -> None:
                if r["iter"] < iterations_done]
     text = "".join(json.dumps(r) + "\n" for r in records).encode()
     atomic_write_bytes(run_dir / METRICS, lambda f: f.write(text))
+
+
+# -- one writer per run directory ------------------------------------------------------
+_HELD: dict[str, list] = {}  # real path -> [open lock file, count] held by this process
+
+
+def _describe_holder(lock_file: Path) -> str:
+    try:
+        info = json.loads(lock_file.read_text())
+        return (f"process {info['pid']} on {info['host']} (since {info['since']}: "
+                f"{info['command']})")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def lock(run_dir: Path) -> str:
+    """Take the run directory's writer lock (re-entrant within this process); returns a key
+    for :func:`unlock`. A directory in use by another process is refused at once, naming
+    that process. The lock ends with the process, also on kill -9."""
+    run_dir = Path(run_dir)
+    key = os.path.realpath(run_dir)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        return key
+    path = run_dir / LOCK
+    try:
+        f = open(path, "a+")
+    except OSError as e:
+        raise _write_error(path, e) from None
+    if fcntl is not None:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise ValueError(f"{run_dir} is in use by {_describe_holder(path)}; wait for it "
+                             "to finish or stop it, or use another --out") from None
+    info = {"pid": os.getpid(), "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
+    f.seek(0)
+    f.truncate()
+    f.write(json.dumps(info) + "\n")
+    f.flush()
+    _HELD[key] = [f, 1]
+    return key
+
+
+def unlock(key: str) -> None:
+    """Give back one hold of :func:`lock`; the last one releases the directory."""
+    held = _HELD.get(key)
+    if held is None:
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        del _HELD[key]
+        held[0].close()  # closing the file drops the flock
+
+
+class WriterLock:
+    """One hold of a run directory's writer lock (:func:`lock`), given back by
+    :meth:`release` or, at the latest, when this object is garbage-collected."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.key = lock(run_dir)
+        self._release = weakref.finalize(self, unlock, self.key)
+
+    def release(self) -> None:
+        self._release()  # runs once; later calls do nothing
+
+
+def open_run(run_dir: Path, wanted: dict[str, Any], existing: Callable[[], dict[str, Any]],
+             new: Callable[[], T], resume: Callable[[], T]) -> T:
+    """Start the run ``wanted`` in ``run_dir``, or continue it if the directory holds this
+    same run. ``new()`` builds the trainer (it validates everything before anything is
+    written); ``resume()`` builds one from the directory. A different run is refused, and
+    so is a directory another process writes to."""
+    if check_new_or_same(run_dir, wanted, existing):
+        return resume()
+    trainer = new()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    held = WriterLock(run_dir)
+    try:
+        if check_new_or_same(run_dir, wanted, existing):  # made meanwhile elsewhere
+            return resume()
+        write_config(run_dir, wanted)
+        trainer.writer_lock = held  # type: ignore[attr-defined]
+        held = None
+        return trainer
+    finally:
+        if held is not None:
+            held.release()
+
+
+def restore(run_dir: Path, load: Callable[[dict[str, Any]], Any], state: dict[str, Any]) -> None:
+    """``load(state)``, with a checkpoint that does not fit the run (wrong names, shapes or
+    types) reported as a one-line ValueError naming it."""
+    try:
+        load(state)
+    except (KeyError, IndexError, RuntimeError, TypeError, ValueError, AttributeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"checkpoint {Path(run_dir) / CHECKPOINT} does not fit the run in its "
+                         f"config.json ({type(e).__name__}: {first})") from None

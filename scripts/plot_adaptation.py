@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
+from rkmeta_rl.arguments import fail
 from rkmeta_rl.rl.evaluate import combine_seeds, label_of, read_eval
 
 RANDOM, ORACLE = "random init", "oracle"
@@ -41,14 +42,14 @@ def eval_files(paths: list[str], parser: argparse.ArgumentParser) -> list[Path]:
         if path.is_dir():
             found = sorted(path.glob("eval*.json"))
             if not found:
-                parser.error(f"{path}: no eval*.json files in this directory")
+                fail(parser, f"{path}: no eval*.json files in this directory")
             files.extend(found)
         elif path.exists():
             files.append(path)
         else:
-            parser.error(f"{path}: no such file or directory")
+            fail(parser, f"{path}: no such file or directory")
     if not files:
-        parser.error("no evaluation files given")
+        fail(parser, "no evaluation files given")
     return files
 
 
@@ -58,14 +59,9 @@ def load_groups(files: list[Path], parser: argparse.ArgumentParser) -> dict[str,
     for path in files:
         try:
             evaluation = read_eval(path)
-            label = label_of(evaluation)
-            rows = evaluation["by_step"]
-            if not rows or not all({"mean", "ci95"} <= set(r) for r in rows):
-                raise KeyError("by_step")
-        except ValueError as e:  # read_eval's message names the file
-            parser.error(str(e))
-        except (TypeError, KeyError, AttributeError) as e:
-            parser.error(f"{path} is not an evaluation file (missing or malformed {e})")
+        except ValueError as e:  # read_eval's message names the file and what is wrong
+            fail(parser, str(e))
+        label = label_of(evaluation)
         evaluation["_file"] = str(path)
         groups.setdefault(label, []).append(evaluation)
     return groups

@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 from scipy import stats
 
 from rkmeta_rl import rundir
+from rkmeta_rl.arguments import fail
 
 
 def load_groups(paths: list[str], parser: argparse.ArgumentParser
@@ -35,9 +36,13 @@ def load_groups(paths: list[str], parser: argparse.ArgumentParser
             cfg = rundir.read_config(Path(text))
             records = rundir.read_metrics(Path(text), drop_torn_last_line=True)
         except ValueError as e:
-            parser.error(str(e))
+            fail(parser, str(e))
         if not records:
-            parser.error(f"{text}: no meta-iterations in metrics.jsonl yet")
+            fail(parser, f"{text}: no meta-iterations in metrics.jsonl yet")
+        if not all(isinstance(cfg.get(k), str) for k in ("method", "env")) or any(
+                f"return_{k}" not in r for r in records for k in ("pre", "post")):
+            fail(parser, f"{text}: not an RL training run (its config.json needs 'method' and "
+                         "'env', its metrics.jsonl 'return_pre' and 'return_post')")
         label = cfg["method"] + ("" if cfg["env"] == "nav2d" else f" ({cfg['env']})")
         curves = {k: np.array([np.nan if r[f"return_{k}"] is None else r[f"return_{k}"]
                                for r in records]) for k in ("pre", "post")}

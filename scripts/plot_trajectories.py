@@ -23,14 +23,13 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from rkmeta_rl.arguments import fail
 from rkmeta_rl.rl.adapt import adapt_to_tasks
 from rkmeta_rl.rl.episodes import rollout
 from rkmeta_rl.rl.evaluate import DEFAULT_EVAL_SEED, PROTOCOLS, held_out_tasks, step_sizes
 from rkmeta_rl.rl.policy import GaussianMLPPolicy, Params
-from rkmeta_rl.rl.tasks import Nav2DFamily, make_family
+from rkmeta_rl.rl.tasks import FAMILIES, Nav2DFamily, make_family
 from rkmeta_rl.rl.trainer import load_run
-
-NAV2D_ENVS = ("nav2d", "nav2d-goal")
 
 
 def adapted_params(policy: GaussianMLPPolicy, family, task: dict, alphas: list[float],
@@ -55,10 +54,13 @@ def mean_path(policy: GaussianMLPPolicy, params: Params, family, task: dict) -> 
 
 def run_family(cfg) -> Nav2DFamily:
     """The run's task family; only 2D navigation has positions to draw."""
-    if cfg.env not in NAV2D_ENVS:
+    if FAMILIES[cfg.env].mujoco:
+        planar = [name for name, entry in FAMILIES.items() if not entry.mujoco]
         raise ValueError(f"env {cfg.env!r} is not a 2D-navigation family "
-                         f"(trajectories need one of {', '.join(NAV2D_ENVS)})")
-    return make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
+                         f"(trajectories need one of {', '.join(planar)})")
+    family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
+    assert isinstance(family, Nav2DFamily)
+    return family
 
 
 def default_goal(env: str) -> np.ndarray:
@@ -163,11 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.episodes <= 0:
-        parser.error(f"--episodes must be > 0, got {args.episodes}")
+        fail(parser, f"--episodes must be > 0, got {args.episodes}")
     if not 0 <= args.seed < 2**63:
-        parser.error(f"--seed must be a non-negative integer, got {args.seed}")
+        fail(parser, f"--seed must be a non-negative integer, got {args.seed}")
     if args.goal is not None and not all(map(math.isfinite, args.goal)):
-        parser.error(f"--goal must be finite, got {args.goal}")
+        fail(parser, f"--goal must be finite, got {args.goal}")
     panels, goal = [], args.goal
     for run in args.runs:
         try:
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = paths_of(cfg, policy, goal, args.steps, args.episodes, args.seed,
                              args.protocol)
         except (ValueError, FileNotFoundError) as e:
-            parser.error(f"{run}: {e}")
+            fail(parser, f"{run}: {e}")
         panels.append((panel_title(cfg), paths))
     plot(panels, np.asarray(goal, dtype=np.float64), args.out, args.protocol)
     print(f"wrote {args.out}")

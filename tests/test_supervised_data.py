@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from supervised_fixtures import png, write_dir, write_zip
 
 from rkmeta_rl.supervised.fewshot import ClassDataset, sample_tasks, seeded_split
-from rkmeta_rl.supervised.miniimagenet import load_miniimagenet
+from rkmeta_rl.supervised.miniimagenet import check_disjoint, load_miniimagenet
 from rkmeta_rl.supervised.omniglot import load_omniglot, load_one_shot_runs, omniglot_split
 
 # --------------------------------------------------------------------------- fixtures
@@ -96,8 +96,8 @@ def test_omniglot_errors(tmp_path):
     with pytest.raises(ValueError, match="expected alphabet folders.*empty"):
         load_omniglot(tmp_path / "empty")
     files = _alphabets({"Greek": 0}, chars=1, draws=2)
-    files["Greek/character01/broken.png"] = b"not a png"
-    with pytest.raises(ValueError, match="cannot read image.*broken.png"):
+    files["Greek/character01/0000_03.png"] = b"not a png"  # named like a drawing
+    with pytest.raises(ValueError, match="cannot read image.*0000_03.png"):
         load_omniglot(write_dir(tmp_path / "bad", files))
 
 
@@ -137,6 +137,23 @@ def test_one_shot_runs_errors(tmp_path):
     files = {k: v for k, v in _runs([[0, 1]]).items() if not k.endswith(".txt")}
     with pytest.raises(ValueError, match="run01/class_labels.txt"):
         load_one_shot_runs(write_dir(tmp_path / "r", files))
+
+
+def test_omniglot_skips_folders_that_are_not_characters(tmp_path, capsys):
+    """The one-shot runs extracted inside a data folder must not become 40 fake classes."""
+    files = {**_alphabets({"Greek": 0}, chars=2, draws=2), **_runs([[1, 0], [0, 1]])}
+    files["Greek/character03/0002_01.png"] = png(_drawing(2, 0))
+    files["Greek/character03/0005_02.png"] = png(_drawing(2, 1))  # another character's id
+    files["Greek/character04/0003_01.png"] = png(_drawing(3, 0))
+    files["Greek/character04/0003_02.png"] = png(_drawing(3, 1).resize((50, 50)))
+    data = load_omniglot(write_dir(tmp_path / "data", files))
+    assert data.names == ["Greek/character01", "Greek/character02"]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "skipped 6 folder(s)" in err[0], err
+    assert "character03 (drawings of several characters)" in err[0]
+    only_runs = write_dir(tmp_path / "runs", _runs([[1, 0]]))
+    with pytest.raises(ValueError, match="expected alphabet folders"):
+        load_omniglot(only_runs)
 
 
 # --------------------------------------------------------------------------- miniimagenet
@@ -296,3 +313,19 @@ def test_omniglot_split_keeps_characters_apart_under_rotation():
     ids = ((torch.cat([batch.xs, batch.xq], 1) * 255).round().long() - 1) // 8
     test_ids = {int(n[-2:]) for n in test.names}
     assert not set(ids.flatten().tolist()) & test_ids  # rotated or not, no test character
+
+
+def test_miniimagenet_is_read_strictly(tmp_path):
+    root = _mini(tmp_path / "mini")
+    rows = (root / "val.csv").read_text().splitlines()
+    (root / "val.csv").write_text("\n".join([*rows, rows[1]]) + "\n")
+    with pytest.raises(ValueError, match=r"val.csv row 14: .* listed twice \(first in row 2\)"):
+        load_miniimagenet(root, "val")
+    (root / "val.csv").write_text("filename,label\n../secret.jpg,n1\n")
+    with pytest.raises(ValueError, match=r"'../secret.jpg' is not a plain file name"):
+        load_miniimagenet(root, "val")
+    train = load_miniimagenet(_mini(tmp_path / "m2"), "train")
+    with pytest.raises(ValueError, match="n00000001 are in both the train and the validation"):
+        check_disjoint({"train": train, "validation": train.select([1]), "test": train})
+    check_disjoint({"train": train.select([0]), "validation": train.select([1]),
+                    "test": train.select([2])})  # disjoint: accepted

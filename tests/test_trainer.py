@@ -259,7 +259,7 @@ def test_failing_writer_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     rundir.save_checkpoint(tmp_path, _state(1))
     before = (tmp_path / "checkpoint.pt").read_bytes()
     monkeypatch.setattr(torch, "save", _failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(rundir.WriteError, match="cannot write .*checkpoint.pt: disk full"):
         rundir.save_checkpoint(tmp_path, _state(2))
     monkeypatch.undo()
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
@@ -270,7 +270,7 @@ def test_failing_writer_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 def test_failing_writer_leaves_no_temporary_file(tmp_path, monkeypatch):
     rundir.save_checkpoint(tmp_path, _state(1))
     monkeypatch.setattr(torch, "save", _failing_save)
-    with pytest.raises(OSError):
+    with pytest.raises(rundir.WriteError):
         rundir.save_checkpoint(tmp_path, _state(2))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
 

@@ -19,6 +19,7 @@ from rkmeta_rl.arguments import (
     check_threads,
     given_flags,
     layer_sizes,
+    report_stop,
     resume_dir,
 )
 from rkmeta_rl.rl.config import PRESETS, TrainConfig, preset_values, resolve
@@ -26,6 +27,7 @@ from rkmeta_rl.rl.evaluate import INITS, PROTOCOLS, EvalConfig, evaluate_run
 from rkmeta_rl.rl.render import render_run
 from rkmeta_rl.rl.tasks import FAMILIES, describe, oracle_env
 from rkmeta_rl.rl.trainer import prepare_run_dir, resume_run
+from rkmeta_rl.stopping import RunStopped
 
 Formatter = argparse.ArgumentDefaultsHelpFormatter
 
@@ -118,7 +120,10 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     print(f"rkmeta-rl: run directory {trainer.run_dir} (iteration {trainer.iteration}/"
           f"{trainer.cfg.meta_iters}, α = {trainer.cfg.alpha:g}, h = {trainer.cfg.h:g})",
           file=sys.stderr)
-    records = trainer.run(progress=not args.no_progress)
+    try:
+        records = trainer.run(progress=not args.no_progress)
+    except RunStopped as stop:
+        return report_stop(stop, "train", trainer.run_dir)
     if records:
         last = records[-1]
         print(f"final: return_pre {last['return_pre']:.2f} return_post {last['return_post']:.2f}")

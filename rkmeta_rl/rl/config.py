@@ -9,6 +9,7 @@ replaces some defaults at once; flags given explicitly still win.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,10 +126,21 @@ def _check_device(device: str, env: str, mujoco: bool) -> None:
         raise ValueError(f"--device {device}: CUDA is not available on this machine")
 
 
-def read_train_config(run_dir: str | Path) -> TrainConfig:
-    """The RL run's config.json; a supervised run is named as such, not misread."""
+def read_train_config(run_dir: str | Path, check_device: bool = False) -> TrainConfig:
+    """The RL run's config.json, every value validated (a one-line ValueError naming the
+    file otherwise); a supervised run is named as such, not misread. The device is only
+    checked when ``check_device`` (training); evaluation runs on the CPU."""
+    path = Path(run_dir) / rundir.CONFIG
     stored = rundir.read_config(Path(run_dir))
     if stored.get("kind") == "supervised":
         raise ValueError(f"{run_dir} holds a supervised run; use rkmeta-rl supervised-evaluate "
                          "or rkmeta-rl supervised --resume for it")
-    return TrainConfig.from_dict(stored)
+    try:
+        cfg = TrainConfig.from_dict(stored)
+        probe = copy.deepcopy(cfg)
+        if not check_device:
+            probe.device = "cpu"
+        resolve(probe)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    return cfg

@@ -139,15 +139,25 @@ def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
 def read_eval(path: str | Path) -> dict[str, Any]:
     """An ``eval.json`` written by :func:`evaluate_run` (ValueError if it is not one)."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such evaluation file (run rkmeta-rl evaluate first)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
-    if "by_step" not in data:
-        raise ValueError(f"{path} is not an evaluation file (no 'by_step')")
+    data = rundir.read_json(path, "evaluation file (run rkmeta-rl evaluate first)")
+    if not isinstance(data, dict) or not isinstance(data.get("by_step"), list):
+        raise ValueError(f"{path} is not an evaluation file (no 'by_step' list)")
+    for key in ("env", "method", "init"):
+        if not isinstance(data.get(key), str):
+            raise ValueError(f"{path} is not an evaluation file ('{key}' is not a string)")
+    for k, row in enumerate(data["by_step"]):
+        ci = row.get("ci95") if isinstance(row, dict) else None
+        if not (isinstance(ci, list) and len(ci) == 2 and all(_is_number(x) for x in ci)
+                and _is_number(row.get("mean"))):
+            raise ValueError(f"{path} is not an evaluation file (by_step[{k}] needs a number "
+                             "'mean' and a two-number 'ci95')")
+    if not data["by_step"]:
+        raise ValueError(f"{path} is not an evaluation file ('by_step' is empty)")
     return data
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def label_of(evaluation: dict[str, Any]) -> str:

@@ -1,4 +1,9 @@
-"""Meta-training loop: RK-TRPO meta-iterations, run directory, checkpoints, logging."""
+"""Meta-training loop: RK-TRPO meta-iterations, run directory, checkpoints, logging.
+
+A trainer that writes holds its run directory's writer lock (``rundir.WriterLock``) from
+``prepare_run_dir``/``resume_run`` until ``run()`` ends; SIGINT/SIGTERM stop ``run()``
+between iterations (``rkmeta_rl.stopping``).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from rkmeta_rl.rl.meta_step import MetaStepResult, meta_step
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
 from rkmeta_rl.rl.sampler import LocalSampler, Sampler
 from rkmeta_rl.rl.tasks import TaskFamily, make_family
+from rkmeta_rl.stopping import StopSignals
 
 
 def make_policy(cfg: TrainConfig, family: TaskFamily) -> GaussianMLPPolicy:
@@ -59,11 +65,14 @@ class Trainer:
         self.policy = make_policy(cfg, self.family).to(cfg.device)
         self.generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
         self.iteration = 0
+        self.writer_lock: rundir.WriterLock | None = None
 
     # -- state ---------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
+    def state(self, iteration: int | None = None) -> dict[str, Any]:
+        """Everything a resume needs, as tensors and plain data (``iteration``: the count
+        of finished iterations to record, by default the current one)."""
         return {
-            "iteration": self.iteration,
+            "iteration": self.iteration if iteration is None else iteration,
             "policy": self.policy.state_dict(),
             "generator": self.generator.get_state(),
             "task_rng": self.family.rng_state(),
@@ -74,7 +83,7 @@ class Trainer:
         self.policy.load_state_dict(state["policy"])
         self.generator.set_state(state["generator"])
         self.family.set_rng_state(state["task_rng"])
-        self.iteration = int(state["iteration"])
+        self.iteration = state["iteration"]  # a count: checked by rundir.load_checkpoint
 
     # -- one iteration -------------------------------------------------------
     def sampler(self, tasks: list[dict]):
@@ -99,22 +108,31 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------
     def run(self, progress: bool = True) -> list[dict[str, Any]]:
+        """Train to ``meta_iters``; raises ``RunStopped`` on SIGINT/SIGTERM."""
+        if self.writer_lock is None:
+            self.writer_lock = rundir.WriterLock(self.run_dir)
         torch.set_num_threads(self.cfg.num_threads)
         writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration)
         bar = ProgressBar(self.cfg.meta_iters, self.iteration) if progress else None
         records = []
+        signals = StopSignals()
         try:
-            while self.iteration < self.cfg.meta_iters:
-                rec = self.step()
-                rundir.log_scalars(writer, self.run_dir, rec, self.iteration)
-                self.iteration += 1
-                rundir.save_checkpoint(self.run_dir, self.state())
-                records.append(rec)
-                if bar is not None:
-                    bar.update(self.iteration, pre=rec["return_pre"], post=rec["return_post"],
-                               kl=rec["kl"])
+            with signals, signals.stopping(lambda: self.iteration):
+                while self.iteration < self.cfg.meta_iters:
+                    signals.check(self.iteration)
+                    rec = self.step()
+                    with signals.writing():
+                        rundir.log_scalars(writer, self.run_dir, rec, self.iteration)
+                        rundir.save_checkpoint(self.run_dir, self.state(self.iteration + 1))
+                        self.iteration += 1
+                    records.append(rec)
+                    if bar is not None:
+                        bar.update(self.iteration, pre=rec["return_pre"],
+                                   post=rec["return_post"], kl=rec["kl"])
         finally:
             writer.close()
+            self.writer_lock.release()
+            self.writer_lock = None
         return records
 
 
@@ -125,25 +143,25 @@ def _stored_config(run_dir: Path) -> dict[str, Any]:
 def prepare_run_dir(cfg: TrainConfig, run_dir: Path) -> Trainer:
     """Create ``run_dir`` for ``cfg``, or continue it if it holds this same run.
 
-    A directory holding a different run is refused (nothing is overwritten).
+    A directory holding a different run is refused (nothing is overwritten), and so is one
+    that another process is training in.
     """
     run_dir = Path(run_dir)
-    if rundir.check_new_or_same(run_dir, cfg.to_dict(), partial(_stored_config, run_dir)):
-        return resume_run(run_dir)
-    trainer = Trainer(cfg, run_dir)  # fails before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_config(run_dir, cfg.to_dict())
-    return trainer
+    return rundir.open_run(run_dir, cfg.to_dict(), partial(_stored_config, run_dir),
+                           new=lambda: Trainer(cfg, run_dir),
+                           resume=lambda: resume_run(run_dir))
 
 
 def resume_run(run_dir: Path) -> Trainer:
-    """A Trainer positioned after the run's last checkpoint (its own config)."""
+    """A Trainer positioned after the run's last checkpoint (its own config), holding the
+    directory's writer lock."""
     run_dir = Path(run_dir)
-    cfg = read_train_config(run_dir)
+    cfg = read_train_config(run_dir, check_device=True)
     state = rundir.load_checkpoint(run_dir)
     trainer = Trainer(cfg, run_dir)
     if state is not None:
-        trainer.load_state(state)
+        rundir.restore(run_dir, trainer.load_state, state)
+    trainer.writer_lock = rundir.WriterLock(run_dir)  # nothing was written before this
     rundir.truncate_metrics(run_dir, trainer.iteration)
     return trainer
 
@@ -155,7 +173,7 @@ def checkpoint_policy(run_dir: Path, cfg: TrainConfig, family: TaskFamily
     if state is None:
         raise ValueError(f"{run_dir} has no checkpoint yet ({rundir.CHECKPOINT} is missing)")
     policy = make_policy(cfg, family)
-    policy.load_state_dict(state["policy"])
+    rundir.restore(run_dir, lambda st: policy.load_state_dict(st["policy"]), state)
     return policy, int(state["iteration"])
 
 

@@ -17,7 +17,7 @@ import torch
 
 from rkmeta_rl.supervised.config import SupervisedConfig
 from rkmeta_rl.supervised.fewshot import ClassDataset, check_task_shape, sample_tasks
-from rkmeta_rl.supervised.miniimagenet import load_miniimagenet
+from rkmeta_rl.supervised.miniimagenet import check_disjoint, load_miniimagenet
 from rkmeta_rl.supervised.models import MLP, ConvNet
 from rkmeta_rl.supervised.omniglot import load_omniglot, omniglot_split
 from rkmeta_rl.supervised.sinusoid import sample_sinusoid_tasks
@@ -53,8 +53,10 @@ def load_classes(cfg: SupervisedConfig) -> dict[str, ClassDataset]:
         train, test = omniglot_split(data, cfg.num_train_classes, cfg.split_seed)
         return {"train": train, "validation": test, "test": test}
     (root,) = cfg.data
-    return {name: load_miniimagenet(root, split, image_size=MINIIMAGENET_SIZE)
-            for name, split in (("train", "train"), ("validation", "val"), ("test", "test"))}
+    splits = {name: load_miniimagenet(root, split, image_size=MINIIMAGENET_SIZE)
+              for name, split in (("train", "train"), ("validation", "val"), ("test", "test"))}
+    check_disjoint(splits)
+    return splits
 
 
 def make_benchmark(cfg: SupervisedConfig) -> Benchmark:

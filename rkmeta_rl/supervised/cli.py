@@ -15,8 +15,10 @@ from rkmeta_rl.arguments import (
     check_run_dir,
     check_threads,
     layer_sizes,
+    report_stop,
     resume_dir,
 )
+from rkmeta_rl.stopping import RunStopped
 from rkmeta_rl.supervised.config import (
     BENCHMARKS,
     SupervisedConfig,
@@ -111,7 +113,10 @@ def cmd_supervised(args: argparse.Namespace, argv: list[str]) -> int:
     print(f"rkmeta-rl: run directory {trainer.run_dir} (iteration {trainer.iteration}/"
           f"{cfg.meta_iters}, α = {cfg.alpha:g}, h = {cfg.h:g}, {cfg.inner_steps} "
           f"adaptation step(s))", file=sys.stderr)
-    records = trainer.run(progress=not args.no_progress)
+    try:
+        records = trainer.run(progress=not args.no_progress)
+    except RunStopped as stop:
+        return report_stop(stop, "supervised", trainer.run_dir)
     if records:
         last = {k: f"{v:.4g}" for k, v in records[-1].items() if k.startswith("val_")}
         print("final: " + " ".join(f"{k} {v}" for k, v in last.items()))

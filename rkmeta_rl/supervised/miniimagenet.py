@@ -3,6 +3,10 @@
 ``ROOT/{train,val,test}.csv`` list ``filename,label`` rows (e.g.
 ``n0153282900000005.jpg,n01532829``) of 84x84 RGB JPEGs kept in ``ROOT/images/``.
 
+Read strictly: a file name must be a plain name inside ``images/`` (no folders, no ``..``),
+listed once across the csv, and every image must exist; a class may belong to one split
+only (see ``check_disjoint``).
+
 Memory: the full train split is about 64 classes x 600 images x 3 x 84 x 84 bytes ~ 813 MB
 as uint8; use ``max_per_class`` or a smaller ``image_size`` to cut it down.
 """
@@ -33,10 +37,19 @@ def _read_csv(csv_path: Path) -> dict[str, list[str]]:
         got = rows[0] if rows else "an empty file"
         raise ValueError(f"{csv_path}: expected header filename,label, got {got}")
     by_label: dict[str, list[str]] = {}
+    seen: dict[str, int] = {}
     for lineno, row in enumerate(rows[1:], 2):
         if len(row) != 2 or not all(row):
             raise ValueError(f"{csv_path} row {lineno}: expected 'filename,label', got {row}")
-        by_label.setdefault(row[1], []).append(row[0])
+        name = row[0]
+        if Path(name).name != name or name in (".", ".."):
+            raise ValueError(f"{csv_path} row {lineno}: {name!r} is not a plain file name in "
+                             "images/ (no folders or '..')")
+        if name in seen:
+            raise ValueError(f"{csv_path} row {lineno}: {name} is listed twice (first in row "
+                             f"{seen[name]})")
+        seen[name] = lineno
+        by_label.setdefault(row[1], []).append(name)
     return by_label
 
 
@@ -79,3 +92,14 @@ def load_miniimagenet(
         raise ValueError(f"{len(missing)} images listed in {split}.csv are missing: {first}")
     images = [torch.from_numpy(np.stack([_read_image(p, image_size) for p in f])) for f in files]
     return ClassDataset(images=images, names=names, rotations=False)
+
+
+def check_disjoint(splits: dict[str, ClassDataset]) -> None:
+    """No class may be in two splits (held-out classes must be unseen in training)."""
+    names = list(splits)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = sorted(set(splits[a].names) & set(splits[b].names))
+            if shared:
+                raise ValueError(f"MiniImagenet classes {', '.join(shared[:3])} are in both "
+                                 f"the {a} and the {b} split; each class belongs to one split")

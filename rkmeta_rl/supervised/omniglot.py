@@ -3,6 +3,11 @@
 Omniglot ships as ``images_background`` / ``images_evaluation`` (folders or zips) holding
 ``Alphabet/characterNN/*.png``: 105x105 1-bit drawings, strokes black on white. Images are
 returned greyscale with strokes bright (255 - pixel) and background 0.
+
+Folders are read strictly: a character folder holds drawings named ``NNNN_DD.png`` (one
+character id NNNN, drawer DD; 20 drawings in the real data), all of one size. Any other
+folder of PNGs, such as the one-shot runs (``runNN/training/classKK.png``) extracted inside a
+data folder, is skipped with a one-line warning instead of becoming a class.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import sys
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +29,7 @@ from rkmeta_rl.supervised.fewshot import ClassDataset, seeded_split
 
 _SET_FOLDER = re.compile(r"^images_(background|evaluation)")
 _RUN_FOLDER = re.compile(r"^run\d+$")
+_DRAWING = re.compile(r"^(\d+)_\d+\.png$")  # NNNN_DD.png: character id, drawer
 _EXPECTED = (
     "expected alphabet folders of character folders of .png files, or "
     "images_background/images_evaluation (folders or .zip), under {}"
@@ -73,16 +80,43 @@ class _FileTree:
         self.close()
 
 
-def _read_image(tree: _FileTree, name: str, size: int) -> np.ndarray:
-    """One drawing as uint8 (size, size), strokes bright."""
+def _read_image(tree: _FileTree, name: str, size: int, sizes: set | None = None) -> np.ndarray:
+    """One drawing as uint8 (size, size), strokes bright; its original size is added to
+    ``sizes`` when given."""
     try:
         with Image.open(io.BytesIO(tree.read(name))) as im:
+            if sizes is not None:
+                sizes.add(im.size)
             grey = im.convert("L")
             if grey.size != (size, size):
                 grey = grey.resize((size, size), Image.LANCZOS)
             return 255 - np.asarray(grey, dtype=np.uint8)
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"cannot read image {tree.where(name)}: {err}") from err
+
+
+def _not_a_character(files: list[str]) -> str | None:
+    """Why a folder of PNGs is not an Omniglot character (None if its names fit)."""
+    matches = [_DRAWING.match(PurePosixPath(f).name) for f in files]
+    if not all(matches):
+        return "file names are not NNNN_DD.png"
+    if len({m.group(1) for m in matches}) > 1:
+        return "drawings of several characters"
+    return None
+
+
+def _read_character(tree: _FileTree, files: list[str], size: int) -> np.ndarray | None:
+    """The drawings (n, size, size) of one character folder; None if they differ in size."""
+    sizes: set = set()
+    images = np.stack([_read_image(tree, f, size, sizes) for f in files])
+    return images if len(sizes) == 1 else None
+
+
+def _warn_skipped(path: Path, skipped: list[str]) -> None:
+    if skipped:
+        shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        print(f"rkmeta-rl: warning: skipped {len(skipped)} folder(s) under {path} that are not "
+              f"Omniglot characters: {shown}", file=sys.stderr)
 
 
 def _sources(path: Path) -> list[Path]:
@@ -124,14 +158,22 @@ def load_omniglot(paths: str | Path | Sequence[str | Path], image_size: int = 28
         path = Path(raw)
         if not path.exists():
             raise ValueError(f"Omniglot path does not exist: {path}")
-        found = False
+        found, skipped = False, []
         for source in _sources(path):
             with _FileTree(source) as tree:
                 for folder, files in sorted(_character_files(tree).items()):
-                    found = True
                     key = "/".join(folder.split("/")[-2:])
-                    if key not in classes:
-                        classes[key] = np.stack([_read_image(tree, f, image_size) for f in files])
+                    why = _not_a_character(files)
+                    if why is None and key not in classes:
+                        images = _read_character(tree, files, image_size)
+                        why = None if images is not None else "drawings of different sizes"
+                        if images is not None:
+                            classes[key] = images
+                    if why is not None:
+                        skipped.append(f"{folder} ({why})")
+                    else:
+                        found = True
+        _warn_skipped(path, skipped)
         if not found:
             raise ValueError(_EXPECTED.format(path))
     names = sorted(classes)

@@ -5,11 +5,14 @@ TensorBoard events, checkpoint.pt written atomically). Iterations are millisecon
 here, so one metrics record (window means), TensorBoard point and checkpoint is written
 every ``log_every`` iterations; validation (adapt held-out tasks ``test_steps`` steps) runs
 every ``eval_every``. A killed run resumes from its last checkpoint and redoes the rest
-of that window, giving the same numbers as an uninterrupted run.
+of that window, giving the same numbers as an uninterrupted run. A SIGINT/SIGTERM stops
+the run at the next iteration and discards the iterations since the last checkpoint (they
+are redone on resume). The run directory's writer lock is held as in RL training.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -23,6 +26,7 @@ from torch.utils.tensorboard import SummaryWriter
 from rkmeta_rl import rundir
 from rkmeta_rl.progress import ProgressBar
 from rkmeta_rl.rk import Params
+from rkmeta_rl.stopping import StopSignals
 from rkmeta_rl.supervised.benchmarks import VALIDATION_SEED_OFFSET, Benchmark, make_benchmark
 from rkmeta_rl.supervised.config import SupervisedConfig, resolve
 from rkmeta_rl.supervised.meta import adapt, meta_step, task_losses
@@ -63,6 +67,7 @@ class SupervisedTrainer:
         self.optimizer = torch.optim.Adam(list(self.theta.values()), lr=cfg.meta_lr)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.iteration = 0
+        self.writer_lock: rundir.WriterLock | None = None
 
     # -- state ---------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -72,12 +77,13 @@ class SupervisedTrainer:
                 "config": self.cfg.to_dict()}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        params = checked_params(state["params"], self.theta)
         with torch.no_grad():
             for n, v in self.theta.items():
-                v.copy_(state["params"][n])
+                v.copy_(params[n])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
-        self.iteration = int(state["iteration"])
+        self.iteration = state["iteration"]  # a count: checked by rundir.load_checkpoint
 
     # -- one iteration and validation --------------------------------------------------
     def step(self) -> dict[str, float]:
@@ -110,34 +116,63 @@ class SupervisedTrainer:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, progress: bool = True) -> list[dict[str, Any]]:
+        """Train to ``meta_iters``; raises ``RunStopped`` on SIGINT/SIGTERM."""
+        if self.writer_lock is None:
+            self.writer_lock = rundir.WriterLock(self.run_dir)
         torch.set_num_threads(self.cfg.num_threads)
         cfg = self.cfg
         writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration)
         bar = ProgressBar(cfg.meta_iters, self.iteration) if progress else None
-        records, window = [], []
+        records: list[dict[str, Any]] = []
+        window: list[dict[str, float]] = []
+        saved = self.iteration  # iterations in the last checkpoint
+        signals = StopSignals()
         try:
-            while self.iteration < cfg.meta_iters:
-                window.append(self.step())
-                self.iteration += 1
-                last = self.iteration == cfg.meta_iters
-                due_eval = last or (cfg.eval_every > 0 and self.iteration % cfg.eval_every == 0)
-                if not (due_eval or self.iteration % cfg.log_every == 0):
-                    continue  # records, checkpoints and validations fall on fixed iterations
-                rec = {"iter": self.iteration - 1, **_window_means(window)}
-                window = []
-                if due_eval:
-                    rec.update(self.validate())
-                rundir.log_scalars(writer, self.run_dir, rec, self.iteration - 1)
-                rundir.save_checkpoint(self.run_dir, self.state())
-                records.append(rec)
-                if bar is not None:
-                    shown = {k: rec[k] for k in ("loss_stage1", f"loss_stage{self.tableau.stages}",
-                                                 "val_loss_post", "val_accuracy_post")
-                             if k in rec}
-                    bar.update(self.iteration, **shown)
+            with signals, signals.stopping(lambda: saved):
+                while self.iteration < cfg.meta_iters:
+                    signals.check(saved)  # the window since the checkpoint is redone on resume
+                    window.append(self.step())
+                    self.iteration += 1
+                    last = self.iteration == cfg.meta_iters
+                    due_eval = last or (cfg.eval_every > 0
+                                        and self.iteration % cfg.eval_every == 0)
+                    if not (due_eval or self.iteration % cfg.log_every == 0):
+                        continue  # records, checkpoints and validations fall on fixed iterations
+                    rec = {"iter": self.iteration - 1, **_window_means(window)}
+                    window = []
+                    if due_eval:
+                        rec.update(self.validate())
+                    with signals.writing():
+                        rundir.log_scalars(writer, self.run_dir, rec, self.iteration - 1)
+                        rundir.save_checkpoint(self.run_dir, self.state())
+                        saved = self.iteration
+                    records.append(rec)
+                    if bar is not None:
+                        bar.update(self.iteration, **self._shown(rec))
         finally:
             writer.close()
+            self.writer_lock.release()
+            self.writer_lock = None
         return records
+
+    def _shown(self, rec: dict[str, Any]) -> dict[str, float]:
+        keys = ("loss_stage1", f"loss_stage{self.tableau.stages}", "val_loss_post",
+                "val_accuracy_post")
+        return {k: rec[k] for k in keys if k in rec}
+
+
+def checked_params(params: Any, like: Params) -> Params:
+    """Stored parameters with exactly ``like``'s names, shapes and dtypes (ValueError)."""
+    if not isinstance(params, dict) or set(params) != set(like):
+        names = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(f"parameters {names} do not match the model's {sorted(like)}")
+    for n, v in like.items():
+        p = params[n]
+        if not isinstance(p, torch.Tensor) or p.shape != v.shape or p.dtype != v.dtype:
+            got = tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__
+            raise ValueError(f"parameter {n!r} is {got}, the model needs {tuple(v.shape)} "
+                             f"{v.dtype}")
+    return params
 
 
 def _window_means(window: list[dict[str, float]]) -> dict[str, float]:
@@ -157,33 +192,38 @@ def _stored_config(run_dir: Path) -> dict[str, Any]:
 
 
 def read_supervised_config(run_dir: Path) -> dict[str, Any]:
-    """config.json of a supervised run, without its ``kind`` marker."""
+    """config.json of a supervised run, without its ``kind`` marker, every value validated
+    (a one-line ValueError naming the file otherwise)."""
     stored = rundir.read_config(Path(run_dir))
     if stored.pop("kind", None) != KIND:
         raise ValueError(f"{run_dir} holds an RL run, not a supervised one")
+    try:
+        resolve(SupervisedConfig.from_dict(copy.deepcopy(stored)))
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"{Path(run_dir) / rundir.CONFIG}: {e}") from None
     return stored
 
 
 def prepare_supervised_run(cfg: SupervisedConfig, run_dir: Path) -> SupervisedTrainer:
-    """Create ``run_dir`` for ``cfg``, or continue it if it holds this same run."""
+    """Create ``run_dir`` for ``cfg``, or continue it if it holds this same run (a
+    different run, or one another process trains, is refused)."""
     run_dir = Path(run_dir)
-    wanted = {"kind": KIND, **cfg.to_dict()}
-    if rundir.check_new_or_same(run_dir, wanted, partial(_stored_config, run_dir)):
-        return resume_supervised_run(run_dir)
-    trainer = SupervisedTrainer(cfg, run_dir)  # fails before anything is written
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_config(run_dir, wanted)
-    return trainer
+    return rundir.open_run(run_dir, {"kind": KIND, **cfg.to_dict()},
+                           partial(_stored_config, run_dir),
+                           new=lambda: SupervisedTrainer(cfg, run_dir),
+                           resume=lambda: resume_supervised_run(run_dir))
 
 
 def resume_supervised_run(run_dir: Path) -> SupervisedTrainer:
-    """A trainer positioned after the run's last checkpoint (its own config)."""
+    """A trainer positioned after the run's last checkpoint (its own config), holding the
+    directory's writer lock."""
     run_dir = Path(run_dir)
     cfg = SupervisedConfig.from_dict(read_supervised_config(run_dir))
     state = rundir.load_checkpoint(run_dir, required=("iteration", "params"))
     trainer = SupervisedTrainer(cfg, run_dir)
     if state is not None:
-        trainer.load_state(state)
+        rundir.restore(run_dir, trainer.load_state, state)
+    trainer.writer_lock = rundir.WriterLock(run_dir)  # nothing was written before this
     rundir.truncate_metrics(run_dir, trainer.iteration)
     return trainer
 
@@ -195,4 +235,9 @@ def load_supervised_run(run_dir: str | Path) -> tuple[SupervisedConfig, Benchmar
     state = rundir.load_checkpoint(run_dir, required=("iteration", "params"))
     if state is None:
         raise ValueError(f"{run_dir} has no checkpoint yet ({rundir.CHECKPOINT} is missing)")
-    return cfg, make_benchmark(cfg), state["params"]
+    bench = make_benchmark(cfg)
+    like = initial_params(cfg, bench)
+    holder: dict[str, Params] = {}
+    rundir.restore(run_dir, lambda st: holder.update(p=checked_params(st["params"], like)),
+                   state)
+    return cfg, bench, holder["p"]
