@@ -140,8 +140,9 @@ class CheetahPhysics(Physics):
         return Moved(new, xy, self.no_contact(len(new)), unstable)
 
     def _bad_state_warnings(self, rows: Rows) -> np.ndarray:
-        """(n,) the rows' bad-state warning counters, summed."""
-        return self._sims.warning[rows][:, _BAD_STATE, 0].sum(axis=1)
+        """(n,) the rows' bad-state warning counters, summed (column 1 of mjWarningStat is
+        ``number``, the count; column 0, ``lastinfo``, is the index of the bad value)."""
+        return self._sims.warning[rows][:, _BAD_STATE, 1].sum(axis=1)
 
     def close(self) -> None:
         """Keep a copy of the states and drop the batch, whose threads end with it."""

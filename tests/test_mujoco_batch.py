@@ -153,11 +153,12 @@ def test_ant_termination_freezes_episode():
         np.testing.assert_array_equal(batch.physics_state()[0][1, 0], frozen)
 
 
-def test_unstable_physics_and_bad_actions_raise():
+@pytest.mark.parametrize("dof", [0, 3])
+def test_unstable_physics_and_bad_actions_raise(dof):
     with make("halfcheetah-dir") as batch:
         batch.reset()
         qpos, qvel = batch.physics_state()
-        qvel[1, 0, 3] = 1e12  # MuJoCo finds it unstable and resets that simulation
+        qvel[1, 0, dof] = 1e12  # MuJoCo finds it unstable and resets that simulation
         batch.reset_to(qpos, qvel)
         action = torch.zeros(2, 2, batch.action_dim)
         with pytest.raises(RuntimeError, match="task 1, episode 0 at step 1"):
