@@ -9,11 +9,12 @@ import json
 
 import pytest
 import torch
+from helpers import interrupt_on_call
 from supervised_fixtures import miniimagenet_root
 
 from rkmeta_rl import rundir
 from rkmeta_rl.cli import main
-from rkmeta_rl.supervised.trainer import load_supervised_run
+from rkmeta_rl.supervised.trainer import SupervisedTrainer, load_supervised_run
 
 
 def error_line(err: str) -> str:
@@ -105,6 +106,10 @@ CLI_ERRORS = {
                        "--resume TMP/none: no such run directory"),
     "different run": (["supervised", *TINY, "--meta-lr", "0.01", "--out", "RUN"],
                       "already holds a different run (settings differ: "),
+    "layer pattern": (["supervised", *TINY, "--layer-methods", "head=midpoint,*=ralston",
+                       "--out", "TMP/new"], "pattern(s) 'head' match no parameter"),
+    "layer syntax": (["supervised", *TINY, "--layer-methods", "midpoint", "--out", "TMP/new"],
+                     "expected PATTERN=METHOD"),
     "eval dir": (["supervised-evaluate", "TMP/none"], "TMP/none: no such run directory"),
     "eval tasks": (["supervised-evaluate", "RUN", "--tasks", "0"],
                    "--tasks must be >= 1, got 0"),
@@ -127,6 +132,25 @@ def test_cli_bad_input_returns_2_with_the_message(name, sinusoid_run, tmp_path, 
     out, err = capsys.readouterr()
     assert fill(message) in error_line(err)
     assert sorted(p.name for p in sinusoid_run.iterdir()) == before
+    assert not (tmp_path / "new").exists()
+
+
+def test_layer_methods_train_resume_and_evaluate_with_each_groups_alpha(tmp_path, capsys,
+                                                                        monkeypatch):
+    spec = "layers.2=midpoint,*=frozen:midpoint"  # ANIL: only the head adapts
+    run, ref = tmp_path / "anil", tmp_path / "ref"
+    argv = ["supervised", *TINY, "--layer-methods", spec]
+    assert main([*argv, "--out", str(ref)]) == 0
+    with monkeypatch.context() as m:
+        interrupt_on_call(m, 15, SupervisedTrainer)
+        assert main([*argv, "--out", str(run)]) == 130
+    assert main(["supervised", "--resume", str(run)]) == 0
+    strip = lambda rs: [{k: v for k, v in r.items() if "seconds" not in k} for r in rs]  # noqa: E731
+    assert strip(rundir.read_metrics(run)) == strip(rundir.read_metrics(ref))
+    capsys.readouterr()
+    assert main(["supervised-evaluate", str(run), "--tasks", "4", "--steps", "1"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert result["alpha"]["layers.2.weight"] == 0.01 and result["alpha"]["layers.0.weight"] == 0
 
 
 def test_cli_argparse_refusals(capsys):

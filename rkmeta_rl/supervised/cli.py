@@ -61,6 +61,11 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     d = SupervisedConfig()
     p.add_argument("--benchmark", default=d.benchmark, help=", ".join(BENCHMARKS))
     add_method_args(p, d.method, "the benchmark's: " + by_benchmark("inner_lr")[1:-1])
+    p.add_argument("--layer-methods", metavar="RULES",
+                   help="a tableau per parameter group, e.g. 'head=midpoint,*=ralston' "
+                        "(replaces --method; 'frozen:midpoint' does not move a group; "
+                        "parameters: sinusoid layers.0-2.{weight,bias}, conv nets "
+                        "blocks.0-3.{conv,norm}.{weight,bias} and head.{weight,bias})")
     p.add_argument("--data", nargs="+", metavar="PATH",
                    help="Omniglot: folders or zips (images_background..., or alphabets); "
                         "MiniImagenet: the root holding train/val/test.csv and images/")
@@ -100,7 +105,8 @@ def config_from_args(args: argparse.Namespace) -> SupervisedConfig:
 
 def default_out(cfg: SupervisedConfig) -> Path:
     setting = "" if cfg.benchmark == "sinusoid" else f"-{cfg.ways}way-{cfg.shots}shot"
-    return Path(f"runs/{cfg.benchmark}{setting}-{cfg.method}-s{cfg.seed}")
+    method = cfg.method if cfg.layer_methods is None else "layers"
+    return Path(f"runs/{cfg.benchmark}{setting}-{method}-s{cfg.seed}")
 
 
 def cmd_supervised(args: argparse.Namespace, argv: list[str]) -> int:
@@ -111,7 +117,9 @@ def cmd_supervised(args: argparse.Namespace, argv: list[str]) -> int:
         trainer = prepare_supervised_run(cfg, Path(args.out) if args.out else default_out(cfg))
     cfg = trainer.cfg
     print(f"rkmeta-rl: run directory {trainer.run_dir} (iteration {trainer.iteration}/"
-          f"{cfg.meta_iters}, α = {cfg.alpha:g}, h = {cfg.h:g}, {cfg.inner_steps} "
+          f"{cfg.meta_iters}, " + (f"α = {cfg.alpha:g}, h = {cfg.h:g}" if cfg.layer_methods is None
+                                    else f"layers {cfg.layer_methods}")
+          + f", {cfg.inner_steps} "
           f"adaptation step(s))", file=sys.stderr)
     try:
         records = trainer.run(progress=not args.no_progress)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rkmeta_rl.config import StoredConfig, check_seed, resolve_steps
+from rkmeta_rl.layer_methods import parse_layer_methods
 
 BENCHMARKS = ("sinusoid", "omniglot", "miniimagenet")
 
@@ -60,6 +61,7 @@ class SupervisedConfig(StoredConfig):
     method: str = "ralston"
     tableau: dict[str, Any] | None = None  # resolved (a, q, c); filled by resolve()
     first_order: bool = False
+    layer_methods: str | None = None  # a tableau per parameter group (replaces method)
     data: list[str] | None = None  # dataset path(s): Omniglot folders/zips, MiniImagenet root
     ways: int | None = None
     shots: int | None = None  # support examples per class (sinusoid: points per task)
@@ -134,4 +136,6 @@ def resolve(cfg: SupervisedConfig, tableau_file: str | None = None) -> Supervise
         raise ValueError(f"--num-train-classes must be >= 1, got {cfg.num_train_classes}")
     check_seed(cfg.seed)
     cfg.alpha, cfg.h = resolve_steps(tab, cfg.inner_lr, cfg.step_size, default_lr)
+    if cfg.layer_methods is not None:
+        parse_layer_methods(cfg.layer_methods)  # the names are checked with the model
     return cfg

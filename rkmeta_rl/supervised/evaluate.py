@@ -22,7 +22,7 @@ from rkmeta_rl.config import check_seed
 from rkmeta_rl.stats import summarize
 from rkmeta_rl.supervised.fewshot import FewShotBatch
 from rkmeta_rl.supervised.omniglot import load_one_shot_runs
-from rkmeta_rl.supervised.trainer import adapted_scores, load_supervised_run
+from rkmeta_rl.supervised.trainer import adapted_scores, load_supervised_run, run_method
 
 DEFAULT_TEST_SEED = 20170309  # training draws from --seed: keep the two apart
 CHUNK = 50  # tasks adapted at once (bounds memory at 20-way)
@@ -68,7 +68,8 @@ def evaluate_supervised_run(run_dir: str | Path, out: str | Path | None = None, 
     one_shot = _load_runs(cfg, runs) if runs is not None else None  # fail before the work
     tasks = cfg.test_tasks if tasks is None else tasks
     steps = cfg.test_steps if steps is None else steps
-    alpha = cfg.alpha if alpha is None else alpha
+    if alpha is None:  # the run's own: one α, or one per parameter group
+        alpha = run_method(cfg, list(theta))[2]
     g = torch.Generator().manual_seed(seed)
     losses: list[list[torch.Tensor]] = [[] for _ in range(steps + 1)]
     accs: list[list[torch.Tensor]] = [[] for _ in range(steps + 1)]
@@ -86,7 +87,10 @@ def evaluate_supervised_run(run_dir: str | Path, out: str | Path | None = None, 
         "by_step": _by_step([torch.cat(v) for v in losses],
                             [torch.cat(v) for v in accs] if accs[0] else []),
     }
-    summary = [f"{cfg.method}: {tasks} held-out tasks, α = {alpha:g}"]
+    method = cfg.method if cfg.layer_methods is None else f"layers {cfg.layer_methods}"
+    shown = f"{alpha:g}" if not isinstance(alpha, dict) else "per group " + ", ".join(
+        f"{v:g}" for v in sorted(set(alpha.values())))
+    summary = [f"{method}: {tasks} held-out tasks, α = {shown}"]
     for row in result["by_step"]:
         text = f"  after {row['step']} steps: loss {_pm(row['loss'])}"
         if "accuracy" in row:
@@ -112,7 +116,8 @@ def _load_runs(cfg, path):
     return runs
 
 
-def _score_runs(bench, theta, runs, path: str, alpha: float, steps: int) -> dict[str, Any]:
+def _score_runs(bench, theta, runs, path: str, alpha: float | dict[str, float], steps: int
+                ) -> dict[str, Any]:
     _, accs = adapted_scores(bench, theta, one_shot_batch(runs), alpha, steps)
     return {"path": path, "runs": len(runs), "steps": steps, "accuracy": summarize(accs[-1]),
             "accuracy_by_step": [float(a.mean()) for a in accs]}

@@ -16,7 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rkmeta_rl.rk import Params, repeat_params, rk_combination, stage_points
+from rkmeta_rl.rk import (
+    Params,
+    Scheme,
+    combined_gradient,
+    repeat_params,
+    rk_combination,
+    stage_points,
+)
 from rkmeta_rl.tableau import Tableau
 
 Model = Callable[[Params, Tensor], Tensor]
@@ -43,13 +50,14 @@ class MetaStepResult:
     rejected: str = ""  # why θ was kept ("" when the step was taken)
 
 
-def meta_gradient(model: Model, theta: Params, batch, tableau: Tableau, h: float, *,
-                  inner_steps: int = 1, first_order: bool = False,
+def meta_gradient(model: Model, theta: Params, batch, tableau: Tableau | Scheme,
+                  h: float | None, *, inner_steps: int = 1, first_order: bool = False,
                   result: MetaStepResult | None = None) -> Params:
     """(1/T) Σ_tasks Σ_i a_i k_i with respect to the shared ``theta`` (Eq. 3-4).
 
     ``batch`` has support (xs, ys) and query (xq, yq) with a leading task dimension T.
-    Stage losses are recorded in ``result`` when given.
+    ``tableau`` is one tableau with step ``h``, or a tableau per parameter group (a
+    ``Scheme``, with its own steps). Stage losses are recorded in ``result`` when given.
     """
     num_tasks = batch.xs.shape[0]
 
@@ -65,6 +73,9 @@ def meta_gradient(model: Model, theta: Params, batch, tableau: Tableau, h: float
     per_task = repeat_params(theta, num_tasks)
     points = stage_points(per_task, tableau, h, stage_loss, first_order=first_order,
                           inner_steps=inner_steps)
+    if isinstance(tableau, Scheme) and tableau.shared_weights is None:
+        grads = combined_gradient(points, tableau, stage_loss, theta)
+        return {n: g / num_tasks for n, g in grads.items()}
     objective = rk_combination(points, tableau, stage_loss) / num_tasks
     grads = torch.autograd.grad(objective, list(theta.values()), allow_unused=True,
                                 materialize_grads=True)
@@ -72,7 +83,7 @@ def meta_gradient(model: Model, theta: Params, batch, tableau: Tableau, h: float
 
 
 def meta_step(model: Model, theta: Params, optimizer: torch.optim.Optimizer, batch,
-              tableau: Tableau, h: float, *, inner_steps: int = 1,
+              tableau: Tableau | Scheme, h: float | None, *, inner_steps: int = 1,
               first_order: bool = False) -> MetaStepResult:
     """Adam step on the RK meta-gradient; a non-finite loss or gradient leaves θ untouched."""
     result = MetaStepResult()
@@ -91,9 +102,10 @@ def meta_step(model: Model, theta: Params, optimizer: torch.optim.Optimizer, bat
     return result
 
 
-def adapt(model: Model, theta: Params, xs: Tensor, ys: Tensor, alpha: float, steps: int,
-          on_step: Callable[[int, Params], None] | None = None) -> Params:
-    """Test-time adaptation: ``steps`` plain gradient steps of α on each task's support set.
+def adapt(model: Model, theta: Params, xs: Tensor, ys: Tensor, alpha: float | dict[str, float],
+          steps: int, on_step: Callable[[int, Params], None] | None = None) -> Params:
+    """Test-time adaptation: ``steps`` plain gradient steps of α on each task's support set
+    (``alpha``: one step for every parameter, or one per parameter name).
 
     Returns per-task parameters (leading dimension T); ``on_step(k, params)`` sees the
     parameters after k = 0..steps steps.
@@ -108,5 +120,6 @@ def adapt(model: Model, theta: Params, xs: Tensor, ys: Tensor, alpha: float, ste
         with torch.enable_grad():
             loss = task_losses(model, x, xs, ys)[0].sum()
             grads = torch.autograd.grad(loss, list(x.values()))
-        params = {n: v.detach() - alpha * g for (n, v), g in zip(x.items(), grads, strict=True)}
+        step = alpha if isinstance(alpha, dict) else dict.fromkeys(x, alpha)
+        params = {n: v.detach() - step[n] * g for (n, v), g in zip(x.items(), grads, strict=True)}
     return params

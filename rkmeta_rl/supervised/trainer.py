@@ -24,12 +24,14 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from rkmeta_rl import rundir
+from rkmeta_rl.layer_methods import adaptation_steps, build_scheme, parse_layer_methods
 from rkmeta_rl.progress import ProgressBar
-from rkmeta_rl.rk import Params
+from rkmeta_rl.rk import Params, Scheme
 from rkmeta_rl.stopping import StopSignals
 from rkmeta_rl.supervised.benchmarks import VALIDATION_SEED_OFFSET, Benchmark, make_benchmark
 from rkmeta_rl.supervised.config import SupervisedConfig, resolve
 from rkmeta_rl.supervised.meta import adapt, meta_step, task_losses
+from rkmeta_rl.tableau import Tableau
 
 KIND = "supervised"  # config.json marks the run so `evaluate` knows which code reads it
 
@@ -38,8 +40,19 @@ def initial_params(cfg: SupervisedConfig, bench: Benchmark) -> Params:
     return bench.model.init_params(torch.Generator().manual_seed(cfg.seed))
 
 
-def adapted_scores(bench: Benchmark, theta: Params, batch, alpha: float, steps: int
-                   ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def run_method(cfg: SupervisedConfig, names: list[str]
+               ) -> tuple[Tableau | Scheme, float | None, float | dict[str, float]]:
+    """The run's RK method: its tableau and h, or (``--layer-methods``) its per-group scheme
+    and None; and the test-time step α, one or per parameter."""
+    if cfg.layer_methods is None:
+        return cfg.get_tableau(), cfg.h, cfg.alpha
+    scheme = build_scheme(parse_layer_methods(cfg.layer_methods), names, cfg.inner_lr,
+                          cfg.step_size, cfg.alpha)
+    return scheme, None, adaptation_steps(scheme)
+
+
+def adapted_scores(bench: Benchmark, theta: Params, batch, alpha: float | dict[str, float],
+                   steps: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per-task query loss and accuracy (T,) after 0..steps adaptation steps of α
     (accuracies empty for regression)."""
     losses: list[torch.Tensor] = []
@@ -61,9 +74,9 @@ class SupervisedTrainer:
 
     def __init__(self, cfg: SupervisedConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.tableau = cfg.get_tableau()
         self.bench = make_benchmark(cfg)
         self.theta = {n: v.requires_grad_() for n, v in initial_params(cfg, self.bench).items()}
+        self.tableau, self.h, self.alpha = run_method(cfg, list(self.theta))
         self.optimizer = torch.optim.Adam(list(self.theta.values()), lr=cfg.meta_lr)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.iteration = 0
@@ -90,7 +103,7 @@ class SupervisedTrainer:
         t0 = time.perf_counter()
         batch = self.bench.train(self.cfg.meta_batch_size, self.generator)
         res = meta_step(self.bench.model, self.theta, self.optimizer, batch, self.tableau,
-                        self.cfg.h, inner_steps=self.cfg.inner_steps,
+                        self.h, inner_steps=self.cfg.inner_steps,
                         first_order=self.cfg.first_order)
         if res.rejected:
             print(f"rkmeta-rl: iteration {self.iteration}: step rejected ({res.rejected}); "
@@ -106,7 +119,7 @@ class SupervisedTrainer:
         g = torch.Generator().manual_seed(self.cfg.seed + VALIDATION_SEED_OFFSET)
         batch = self.bench.validation(self.cfg.eval_tasks, g)
         theta = {n: v.detach() for n, v in self.theta.items()}
-        losses, accs = adapted_scores(self.bench, theta, batch, self.cfg.alpha,
+        losses, accs = adapted_scores(self.bench, theta, batch, self.alpha,
                                       self.cfg.test_steps)
         rec = {"val_loss_pre": float(losses[0].mean()), "val_loss_post": float(losses[-1].mean())}
         if accs:
