@@ -15,9 +15,10 @@ the parent measures it (HalfCheetah: from ``qpos[0]``; Ant: from the torso's ``x
 ``xpos`` at the start of the last physics substep, so it lags ``qpos`` by one substep).
 
 Task interface (as :class:`envs.nav2d.Nav2DEnv`): :meth:`sample_tasks` draws from the env's
-own ``np_random``; a task given to the constructor or to :meth:`reset_task` stays fixed
-across resets; while none is fixed, every :meth:`reset` draws one after the robot's initial
-state, so the initial state depends on the seed only, not on how the task was chosen.
+own ``np_random``; a task given to the constructor, to :meth:`reset_task` or as
+``reset(options={"task": task})`` stays fixed across resets; while none is fixed, every
+:meth:`reset` draws one after the robot's initial state, so the initial state depends on
+the seed only, not on how the task was chosen.
 
 The fixed-family subclasses (:class:`HalfCheetahVelEnv`, ...) are the registered entry
 points (``rkmeta_rl/HalfCheetahVel-v0``, ...; see :mod:`envs`).
@@ -91,7 +92,10 @@ class _TaskFamilyMixin:
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Reset the robot as Gymnasium does, then draw a task unless one is fixed."""
+        """Reset the robot as Gymnasium does, then draw a task unless one is fixed;
+        ``options={"task": task}`` fixes the task first, as :meth:`reset_task` does."""
+        if options is not None and "task" in options:
+            self.reset_task(options["task"])
         obs, info = super().reset(seed=seed, options=options)
         if not self._task_fixed:
             self._set_task(self.locomotion_spec.sample_tasks(self.np_random, 1)[0])

@@ -9,7 +9,8 @@ distance from the *new* position to the goal. An episode terminates when the age
 Two implementations share exactly the same float32 arithmetic:
 
 * :class:`Nav2DEnv`, a regular :class:`gymnasium.Env` with a task-family interface
-  (:meth:`Nav2DEnv.sample_tasks`, :meth:`Nav2DEnv.reset_task`);
+  (:meth:`Nav2DEnv.sample_tasks`, :meth:`Nav2DEnv.reset_task`, and
+  ``reset(options={"task": task})``);
 * :class:`BatchedNav2D`, a torch implementation that steps every ``(task, episode)`` pair at
   once, used for fast rollouts during meta-training.
 """
@@ -63,9 +64,10 @@ class Nav2DEnv(gym.Env[np.ndarray, np.ndarray]):
     out-of-range actions are clipped rather than rejected.
 
     Task selection: a task (``{"goal": array of shape (2,)}``) can be fixed through the
-    constructor or :meth:`reset_task`; it then stays fixed across resets. While no task has been
-    set, every :meth:`reset` draws a fresh goal uniformly in ``[-0.5, 0.5]^2`` from
-    ``self.np_random`` (so ``reset(seed=s)`` is reproducible).
+    constructor, :meth:`reset_task` or ``reset(options={"task": task})``; it then stays fixed
+    across resets. While no task has been set, every :meth:`reset` draws a fresh goal
+    uniformly in ``[-0.5, 0.5]^2`` from ``self.np_random`` (so ``reset(seed=s)`` is
+    reproducible).
 
     The environment counts steps itself and sets ``truncated`` once ``max_episode_steps`` steps
     have been taken without reaching the goal, so no ``TimeLimit`` wrapper is needed.
@@ -123,7 +125,10 @@ class Nav2DEnv(gym.Env[np.ndarray, np.ndarray]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Move the agent back to the origin; ``options`` is accepted but unused."""
+        """Move the agent back to the origin. ``options={"task": task}`` fixes the task first,
+        as :meth:`reset_task` does (the task protocol of ``rkmeta_rl/rl/gym_tasks.py``)."""
+        if options is not None and "task" in options:
+            self.reset_task(options["task"])
         super().reset(seed=seed)
         if not self._task_fixed:
             self._goal = self.np_random.uniform(-GOAL_RANGE, GOAL_RANGE, size=2)

@@ -18,8 +18,8 @@ import sys
 import time
 
 import torch
-from rkmeta_rl.methods import get_tableau
 
+from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.supervised.fewshot import FewShotBatch
 from rkmeta_rl.supervised.meta import meta_step
 from rkmeta_rl.supervised.models import MLP, ConvNet

@@ -54,7 +54,7 @@ def mean_path(policy: GaussianMLPPolicy, params: Params, family, task: dict) -> 
 
 def run_family(cfg) -> Nav2DFamily:
     """The run's task family; only 2D navigation has positions to draw."""
-    if FAMILIES[cfg.env].mujoco:
+    if cfg.env not in FAMILIES or FAMILIES[cfg.env].mujoco:
         planar = [name for name, entry in FAMILIES.items() if not entry.mujoco]
         raise ValueError(f"env {cfg.env!r} is not a 2D-navigation family "
                          f"(trajectories need one of {', '.join(planar)})")

@@ -35,9 +35,8 @@ import sys
 import time
 from pathlib import Path
 
-from rkmeta_rl.methods import get_tableau
-
 from rkmeta_rl.jobs import Job, history_lines, job_env, job_seconds, record_phase, run_jobs
+from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.rl.evaluate import (
     INITS,
     PROTOCOLS,

@@ -24,8 +24,6 @@ import shlex
 import sys
 from pathlib import Path
 
-from rkmeta_rl.methods import get_tableau
-
 from rkmeta_rl.jobs import (
     Job,
     add_common_args,
@@ -35,6 +33,7 @@ from rkmeta_rl.jobs import (
     job_seconds,
     run_phases,
 )
+from rkmeta_rl.methods import get_tableau
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from rkmeta_rl.methods import get_tableau
 
 from rkmeta_rl.jobs import (
     Job,
@@ -38,6 +37,7 @@ from rkmeta_rl.jobs import (
     job_seconds,
     run_phases,
 )
+from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.stats import summarize
 
 REPO = Path(__file__).resolve().parent.parent

@@ -260,6 +260,13 @@ def test_fixed_task_kept_and_drawn_task_changes() -> None:
     assert drawn.reset()[1]["task"] == {"velocity": 0.1} == drawn.task
 
 
+def test_reset_options_task_fixes_the_task_and_keeps_the_initial_state() -> None:
+    env, drawn = HalfCheetahVelEnv(), HalfCheetahVelEnv()
+    obs, info = env.reset(seed=3, options={"task": {"velocity": 0.7}})
+    assert info["task"] == {"velocity": 0.7} == env.reset()[1]["task"]
+    np.testing.assert_array_equal(obs, drawn.reset(seed=3)[0])
+
+
 def test_task_property_is_a_copy() -> None:
     env = AntGoalEnv(task={"goal": [1.0, 2.0]})
     env.task["goal"][0] = 99.0

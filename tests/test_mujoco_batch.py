@@ -7,7 +7,7 @@ import pytest
 import torch
 from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
-from helpers import os_threads, threads_settle_to
+from helpers import os_thread_ids, threads_left_since
 
 from envs.locomotion_tasks import get_spec
 from envs.mujoco_batch import BatchedLocomotion
@@ -196,11 +196,11 @@ def test_inside_rollout(family):
 
 @pytest.mark.parametrize("family", ["halfcheetah-vel", "ant-vel"])
 def test_close_releases_threads(family):
-    before = os_threads()
+    before = os_thread_ids()
     batch = make(family, nthread=2)
     run(batch, 2)
     batch.close()
-    assert threads_settle_to(before) == before
+    assert not threads_left_since(before)
     batch.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         batch.step(torch.zeros(2, 2, batch.action_dim))

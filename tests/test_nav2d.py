@@ -118,6 +118,16 @@ def test_reset_draws_goal_only_without_fixed_task() -> None:
     assert np.array_equal(env.get_task()["goal"], [0.3, -0.1])
 
 
+
+def test_reset_options_task_fixes_the_goal_as_reset_task_does() -> None:
+    env = Nav2DEnv()
+    obs, info = env.reset(seed=5, options={"task": {"goal": [0.2, 0.4]}})
+    np.testing.assert_array_equal(info["goal"], [0.2, 0.4])
+    np.testing.assert_array_equal(env.reset()[1]["goal"], [0.2, 0.4])  # kept, as reset_task
+    with pytest.raises(ValueError, match="goal"):
+        env.reset(options={"task": {"goal": [1.0]}})
+
+
 # ---------------------------------------------------------------------- dynamics
 def test_reward_is_negative_distance_after_clipped_move() -> None:
     goal = np.array([0.4, -0.35])

@@ -15,8 +15,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from rkmeta_rl.methods import get_tableau
 
+from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.supervised.fewshot import FewShotBatch
 from rkmeta_rl.supervised.meta import adapt, meta_gradient, meta_step, task_losses
 from rkmeta_rl.supervised.models import MLP, ConvNet

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -24,8 +25,9 @@ from rkmeta_rl.arguments import (
 )
 from rkmeta_rl.rl.config import PRESETS, TrainConfig, preset_values, resolve
 from rkmeta_rl.rl.evaluate import INITS, PROTOCOLS, EvalConfig, evaluate_run
+from rkmeta_rl.rl.gym_tasks import FORMS
 from rkmeta_rl.rl.render import render_run
-from rkmeta_rl.rl.tasks import FAMILIES, describe, oracle_env
+from rkmeta_rl.rl.tasks import FAMILIES, GYM_INNER_LR, describe, oracle_env
 from rkmeta_rl.rl.trainer import prepare_run_dir, resume_run
 from rkmeta_rl.stopping import RunStopped
 
@@ -34,14 +36,18 @@ Formatter = argparse.ArgumentDefaultsHelpFormatter
 
 def add_train_args(p: argparse.ArgumentParser, oracle: bool = False) -> None:
     d = TrainConfig()
-    p.add_argument("--env", default=d.env, help="task family: " + ", ".join(FAMILIES))
+    p.add_argument("--env", default=d.env,
+                   help="task family: " + ", ".join(FAMILIES) + ("" if oracle else
+                        ", or " + FORMS + " of an env with the task protocol"))
     if not oracle:
-        add_method_args(p, d.method, "the family's: " + describe("inner_lr"))
+        add_method_args(p, d.method, "the family's: " + describe("inner_lr")
+                        + f"; {GYM_INNER_LR}: Gymnasium envs")
     p.add_argument("--preset", default=None,
                    help="a named budget replacing some defaults (flags given still win): "
                         + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
     p.add_argument("--max-episode-steps", type=int, default=None,
-                   help="horizon [the family's: " + describe("horizon") + "]")
+                   help="horizon [the family's: " + describe("horizon") + "; Gymnasium "
+                        "envs: their spec's max_episode_steps, required if it has none]")
     p.add_argument("--meta-iters", type=int, default=d.meta_iters, help="meta-iterations")
     p.add_argument("--meta-batch-size", type=int, default=d.meta_batch_size, help="tasks")
     p.add_argument("--fast-batch-size", type=int, default=d.fast_batch_size,
@@ -109,13 +115,19 @@ def config_from_args(args: argparse.Namespace, argv: list[str]) -> TrainConfig:
     return resolve(TrainConfig(**values), tableau_file=getattr(args, "tableau", None))
 
 
+def run_name(env: str) -> str:
+    """``env`` as part of a directory name: a Gymnasium id or import path's ``/`` and ``:``
+    become ``-`` (``rkmeta_rl/Nav2D-v0`` -> ``rkmeta_rl-Nav2D-v0``); family names stay."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", env)
+
+
 def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     if args.resume:
         trainer = resume_run(resume_dir(args, argv))
     else:
         cfg = config_from_args(args, argv)
         name = "oracle" if args.command == "train-oracle" else cfg.method
-        out = Path(args.out or f"runs/{args.env}-{name}-s{cfg.seed}")
+        out = Path(args.out or f"runs/{run_name(args.env)}-{name}-s{cfg.seed}")
         trainer = prepare_run_dir(cfg, out)
     print(f"rkmeta-rl: run directory {trainer.run_dir} (iteration {trainer.iteration}/"
           f"{trainer.cfg.meta_iters}, α = {trainer.cfg.alpha:g}, h = {trainer.cfg.h:g})",

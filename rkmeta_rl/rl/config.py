@@ -3,8 +3,8 @@ and help here).
 
 Defaults are the paper's 2D-navigation setting: 2×100 ReLU policy, max KL 0.01, 40 tasks
 × 20 episodes, 100 meta-iterations. Two settings depend on the task family and come from
-its entry in ``rkmeta_rl.rl.tasks.FAMILIES``: α and the horizon. A preset (``PRESETS``)
-replaces some defaults at once; flags given explicitly still win.
+its entry in the registry (``rkmeta_rl.rl.tasks.family_entry``): α and the horizon. A
+preset (``PRESETS``) replaces some defaults at once; flags given explicitly still win.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 
 from rkmeta_rl import rundir
 from rkmeta_rl.config import StoredConfig, check_seed, resolve_steps
-from rkmeta_rl.rl.tasks import family_entry
+from rkmeta_rl.rl.tasks import family_entry, horizon_of
 
 # Named budgets (--preset): they replace these defaults; explicit flags still win.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -91,7 +91,7 @@ def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
     if cfg.preset is not None:
         preset_values(cfg.preset)
     if cfg.max_episode_steps is None:
-        cfg.max_episode_steps = family.horizon
+        cfg.max_episode_steps = horizon_of(cfg.env)
     for name in _POSITIVE_INTS:
         if int(getattr(cfg, name)) <= 0:
             raise ValueError(f"{_flag(name)} must be > 0, got {getattr(cfg, name)}")

@@ -2,24 +2,31 @@
 
 A family knows its observation and action sizes, draws tasks from its environment's
 own seeded RNG (Gymnasium's ``np_random``), and builds a batched environment that steps
-every (task, episode) pair at once. :data:`FAMILIES` holds, per name, how to build it and
-the settings that depend on it (α, the horizon, its oracle variant); the config, the
-CLI help and the evaluation read them there.
+every (task, episode) pair at once. :data:`FAMILIES` holds, per built-in name, how to build
+it and the settings that depend on it (α, the horizon, its oracle variant); the config,
+the CLI help and the evaluation read them there. Any other name is a Gymnasium id or an
+import path ``module:Class`` of an env following the task protocol
+(``rkmeta_rl/rl/gym_tasks.py``): :func:`family_entry` checks it and builds its entry
+(:data:`GYM_INNER_LR`, the horizon of its spec), stepped by :class:`GymFamily`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.gym_batch import BatchedGymEnv
 from envs.locomotion import make_locomotion_env
 from envs.locomotion_tasks import DEFAULT_HORIZON, SPECS
 from envs.mujoco_batch import BatchedLocomotion
 from envs.nav2d import DEFAULT_MAX_EPISODE_STEPS, BatchedNav2D, Nav2DEnv
+from rkmeta_rl.rl.gym_tasks import FORMS, inspect_task_env, is_gym_name, make_task_env
 
 
 class TaskFamily:
@@ -87,13 +94,42 @@ class LocomotionFamily(TaskFamily):
                                  seed=seed, nthread=self.nthread)
 
 
+class GymFamily(TaskFamily):
+    """Any Gymnasium env following the task protocol (``rkmeta_rl/rl/gym_tasks.py``),
+    stepped by the generic loop ``envs.gym_batch.BatchedGymEnv``.
+
+    ``self.env`` draws the tasks and, per batch, one reset seed per (task, episode) from
+    its own ``np_random``, so a run repeats and resumes exactly. The episodes run on a pool
+    of further instances of the env, made as needed and reused by every batch: each copy
+    is reset with its task and seed at the start of each batch.
+    """
+
+    def __init__(self, name: str, max_episode_steps: int,
+                 device: str | torch.device = "cpu") -> None:
+        self.name = name
+        super().__init__(make_task_env(name, max_episode_steps), max_episode_steps, device)
+        self.env.reset(seed=0)
+        self.pool: list[gym.Env] = []
+
+    def sample_tasks(self, n: int) -> list[dict]:
+        return list(self.env.unwrapped.sample_tasks(n))
+
+    def batched_env(self, tasks: list[dict], episodes_per_task: int) -> BatchedGymEnv:
+        n = len(tasks) * episodes_per_task
+        seeds = self.env.np_random.integers(2**31, size=n)  # (N,), copy t·E + e
+        while len(self.pool) < n:
+            self.pool.append(make_task_env(self.name, self.max_episode_steps))
+        return BatchedGymEnv(self.pool, tasks, episodes_per_task, seeds.tolist(),
+                             self.max_episode_steps, self.device)
+
+
 @dataclass(frozen=True)
 class FamilyEntry:
     """How to build a family and the settings that depend on it."""
 
     build: Callable[[str | torch.device, int], TaskFamily]  # (device, horizon) -> family
     inner_lr: float  # default adaptation step α
-    horizon: int  # default episode length in steps
+    horizon: int | None  # default episode length in steps; None: --max-episode-steps needed
     oracle: str | None = None  # the variant with the task in the observation
     mujoco: bool = False  # sampled on the CPU by MuJoCo
 
@@ -115,15 +151,40 @@ FAMILIES: dict[str, FamilyEntry] = {
        for name in SPECS},
 }
 
+# α for any other Gymnasium env (a Gymnasium id or module:Class): MAML's locomotion value.
+GYM_INNER_LR = 0.1
+
 LOCOMOTION = tuple(name for name, entry in FAMILIES.items() if entry.mujoco)
 ORACLE_ENVS = tuple(entry.oracle for entry in FAMILIES.values() if entry.oracle)
 
 
 def family_entry(name: str) -> FamilyEntry:
-    """The registry entry of family ``name``; unknown names list the valid ones."""
-    if name not in FAMILIES:
-        raise ValueError(f"unknown env {name!r}; valid choices: {', '.join(FAMILIES)}")
-    return FAMILIES[name]
+    """The registry entry of family ``name``: a built-in one, or one made for a Gymnasium
+    id or import path whose env follows the task protocol (one-line ValueError if not);
+    unknown names list the valid ones."""
+    if name in FAMILIES:
+        return FAMILIES[name]
+    if not is_gym_name(name):
+        raise ValueError(f"unknown env {name!r}; valid choices: {', '.join(FAMILIES)}, "
+                         f"{FORMS}")
+    return _gym_entry(name)
+
+
+@cache
+def _gym_entry(name: str) -> FamilyEntry:
+    """The entry of a Gymnasium env ``name`` (checked once per process)."""
+    horizon = inspect_task_env(name)
+    return FamilyEntry(lambda device, h: GymFamily(name, h, device), GYM_INNER_LR, horizon)
+
+
+def horizon_of(name: str, max_episode_steps: int | None = None) -> int:
+    """``max_episode_steps`` when given, else family ``name``'s horizon (ValueError if it
+    has none: a Gymnasium env registered without max_episode_steps, or a class)."""
+    horizon = max_episode_steps or family_entry(name).horizon
+    if horizon is None:
+        raise ValueError(f"env {name!r} has no registered horizon (max_episode_steps); "
+                         "give --max-episode-steps N")
+    return horizon
 
 
 def oracle_env(name: str) -> str:
@@ -139,8 +200,7 @@ def oracle_env(name: str) -> str:
 def make_family(name: str, device: str | torch.device = "cpu",
                 max_episode_steps: int | None = None) -> TaskFamily:
     """The task family called ``name`` (horizon: the family's default when None)."""
-    entry = family_entry(name)
-    return entry.build(device, max_episode_steps or entry.horizon)
+    return family_entry(name).build(device, horizon_of(name, max_episode_steps))
 
 
 def describe(key: str) -> str:

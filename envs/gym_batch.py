@@ -1,0 +1,126 @@
+"""The generic batched loop: any Gymnasium task env stepped as one (task, episode) batch.
+
+:class:`BatchedGymEnv` follows the batched-env protocol of :class:`envs.nav2d.BatchedNav2D`
+(``reset``, ``alive``, ``step``, ``max_episode_steps``, ``batch_shape``) for families that
+have no batched twin. It holds N = T·E env instances, copy ``t·E + e`` running task t's
+e-th episode, and steps them one after the other in a plain Python loop: no processes, no
+threads, CPU numpy. Every copy is reset with its task (``reset(seed=s, options={"task":
+task})``) and a seed of its own, so a batch is a function of its tasks and seeds only and
+the instances can be reused from batch to batch (:class:`rkmeta_rl.rl.tasks.GymFamily`
+keeps a pool of them).
+
+Actions arrive in the env's units (the policy's output already scaled to the action Box);
+they are clipped to the Box and cast to its dtype. Ended episodes are frozen: reward 0,
+their last observation, no more ``step`` calls. Episodes still running after
+``max_episode_steps`` steps are truncated here, whatever the env's own time limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from envs.checks import check_positive_int
+
+
+class BatchedGymEnv:
+    """N = T·E Gymnasium envs stepped in a loop as one (T, E) batch.
+
+    Args:
+        envs: at least N env instances (the first N are used), copy ``t·E + e`` for task t,
+            episode e; all with the same Box action space and flat Box observation space.
+        tasks: T task dicts, handed to each copy's ``reset(options={"task": task})``.
+        episodes_per_task: E episodes per task.
+        seeds: N reset seeds, one per copy (row-major over (task, episode)).
+        max_episode_steps: horizon H after which running episodes are truncated.
+        device: where the returned tensors live.
+
+    Tensors: obs (T, E, d) float32, reward (T, E) float32, flags and :attr:`alive` (T, E)
+    bool.
+    """
+
+    def __init__(self, envs: Sequence[gym.Env], tasks: list[dict], episodes_per_task: int,
+                 seeds: Sequence[int], max_episode_steps: int,
+                 device: str | torch.device = "cpu") -> None:
+        if not tasks:
+            raise ValueError("at least one task is needed")
+        self.tasks = list(tasks)
+        self.episodes_per_task = check_positive_int("episodes_per_task", episodes_per_task)
+        self.max_episode_steps = check_positive_int("max_episode_steps", max_episode_steps)
+        n = self.num_envs
+        if len(envs) < n or len(seeds) != n:
+            raise ValueError(f"{n} envs and {n} seeds are needed, got {len(envs)} and "
+                             f"{len(seeds)}")
+        self.envs, self.seeds = list(envs[:n]), [int(s) for s in seeds]
+        self.device = torch.device(device)
+        space = self.envs[0].action_space
+        self.action_dim = int(space.shape[0])
+        self.obs_dim = int(self.envs[0].observation_space.shape[0])
+        self._low, self._high, self._dtype = space.low, space.high, space.dtype
+        self._obs = np.zeros((n, self.obs_dim), dtype=np.float32)  # (N, d)
+        self.alive = torch.zeros(self.batch_shape, dtype=torch.bool, device=self.device)
+        self._steps = 0
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def batch_shape(self) -> tuple[int, int]:
+        """(T, E)."""
+        return self.num_tasks, self.episodes_per_task
+
+    @property
+    def num_envs(self) -> int:
+        """N = T·E."""
+        return self.num_tasks * self.episodes_per_task
+
+    @property
+    def step_count(self) -> int:
+        """Steps taken since the last reset."""
+        return self._steps
+
+    # ------------------------------------------------------------------ protocol
+    def reset(self) -> torch.Tensor:
+        """Reset copy i with its task and seed; every episode alive; obs (T, E, d)."""
+        for i, env in enumerate(self.envs):
+            task = self.tasks[i // self.episodes_per_task]
+            obs, _ = env.reset(seed=self.seeds[i], options={"task": task})
+            self._obs[i] = obs
+        self.alive = torch.ones(self.batch_shape, dtype=torch.bool, device=self.device)
+        self._steps = 0
+        return self._tensor(self._obs)
+
+    def step(
+        self, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Step every alive copy with its row of ``action`` (T, E, a), clipped to the Box.
+
+        Returns obs (T, E, d), reward (T, E), terminated (T, E), truncated (T, E).
+        """
+        expected = (*self.batch_shape, self.action_dim)
+        if tuple(action.shape) != expected:
+            raise ValueError(f"action must have shape {expected}, got {tuple(action.shape)}")
+        act = action.detach().cpu().numpy().reshape(self.num_envs, self.action_dim)  # (N, a)
+        act = np.clip(act, self._low, self._high).astype(self._dtype)
+        n = self.num_envs
+        was_alive = self.alive.cpu().numpy().reshape(n)
+        reward, terminated = np.zeros(n), np.zeros(n, dtype=bool)
+        env_truncated = np.zeros(n, dtype=bool)
+        for i in np.flatnonzero(was_alive):
+            obs, reward[i], terminated[i], env_truncated[i], _ = self.envs[i].step(act[i])
+            self._obs[i] = obs
+        self._steps += 1
+        at_horizon = self._steps >= self.max_episode_steps
+        truncated = was_alive & ~terminated & (env_truncated | at_horizon)
+        self.alive = self._tensor(was_alive & ~terminated & ~truncated)
+        return (self._tensor(self._obs), self._tensor(reward.astype(np.float32)),
+                self._tensor(terminated), self._tensor(truncated))
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        """(N, ...) -> (T, E, ...) on the batch's device (a copy)."""
+        return torch.tensor(x.reshape(*self.batch_shape, *x.shape[1:]), device=self.device)
