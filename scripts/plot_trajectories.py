@@ -29,7 +29,7 @@ from rkmeta_rl.rl.episodes import rollout
 from rkmeta_rl.rl.evaluate import DEFAULT_EVAL_SEED, PROTOCOLS, held_out_tasks, step_sizes
 from rkmeta_rl.rl.policy import GaussianMLPPolicy, Params
 from rkmeta_rl.rl.tasks import FAMILIES, Nav2DFamily, make_family
-from rkmeta_rl.rl.trainer import load_run
+from rkmeta_rl.rl.trainer import load_run, run_alpha
 
 
 def adapted_params(policy: GaussianMLPPolicy, family, task: dict, alphas: list[float],
@@ -75,7 +75,7 @@ def paths_of(cfg, policy: GaussianMLPPolicy, goal, show_steps: list[int], episod
     family = run_family(cfg)
     goal = default_goal(cfg.env) if goal is None else np.asarray(goal, dtype=np.float64)
     task = {"goal": goal}
-    alphas = step_sizes(cfg.alpha, max(show_steps), protocol)
+    alphas = step_sizes(run_alpha(cfg, policy), max(show_steps), protocol)
     history = adapted_params(policy, family, task, alphas, episodes,
                              torch.Generator().manual_seed(seed), cfg.gamma, cfg.gae_lambda)
     return {k: mean_path(policy, history[k], family, task) for k in sorted(set(show_steps))}

@@ -23,13 +23,14 @@ from rkmeta_rl.rl import load_run
 from rkmeta_rl.rl.adapt import adapt_to_tasks
 from rkmeta_rl.rl.evaluate import held_out_tasks
 from rkmeta_rl.rl.tasks import make_family
+from rkmeta_rl.rl.trainer import run_alpha
 
 
 def held_out(run_dir: str, tasks: int, episodes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     cfg, policy = load_run(run_dir)
     family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
     goals = held_out_tasks(family, tasks, seed)
-    _, returns = adapt_to_tasks(policy, family, goals, cfg.alpha, steps=1,
+    _, returns = adapt_to_tasks(policy, family, goals, run_alpha(cfg, policy), steps=1,
                                 episodes_per_task=episodes,
                                 generator=torch.Generator().manual_seed(seed))
     return returns[0].numpy(), returns[1].numpy()

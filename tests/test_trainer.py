@@ -294,3 +294,35 @@ def test_directory_with_run_files_but_no_config_is_refused(tmp_path):
         prepare_run_dir(tiny_config(meta_iters=1), tmp_path)
     assert (tmp_path / rundir.METRICS).read_text() == '{"iter": 0}\n'
     assert not (tmp_path / rundir.CONFIG).exists()
+
+
+# -- a tableau per parameter group ---------------------------------------------------------
+
+ANIL = "[wb]2=midpoint,*=frozen:midpoint"  # hidden 8,8: w2, b2 are the output layer
+
+
+def test_anil_trains_resumes_exactly_and_adapts_only_the_head(tmp_path, monkeypatch, capsys):
+    argv = ["train", "--meta-batch-size", "2", "--fast-batch-size", "2", "--hidden", "8,8",
+            "--meta-iters", "3", "--layer-methods", ANIL, "--no-progress"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main([*argv, "--out", str(a)]) == 0
+    with monkeypatch.context() as m:
+        interrupt_on_call(m, 2)
+        assert main([*argv, "--out", str(b)]) == 130
+    assert main(["train", "--resume", str(b)]) == 0
+    assert without_timing(rundir.read_metrics(a)) == without_timing(rundir.read_metrics(b))
+    assert all(r["accepted"] for r in rundir.read_metrics(a))
+    assert main(["evaluate", str(a), "--tasks", "2", "--episodes", "2", "--steps", "1",
+                 "--no-progress"]) == 0
+    result = json.loads((a / "eval.json").read_text())
+    assert result["alpha"] == {"w0": 0.0, "b0": 0.0, "w1": 0.0, "b1": 0.0, "w2": 0.16,
+                               "b2": 0.16, "log_std": 0.0}
+    assert result["method"] == f"layers {ANIL}"
+
+
+def test_groups_with_their_own_weights_are_refused_by_trpo(tmp_path, capsys):
+    out = tmp_path / "split"
+    assert main(["train", "--hidden", "8,8", "--layer-methods", "[wb]2=midpoint,*=ralston",
+                 "--out", str(out)]) == 2
+    assert "TRPO needs one objective" in capsys.readouterr().err
+    assert not out.exists()

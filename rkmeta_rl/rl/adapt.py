@@ -15,19 +15,22 @@ from rkmeta_rl.rl.sampler import LocalSampler, Sampler
 
 
 def reinforce_step(
-    policy: GaussianMLPPolicy, params: Params, episodes: Episodes, alpha: float
+    policy: GaussianMLPPolicy, params: Params, episodes: Episodes,
+    alpha: float | dict[str, float]
 ) -> Params:
-    """θ' = θ - α ∇L(θ) per task (Algorithm 1 line 7), L the REINFORCE loss. No graph."""
+    """θ' = θ - α ∇L(θ) per task (Algorithm 1 line 7), L the REINFORCE loss. No graph.
+    ``alpha``: one step, or one per parameter (a tableau per parameter group)."""
     base = {n: v.detach().requires_grad_() for n, v in params.items()}
     grads = torch.autograd.grad(reinforce_loss(policy, base, episodes), list(base.values()))
-    return {n: v.detach() - alpha * g for (n, v), g in zip(base.items(), grads, strict=True)}
+    step = alpha if isinstance(alpha, dict) else dict.fromkeys(base, alpha)
+    return {n: v.detach() - step[n] * g for (n, v), g in zip(base.items(), grads, strict=True)}
 
 
 def adapt_to_tasks(
     policy: GaussianMLPPolicy,
     family,
     tasks: list[dict],
-    alpha: float | Sequence[float],
+    alpha: float | dict[str, float] | Sequence[float | dict[str, float]],
     steps: int,
     episodes_per_task: int,
     generator: torch.Generator,
@@ -38,13 +41,14 @@ def adapt_to_tasks(
 ) -> tuple[Params, list[Tensor]]:
     """Adapt to each task with ``steps`` gradient steps on fresh episodes.
 
-    ``alpha`` is one step size for every step, or one per step (``steps`` of them).
+    ``alpha`` is one step size for every step, or one per step (``steps`` of them); a step
+    size is a number, or one per parameter name (a tableau per parameter group).
     Returns the adapted per-task parameters and the per-task mean returns (T,) measured
     before the first step and after each step (``steps + 1`` entries). ``on_step(k,
     returns, params)`` is called as each is measured, with the parameters after k steps.
     Episodes come from ``sampler`` (default: a :class:`LocalSampler` of ``family``).
     """
-    alphas = [alpha] * steps if isinstance(alpha, (int, float)) else list(alpha)
+    alphas = [alpha] * steps if isinstance(alpha, (int, float, dict)) else list(alpha)
     if len(alphas) != steps:
         raise ValueError(f"{len(alphas)} step sizes given for {steps} steps")
     sample = sampler if sampler is not None else LocalSampler(family)

@@ -42,6 +42,10 @@ def add_train_args(p: argparse.ArgumentParser, oracle: bool = False) -> None:
     if not oracle:
         add_method_args(p, d.method, "the family's: " + describe("inner_lr")
                         + f"; {GYM_INNER_LR}: Gymnasium envs")
+        p.add_argument("--layer-methods", metavar="RULES",
+                       help="a tableau per parameter group, e.g. 'w2=midpoint,*=frozen:"
+                            "midpoint' (ANIL; the groups must share the weights a; the "
+                            "policy's parameters are w0, b0, ..., wL, bL and log_std)")
     p.add_argument("--preset", default=None,
                    help="a named budget replacing some defaults (flags given still win): "
                         + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
@@ -126,12 +130,15 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
         trainer = resume_run(resume_dir(args, argv))
     else:
         cfg = config_from_args(args, argv)
-        name = "oracle" if args.command == "train-oracle" else cfg.method
+        name = ("oracle" if args.command == "train-oracle"
+                else "layers" if cfg.layer_methods else cfg.method)
         out = Path(args.out or f"runs/{run_name(args.env)}-{name}-s{cfg.seed}")
         trainer = prepare_run_dir(cfg, out)
+    cfg = trainer.cfg
+    method = (f"α = {cfg.alpha:g}, h = {cfg.h:g}" if cfg.layer_methods is None
+              else f"layers {cfg.layer_methods}")
     print(f"rkmeta-rl: run directory {trainer.run_dir} (iteration {trainer.iteration}/"
-          f"{trainer.cfg.meta_iters}, α = {trainer.cfg.alpha:g}, h = {trainer.cfg.h:g})",
-          file=sys.stderr)
+          f"{cfg.meta_iters}, {method})", file=sys.stderr)
     try:
         records = trainer.run(progress=not args.no_progress)
     except RunStopped as stop:

@@ -19,6 +19,7 @@ import torch
 
 from rkmeta_rl import rundir
 from rkmeta_rl.config import StoredConfig, check_seed, resolve_steps
+from rkmeta_rl.layer_methods import parse_layer_methods
 from rkmeta_rl.rl.tasks import family_entry, horizon_of
 
 # Named budgets (--preset): they replace these defaults; explicit flags still win.
@@ -60,6 +61,7 @@ class TrainConfig(MetaStepConfig, StoredConfig):
     env: str = "nav2d"
     method: str = "ralston"  # a named tableau, or the name of a --tableau file's tableau
     tableau: dict[str, Any] | None = None  # resolved (a, q, c); filled by resolve()
+    layer_methods: str | None = None  # a tableau per parameter group (replaces method)
     meta_iters: int = 100
     preset: str | None = None  # the PRESETS entry these settings started from
     max_episode_steps: int | None = None  # horizon; None: the family's default
@@ -113,6 +115,8 @@ def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
         raise ValueError(f"--hidden must be positive layer sizes like 100,100, got {cfg.hidden}")
     _check_device(cfg.device, cfg.env, family.mujoco)
     cfg.alpha, cfg.h = resolve_steps(tab, cfg.inner_lr, cfg.step_size, family.inner_lr)
+    if cfg.layer_methods is not None:
+        parse_layer_methods(cfg.layer_methods)  # the names are checked with the policy
     return cfg
 
 

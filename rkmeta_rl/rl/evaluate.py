@@ -26,7 +26,7 @@ from rkmeta_rl.rl.adapt import adapt_to_tasks
 from rkmeta_rl.rl.config import TrainConfig, read_train_config
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
 from rkmeta_rl.rl.tasks import ORACLE_ENVS, TaskFamily, make_family
-from rkmeta_rl.rl.trainer import checkpoint_policy, make_policy
+from rkmeta_rl.rl.trainer import checkpoint_policy, make_policy, run_alpha
 from rkmeta_rl.stats import summarize
 
 PROTOCOLS = {"constant": "α at every step", "maml": "α at the first step, α/2 after"}
@@ -70,10 +70,16 @@ class EvalConfig:
         return "-".join(parts) + ".json"
 
 
-def step_sizes(alpha: float, steps: int, protocol: str) -> list[float]:
+Alpha = float | dict[str, float]  # one step size, or one per parameter
+
+
+def step_sizes(alpha: Alpha, steps: int, protocol: str) -> list[Alpha]:
     """The adaptation step of each gradient step under ``protocol``."""
+    def half(a: Alpha) -> Alpha:
+        return {n: v / 2 for n, v in a.items()} if isinstance(a, dict) else a / 2
+
     if protocol == "maml":
-        return [alpha if k == 0 else alpha / 2 for k in range(steps)]
+        return [alpha if k == 0 else half(alpha) for k in range(steps)]
     return [alpha] * steps
 
 
@@ -106,7 +112,7 @@ def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
     family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
     _, policy, iteration = evaluation_policy(run_dir, ecfg.init, cfg, family)
     tasks = held_out_tasks(family, ecfg.tasks, ecfg.seed)
-    alpha = cfg.alpha if ecfg.alpha is None else ecfg.alpha
+    alpha = run_alpha(cfg, policy) if ecfg.alpha is None else ecfg.alpha
     alphas = step_sizes(alpha, ecfg.steps, ecfg.protocol)
     bar = ProgressBar(ecfg.steps + 1) if progress else None
 
@@ -120,7 +126,7 @@ def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
     result = {
         "run_dir": str(run_dir),
         "env": cfg.env,
-        "method": cfg.method,
+        "method": cfg.method if cfg.layer_methods is None else f"layers {cfg.layer_methods}",
         "first_order": cfg.first_order,
         "train_seed": cfg.seed,
         "meta_iterations": iteration,

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from rkmeta_rl.rk import Params, repeat_params, rk_combination, stage_points
+from rkmeta_rl.layer_methods import adaptation_steps
+from rkmeta_rl.rk import Params, Scheme, repeat_params, rk_combination, stage_points
 from rkmeta_rl.rl.adapt import reinforce_step
 from rkmeta_rl.rl.config import MetaStepConfig
 from rkmeta_rl.rl.episodes import Episodes, add_advantages
@@ -43,16 +44,31 @@ class MetaStepResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def kl_weights(tableau: Tableau) -> list[float]:
-    total = sum(abs(a) for a in tableau.a)
-    return [abs(a) / total for a in tableau.a]
+def rk_weights(tableau: Tableau | Scheme) -> tuple[float, ...]:
+    """The weights a of Σ a_i L_i: the tableau's, or those every parameter group shares.
+    TRPO needs that one objective (its line search compares values of it)."""
+    if isinstance(tableau, Tableau):
+        return tableau.a
+    shared = tableau.shared_weights
+    if shared is None:
+        raise ValueError("--layer-methods: TRPO needs one objective Σ a_i L_i, so every "
+                         "parameter group must have the same weights a (e.g. 'w2=midpoint,"
+                         "*=frozen:midpoint'); groups with their own weights are for the "
+                         "supervised benchmarks and RKMetaLearner")
+    return shared
+
+
+def kl_weights(tableau: Tableau | Scheme) -> list[float]:
+    a = rk_weights(tableau)
+    total = sum(abs(x) for x in a)
+    return [abs(x) / total for x in a]
 
 
 class StageObjective:
     """The RK surrogate Σ a_i L_i and weighted KL Σ w_i KL_i against the old stage policies."""
 
-    def __init__(self, policy: GaussianMLPPolicy, tableau: Tableau, data: dict[int, Episodes],
-                 old_points: list[Params]) -> None:
+    def __init__(self, policy: GaussianMLPPolicy, tableau: Tableau | Scheme,
+                 data: dict[int, Episodes], old_points: list[Params]) -> None:
         self.policy, self.tableau, self.data = policy, tableau, data
         self.weights = kl_weights(tableau)
         self.active = [i for i, w in enumerate(self.weights) if w > 0]
@@ -83,16 +99,20 @@ def meta_step(
     policy: GaussianMLPPolicy,
     sample: Callable[[Params], Episodes],
     num_tasks: int,
-    tableau: Tableau,
-    h: float,
+    tableau: Tableau | Scheme,
+    h: float | None,
     cfg: MetaStepConfig,
 ) -> MetaStepResult:
     """Sample every stage, take one TRPO step on the RK surrogate, write θ if accepted.
 
-    sample(per_task_params) -> Episodes for the meta-batch's tasks. ``return_post`` is
-    stage 2's return; a one-stage tableau has no stage 2, so it is measured after one
-    REINFORCE step of h (which equals α for one stage), for monitoring only.
+    sample(per_task_params) -> Episodes for the meta-batch's tasks. ``tableau``: one
+    tableau with step ``h``, or a tableau per parameter group (a ``Scheme``, whose groups
+    share the weights a; h None). ``return_post`` is stage 2's return; a one-stage tableau
+    has no stage 2, so it is measured after one REINFORCE step of α (h for one stage), for
+    monitoring only.
     """
+    stages = tableau.stages
+    rk_weights(tableau)  # TRPO's one objective exists
     seconds = {"sampling": 0.0}
     theta = policy.params()
     data: dict[int, Episodes] = {}
@@ -113,18 +133,22 @@ def meta_step(
     t0 = time.perf_counter()
     rep = repeat_params(theta, num_tasks)
     points = points_at(rep, create_graph=True)
-    stage_returns = [data[i].mean_return() for i in range(tableau.stages)]
-    if tableau.stages > 1:
+    stage_returns = [data[i].mean_return() for i in range(stages)]
+    if stages > 1:
         return_post = stage_returns[1]
     else:  # one stage: a monitoring adaptation step, counted as sampling time
         t = time.perf_counter()
-        return_post = _monitor_post(policy, theta, data[0], sample, h, num_tasks)
+        step = h if isinstance(tableau, Tableau) else adaptation_steps(tableau)
+        return_post = _monitor_post(policy, theta, data[0], sample, step, num_tasks)
         seconds["sampling"] += time.perf_counter() - t
     result = MetaStepResult(stage_returns, stage_returns[0], return_post, seconds=seconds)
     objective = StageObjective(policy, tableau, data, points)
     loss0 = objective.surrogate(points)
     grad = _grad_vec(loss0, theta, retain_graph=True)
-    fvp = curvature_fvp(policy, tableau, h, data, rep, points, theta, cfg)
+    if isinstance(tableau, Tableau):
+        fvp = curvature_fvp(policy, tableau, h, data, rep, points, theta, cfg)
+    else:
+        fvp = double_backward_fvp(policy, tableau, data, theta, cfg)
     t1 = time.perf_counter()
     seconds["inner_adaptation"] = t1 - t0 - seconds["sampling"]
     if not torch.isfinite(grad).all():
@@ -240,14 +264,43 @@ def curvature_fvp(
     return fvp
 
 
+def double_backward_fvp(
+    policy: GaussianMLPPolicy,
+    scheme: Scheme,
+    data: dict[int, Episodes],
+    theta: Params,
+    cfg: MetaStepConfig,
+) -> Callable[[Tensor], Tensor]:
+    """v -> (F + damping·I) v with F the Hessian of the weighted KL at θ_old, by double
+    backward through the stage construction: for a tableau per parameter group, whose
+    stage Jacobians I - Σ_j D_ij ∇²φ_j (D_ij the groups' h_n q_n,ij) are not symmetric, so
+    the Gauss-Newton shortcut of :func:`curvature_fvp` does not apply. Exact, and slower.
+    ``cfg.curvature_fraction`` subsamples the episodes as there."""
+    num_tasks, n_eps = data[0].obs.shape[:2]
+    keep = max(1, math.ceil(cfg.curvature_fraction * n_eps))
+    if keep < n_eps:
+        data = {i: ep.first_episodes(keep) for i, ep in data.items()}
+    points = stage_points(repeat_params(theta, num_tasks), scheme, None,
+                          lambda i, p: reinforce_loss(policy, p, data[i]),
+                          first_order=cfg.first_order)
+    kl = StageObjective(policy, scheme, data, points).kl(points)  # 0 at θ_old, with its graph
+    grad = _grad_vec(kl, theta, create_graph=True)
+
+    def fvp(v: Tensor) -> Tensor:
+        return cfg.cg_damping * v + _grad_vec(grad.dot(v), theta, retain_graph=True)
+
+    return fvp
+
+
 def _monitor_post(
     policy: GaussianMLPPolicy,
     theta: Params,
     episodes: Episodes,
     sample: Callable[[Params], Episodes],
-    step: float,
+    step: float | dict[str, float],
     num_tasks: int,
 ) -> float:
-    """Return after one REINFORCE step of ``step`` from θ (for one-stage tableaus)."""
+    """Return after one REINFORCE step of ``step`` (one, or per parameter) from θ (for
+    one-stage tableaus)."""
     return sample(reinforce_step(policy, repeat_params(theta, num_tasks), episodes, step)
                   ).mean_return()

@@ -24,7 +24,7 @@ from rkmeta_rl.rl.adapt import adapt_to_tasks
 from rkmeta_rl.rl.episodes import scale_action
 from rkmeta_rl.rl.evaluate import DEFAULT_EVAL_SEED, held_out_tasks
 from rkmeta_rl.rl.tasks import LOCOMOTION, make_family
-from rkmeta_rl.rl.trainer import load_run
+from rkmeta_rl.rl.trainer import load_run, run_alpha
 
 
 class RenderError(ValueError):
@@ -87,7 +87,8 @@ def render_run(run_dir: str | Path, out: str | Path, task_json: str | None = Non
     os.environ.setdefault("MUJOCO_GL", "egl")
     family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
     task = parse_task(task_json, family)
-    params, returns = adapt_to_tasks(policy, family, [task], cfg.alpha, steps, episodes,
+    params, returns = adapt_to_tasks(policy, family, [task], run_alpha(cfg, policy), steps,
+                                     episodes,
                                      torch.Generator().manual_seed(seed))
     env = TimeLimit(make_locomotion_env(cfg.env, task=task, render_mode="rgb_array",
                                         width=width, height=height), cfg.max_episode_steps)

@@ -17,20 +17,40 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from rkmeta_rl import rundir
+from rkmeta_rl.layer_methods import adaptation_steps, build_scheme, parse_layer_methods
 from rkmeta_rl.progress import ProgressBar
-from rkmeta_rl.rk import Params
+from rkmeta_rl.rk import Params, Scheme
 from rkmeta_rl.rl.config import TrainConfig, read_train_config, resolve
 from rkmeta_rl.rl.episodes import Episodes
-from rkmeta_rl.rl.meta_step import MetaStepResult, meta_step
+from rkmeta_rl.rl.meta_step import MetaStepResult, meta_step, rk_weights
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
 from rkmeta_rl.rl.sampler import LocalSampler, Sampler
 from rkmeta_rl.rl.tasks import TaskFamily, make_family
 from rkmeta_rl.stopping import StopSignals
+from rkmeta_rl.tableau import Tableau
 
 
 def make_policy(cfg: TrainConfig, family: TaskFamily) -> GaussianMLPPolicy:
     torch.manual_seed(cfg.seed)  # initial weights are drawn on the CPU for every device
     return GaussianMLPPolicy(family.obs_dim, family.act_dim, cfg.hidden, cfg.init_std)
+
+
+def run_method(cfg: TrainConfig, policy: GaussianMLPPolicy
+               ) -> tuple[Tableau | Scheme, float | None]:
+    """The run's RK method: its tableau and h, or (``--layer-methods``) its per-group scheme
+    over the policy's parameters and None (ValueError if the rules do not fit)."""
+    if cfg.layer_methods is None:
+        return cfg.get_tableau(), cfg.h
+    scheme = build_scheme(parse_layer_methods(cfg.layer_methods), list(policy.params()),
+                          cfg.inner_lr, cfg.step_size, cfg.alpha)
+    rk_weights(scheme)  # TRPO's one objective exists
+    return scheme, None
+
+
+def run_alpha(cfg: TrainConfig, policy: GaussianMLPPolicy) -> float | dict[str, float]:
+    """The run's test-time step: α, or each parameter's α with ``--layer-methods``."""
+    method, _ = run_method(cfg, policy)
+    return cfg.alpha if isinstance(method, Tableau) else adaptation_steps(method)
 
 
 def metrics_record(it: int, res: MetaStepResult, seconds: float) -> dict[str, Any]:
@@ -58,11 +78,11 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, sampler: Sampler | None = None) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.tableau = cfg.get_tableau()
         self.family = make_family(cfg.env, cfg.device, cfg.max_episode_steps)
         self.sample_episodes = sampler if sampler is not None else LocalSampler(self.family)
         self.family.seed(cfg.seed)
         self.policy = make_policy(cfg, self.family).to(cfg.device)
+        self.tableau, self.h = run_method(cfg, self.policy)
         self.generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
         self.iteration = 0
         self.writer_lock: rundir.WriterLock | None = None
@@ -94,8 +114,8 @@ class Trainer:
 
     def meta_step(self, tasks: list[dict]) -> MetaStepResult:
         """One RK-TRPO meta-step on ``tasks`` (θ is updated in place if accepted)."""
-        return meta_step(self.policy, self.sampler(tasks), len(tasks), self.tableau,
-                         self.cfg.h, self.cfg)
+        return meta_step(self.policy, self.sampler(tasks), len(tasks), self.tableau, self.h,
+                         self.cfg)
 
     def step(self) -> dict[str, Any]:
         """Draw the meta-batch's tasks, take one meta-step, return its metrics record."""
