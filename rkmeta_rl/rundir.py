@@ -21,6 +21,7 @@ import json
 import math
 import os
 import pickle
+import shutil
 import socket
 import sys
 import time
@@ -178,8 +179,8 @@ def convert_trusted_checkpoint(path: str | Path) -> Path:
                          ) from None
     plain = _plain(state, "checkpoint")
     backup = path.with_name(path.name + ".orig")
-    os.replace(path, backup)
-    atomic_write_bytes(path, lambda f: torch.save(plain, f))
+    shutil.copy2(path, backup)
+    atomic_write_bytes(path, lambda f: torch.save(plain, f))  # a failure leaves the original
     return backup
 
 
