@@ -8,9 +8,8 @@ What it promises (README, "Reliability"):
 * Checkpoints hold tensors and plain data only and are read with ``weights_only=True``:
   loading one never runs code. A file that needs more is refused; a trusted old one is
   converted once with :func:`convert_trusted_checkpoint` (``rkmeta-rl convert-checkpoint``).
-* One writer per directory: :func:`lock` takes an exclusive ``flock`` on ``.lock``, which the
-  operating system drops when the process ends, however it ends (no stale lock). Readers
-  (evaluate, plots) take no lock.
+* One writer per directory (``rkmeta_rl.runlock``): :func:`open_run` and the trainers
+  hold its lock while they write. Readers (evaluate, plots) take no lock.
 * Files read here (config.json, metrics.jsonl, checkpoint.pt) may come from elsewhere: every
   problem is a one-line ``ValueError`` naming the file and what is wrong.
 """
@@ -22,10 +21,6 @@ import math
 import os
 import pickle
 import shutil
-import socket
-import sys
-import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -34,15 +29,11 @@ from typing import IO, Any, TypeVar
 import numpy as np
 import torch
 
-try:
-    import fcntl  # POSIX; where it is missing (Windows) runs are not locked
-except ImportError:  # pragma: no cover
-    fcntl = None
+from rkmeta_rl.runlock import WriterLock
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
-LOCK = ".lock"
 
 T = TypeVar("T")
 
@@ -280,73 +271,6 @@ def truncate_metrics(run_dir: Path, iterations_done: int) -> None:
                if r["iter"] < iterations_done]
     text = "".join(json.dumps(r) + "\n" for r in records).encode()
     atomic_write_bytes(run_dir / METRICS, lambda f: f.write(text))
-
-
-# -- one writer per run directory ------------------------------------------------------
-_HELD: dict[str, list] = {}  # real path -> [open lock file, count] held by this process
-
-
-def _describe_holder(lock_file: Path) -> str:
-    try:
-        info = json.loads(lock_file.read_text())
-        return (f"process {info['pid']} on {info['host']} (since {info['since']}: "
-                f"{info['command']})")
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process"
-
-
-def lock(run_dir: Path) -> str:
-    """Take the run directory's writer lock (re-entrant within this process); returns a key
-    for :func:`unlock`. A directory in use by another process is refused at once, naming
-    that process. The lock ends with the process, also on kill -9."""
-    run_dir = Path(run_dir)
-    key = os.path.realpath(run_dir)
-    if key in _HELD:
-        _HELD[key][1] += 1
-        return key
-    path = run_dir / LOCK
-    try:
-        f = open(path, "a+")
-    except OSError as e:
-        raise _write_error(path, e) from None
-    if fcntl is not None:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.close()
-            raise ValueError(f"{run_dir} is in use by {_describe_holder(path)}; wait for it "
-                             "to finish or stop it, or use another --out") from None
-    info = {"pid": os.getpid(), "host": socket.gethostname(),
-            "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)}
-    f.seek(0)
-    f.truncate()
-    f.write(json.dumps(info) + "\n")
-    f.flush()
-    _HELD[key] = [f, 1]
-    return key
-
-
-def unlock(key: str) -> None:
-    """Give back one hold of :func:`lock`; the last one releases the directory."""
-    held = _HELD.get(key)
-    if held is None:
-        return
-    held[1] -= 1
-    if held[1] <= 0:
-        del _HELD[key]
-        held[0].close()  # closing the file drops the flock
-
-
-class WriterLock:
-    """One hold of a run directory's writer lock (:func:`lock`), given back by
-    :meth:`release` or, at the latest, when this object is garbage-collected."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.key = lock(run_dir)
-        self._release = weakref.finalize(self, unlock, self.key)
-
-    def release(self) -> None:
-        self._release()  # runs once; later calls do nothing
 
 
 def open_run(run_dir: Path, wanted: dict[str, Any], existing: Callable[[], dict[str, Any]],

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from rkmeta_rl import rundir
+from rkmeta_rl import rundir, runlock
 from rkmeta_rl.cli import main
 from rkmeta_rl.rl import load_run
 from rkmeta_rl.stopping import RunStopped, StopSignals
@@ -144,8 +144,8 @@ def test_convert_refuses_objects_that_are_not_plain_data(reference, tmp_path, ca
 HOLDER = """
 import sys, time
 from pathlib import Path
-from rkmeta_rl import rundir
-rundir.lock(Path(sys.argv[1]))
+from rkmeta_rl import rundir, runlock
+runlock.lock(Path(sys.argv[1]))
 print("locked", flush=True)
 time.sleep(120)
 """
@@ -171,10 +171,10 @@ def test_a_directory_in_use_is_refused_and_freed_by_kill_9(reference, tmp_path, 
 
 
 def test_the_lock_is_reentrant_within_a_process(tmp_path):
-    key = rundir.lock(tmp_path)
-    assert rundir.lock(tmp_path) == key
-    rundir.unlock(key)
-    rundir.unlock(key)
+    key = runlock.lock(tmp_path)
+    assert runlock.lock(tmp_path) == key
+    runlock.unlock(key)
+    runlock.unlock(key)
     probe = subprocess.run([sys.executable, "-c", HOLDER.replace("time.sleep(120)", ""),
                             str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert probe.stdout.strip() == "locked", probe.stderr  # released after the last unlock

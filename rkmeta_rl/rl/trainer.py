@@ -1,6 +1,6 @@
 """Meta-training loop: RK-TRPO meta-iterations, run directory, checkpoints, logging.
 
-A trainer that writes holds its run directory's writer lock (``rundir.WriterLock``) from
+A trainer that writes holds its run directory's writer lock (``runlock.WriterLock``) from
 ``prepare_run_dir``/``resume_run`` until ``run()`` ends; SIGINT/SIGTERM stop ``run()``
 between iterations (``rkmeta_rl.stopping``).
 """
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from rkmeta_rl import rundir
+from rkmeta_rl import rundir, runlock
 from rkmeta_rl.layer_methods import adaptation_steps, build_scheme, parse_layer_methods
 from rkmeta_rl.progress import ProgressBar
 from rkmeta_rl.rk import Params, Scheme
@@ -85,7 +85,7 @@ class Trainer:
         self.tableau, self.h = run_method(cfg, self.policy)
         self.generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
         self.iteration = 0
-        self.writer_lock: rundir.WriterLock | None = None
+        self.writer_lock: runlock.WriterLock | None = None
 
     # -- state ---------------------------------------------------------------
     def state(self, iteration: int | None = None) -> dict[str, Any]:
@@ -130,7 +130,7 @@ class Trainer:
     def run(self, progress: bool = True) -> list[dict[str, Any]]:
         """Train to ``meta_iters``; raises ``RunStopped`` on SIGINT/SIGTERM."""
         if self.writer_lock is None:
-            self.writer_lock = rundir.WriterLock(self.run_dir)
+            self.writer_lock = runlock.WriterLock(self.run_dir)
         torch.set_num_threads(self.cfg.num_threads)
         writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration)
         bar = ProgressBar(self.cfg.meta_iters, self.iteration) if progress else None
@@ -181,7 +181,7 @@ def resume_run(run_dir: Path) -> Trainer:
     trainer = Trainer(cfg, run_dir)
     if state is not None:
         rundir.restore(run_dir, trainer.load_state, state)
-    trainer.writer_lock = rundir.WriterLock(run_dir)  # nothing was written before this
+    trainer.writer_lock = runlock.WriterLock(run_dir)  # nothing was written before this
     rundir.truncate_metrics(run_dir, trainer.iteration)
     return trainer
 

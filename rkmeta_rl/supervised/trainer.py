@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from rkmeta_rl import rundir
+from rkmeta_rl import rundir, runlock
 from rkmeta_rl.layer_methods import adaptation_steps, build_scheme, parse_layer_methods
 from rkmeta_rl.progress import ProgressBar
 from rkmeta_rl.rk import Params, Scheme
@@ -80,7 +80,7 @@ class SupervisedTrainer:
         self.optimizer = torch.optim.Adam(list(self.theta.values()), lr=cfg.meta_lr)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.iteration = 0
-        self.writer_lock: rundir.WriterLock | None = None
+        self.writer_lock: runlock.WriterLock | None = None
 
     # -- state ---------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -131,7 +131,7 @@ class SupervisedTrainer:
     def run(self, progress: bool = True) -> list[dict[str, Any]]:
         """Train to ``meta_iters``; raises ``RunStopped`` on SIGINT/SIGTERM."""
         if self.writer_lock is None:
-            self.writer_lock = rundir.WriterLock(self.run_dir)
+            self.writer_lock = runlock.WriterLock(self.run_dir)
         torch.set_num_threads(self.cfg.num_threads)
         cfg = self.cfg
         writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration)
@@ -236,7 +236,7 @@ def resume_supervised_run(run_dir: Path) -> SupervisedTrainer:
     trainer = SupervisedTrainer(cfg, run_dir)
     if state is not None:
         rundir.restore(run_dir, trainer.load_state, state)
-    trainer.writer_lock = rundir.WriterLock(run_dir)  # nothing was written before this
+    trainer.writer_lock = runlock.WriterLock(run_dir)  # nothing was written before this
     rundir.truncate_metrics(run_dir, trainer.iteration)
     return trainer
 
