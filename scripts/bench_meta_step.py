@@ -3,29 +3,50 @@
     python scripts/bench_meta_step.py                   # paper: 40 tasks x 20 episodes, 2x100
     python scripts/bench_meta_step.py --tasks 20 --hidden 64,64   # pytorch-maml-rl's nav2d size
     python scripts/bench_meta_step.py --fractions 1,0.5,0.25      # exact vs subsampled curvature
+    python scripts/bench_meta_step.py --curvature gauss-newton,double-backward --threads 1,2
+    python scripts/bench_meta_step.py --tasks 10,20,40,80 --hidden "64,64;100,100;200,200"
+    python scripts/bench_meta_step.py --rates           # the machine's bmm and add rates
+    python scripts/bench_meta_step.py --profile         # where one iteration's time goes
 
 Each configuration runs ``--iters`` meta-iterations from the same seed in this process
 (one warm-up iteration is dropped) and prints the median per phase, plus the ratio of
 each configuration's total to the first one's. Timings on a shared machine are noisy:
 trust the ratios taken in one process more than the absolute seconds.
+
+``--curvature double-backward`` is the yardstick: the same meta-step with conjugate
+gradient on plain double-backward Hessian-vector products of the weighted KL through the
+stage construction (``meta_step.double_backward_fvp``), instead of the Gauss-Newton
+product (``meta_step.curvature_fvp``). Both give the same matrix (tests).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
+from rkmeta_rl.rk import Scheme
 from rkmeta_rl.rl.config import TrainConfig, resolve
 from rkmeta_rl.rl.trainer import Trainer
 
 PHASES = ("sampling", "inner_adaptation", "cg", "line_search")
+CURVATURES = ("gauss-newton", "double-backward")
 
 
-def bench(cfg: TrainConfig, iters: int) -> dict[str, float]:
+def make_trainer(cfg: TrainConfig, curvature: str) -> Trainer:
     trainer = Trainer(cfg, "unused")
+    if curvature == "double-backward":  # the same tableau for every parameter, as a scheme
+        trainer.tableau = Scheme.uniform(trainer.tableau, trainer.h, trainer.policy.params())
+        trainer.h = None
+    return trainer
+
+
+def bench(cfg: TrainConfig, iters: int, curvature: str) -> dict[str, float]:
+    trainer = make_trainer(cfg, curvature)
     rows = []
     for _ in range(iters + 1):
         tasks = trainer.family.sample_tasks(cfg.meta_batch_size)
@@ -36,36 +57,94 @@ def bench(cfg: TrainConfig, iters: int) -> dict[str, float]:
     return {k: statistics.median(r.get(k, 0.0) for r in rows) for k in (*PHASES, "total")}
 
 
+def rates(tasks: int, steps: int, hidden: int) -> None:
+    """GFLOP/s of the per-task products the policy and its curvature use, and the memory
+    rate of an elementwise add on one hidden activation, on this machine."""
+    n = steps  # rows per task: episodes x horizon
+    a = torch.randn(tasks, n, hidden)
+    shapes = {f"({tasks}, {n}, {hidden}) @ ({hidden}, {hidden})": (a, torch.randn(tasks, hidden,
+                                                                                 hidden)),
+              f"({tasks}, {hidden}, {n}) @ ({n}, {hidden})": (a.transpose(1, 2), a)}
+    for name, (x, y) in shapes.items():
+        seconds = _time(lambda x=x, y=y: torch.bmm(x, y))
+        flops = 2 * x.shape[0] * x.shape[1] * x.shape[2] * y.shape[2]
+        print(f"  bmm {name}: {flops / seconds / 1e9:6.1f} GFLOP/s")
+    seconds = _time(lambda: a + a)
+    print(f"  add of ({tasks}, {n}, {hidden}) float32: {3 * a.numel() * 4 / seconds / 1e9:6.1f} "
+          "GB/s")
+
+
+def _time(fn, repeats: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def profile_one(cfg: TrainConfig, rows: int = 12) -> None:
+    trainer = make_trainer(cfg, "gauss-newton")
+    trainer.meta_step(trainer.family.sample_tasks(cfg.meta_batch_size))  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        res = trainer.meta_step(trainer.family.sample_tasks(cfg.meta_batch_size))
+    print({k: round(v, 2) for k, v in res.seconds.items()}, "(slowed by the profiler)")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--method", default="ralston")
-    p.add_argument("--tasks", type=int, default=40)
+    p.add_argument("--tasks", default="40", help="comma list of meta-batch sizes")
     p.add_argument("--episodes", type=int, default=20)
-    p.add_argument("--hidden", default="100,100")
+    p.add_argument("--hidden", default="100,100", help="';'-separated list, e.g. '64,64;100,100'")
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--threads", default="1", help="comma list of torch thread counts")
     p.add_argument("--fractions", default="1", help="comma list of curvature fractions")
+    p.add_argument("--curvature", default="gauss-newton", help="comma list of " +
+                   ", ".join(CURVATURES))
     p.add_argument("--first-order", action="store_true")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--rates", action="store_true", help="print the machine's bmm/add rates")
+    p.add_argument("--profile", action="store_true", help="profile one iteration, by op")
     args = p.parse_args()
-    hidden = [int(x) for x in args.hidden.split(",")]
-    print(f"method {args.method}, {args.tasks} tasks x {args.episodes} episodes x 100 steps, "
-          f"hidden {hidden}, first_order {args.first_order}, torch {torch.__version__}, "
-          f"device {args.device}")
-    print(f"{'threads':>7} {'fraction':>8} " + " ".join(f"{k:>16}" for k in PHASES)
-          + f" {'total s/iter':>12} {'ratio':>6}")
+    hiddens = [[int(x) for x in h.split(",")] for h in args.hidden.split(";")]
+    tasks = [int(t) for t in args.tasks.split(",")]
+    curvatures = args.curvature.split(",")
+    if any(c not in CURVATURES for c in curvatures):
+        p.error(f"--curvature must be among {', '.join(CURVATURES)}, got {args.curvature}")
+    print(f"method {args.method}, {args.episodes} episodes x 100 steps per task, first_order "
+          f"{args.first_order}, torch {torch.__version__}, device {args.device}")
+    if args.rates:
+        for threads in (int(t) for t in args.threads.split(",")):
+            torch.set_num_threads(threads)
+            print(f"{threads} thread(s):")
+            rates(tasks[0], args.episodes * 100, hiddens[0][0])
+        return
+
+    def config(n: int, hidden: list[int], frac: float) -> TrainConfig:
+        return resolve(TrainConfig(method=args.method, meta_batch_size=n,
+                                   fast_batch_size=args.episodes, hidden=hidden,
+                                   curvature_fraction=frac, first_order=args.first_order,
+                                   device=args.device))
+
+    if args.profile:
+        torch.set_num_threads(int(args.threads.split(",")[0]))
+        profile_one(config(tasks[0], hiddens[0], float(args.fractions.split(",")[0])))
+        return
+    print(f"{'threads':>7} {'tasks':>5} {'hidden':>8} {'fraction':>8} {'curvature':>15} "
+          + " ".join(f"{k:>16}" for k in PHASES) + f" {'total s/iter':>12} {'ratio':>6}")
     base = None
-    for threads in (int(t) for t in args.threads.split(",")):
+    grid = itertools.product((int(t) for t in args.threads.split(",")), tasks, hiddens,
+                             (float(f) for f in args.fractions.split(",")), curvatures)
+    for threads, n, hidden, frac, curvature in grid:
         torch.set_num_threads(threads)
-        for frac in (float(f) for f in args.fractions.split(",")):
-            cfg = resolve(TrainConfig(method=args.method, meta_batch_size=args.tasks,
-                                      fast_batch_size=args.episodes, hidden=hidden,
-                                      curvature_fraction=frac, first_order=args.first_order,
-                                      device=args.device))
-            r = bench(cfg, args.iters)
-            base = base or r["total"]
-            print(f"{threads:>7} {frac:>8.2f} " + " ".join(f"{r[k]:>16.3f}" for k in PHASES)
-                  + f" {r['total']:>12.2f} {r['total'] / base:>6.2f}", flush=True)
+        r = bench(config(n, hidden, frac), args.iters, curvature)
+        base = base or r["total"]
+        print(f"{threads:>7} {n:>5} {'x'.join(map(str, hidden)):>8} {frac:>8.2f} "
+              f"{curvature:>15} " + " ".join(f"{r[k]:>16.3f}" for k in PHASES)
+              + f" {r['total']:>12.2f} {r['total'] / base:>6.2f}", flush=True)
 
 
 if __name__ == "__main__":
