@@ -326,3 +326,15 @@ def test_groups_with_their_own_weights_are_refused_by_trpo(tmp_path, capsys):
                  "--out", str(out)]) == 2
     assert "TRPO needs one objective" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_number_of_threads_does_not_change_the_metrics(tmp_path):
+    runs = []
+    for n in (1, 2):
+        # 2x100: a parameter vector long enough for BLAS to split a dot product by thread
+        trainer = prepare_run_dir(tiny_config(num_threads=n, meta_batch_size=8,
+                                              fast_batch_size=5, hidden=[100, 100],
+                                              meta_iters=2), tmp_path / f"t{n}")
+        trainer.run(progress=False)
+        runs.append(without_timing(rundir.read_metrics(tmp_path / f"t{n}")))
+    assert runs[0] == runs[1]

@@ -16,6 +16,7 @@ import torch
 from rkmeta_rl.rl.trpo import (
     backtracking_line_search,
     conjugate_gradient,
+    dot,
     flatten,
     natural_step,
     unflatten,
@@ -211,3 +212,19 @@ def test_natural_step_on_known_fisher(max_kl):
     assert float(0.5 * step @ fisher @ step) == pytest.approx(max_kl, rel=1e-10)
     assert expected == pytest.approx(math.sqrt(2 * max_kl * float(g.dot(nat))), rel=1e-8)
     assert expected > 0
+
+
+def test_dot_is_the_same_whatever_the_number_of_threads():
+    g = torch.Generator().manual_seed(5)
+    a, b = (torch.randn(100_003, generator=g) for _ in range(2))
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            results.append(dot(a, b))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(results[0], r) for r in results)
+    torch.testing.assert_close(results[0].double(), a.double().dot(b.double()), rtol=1e-5,
+                               atol=1e-3)

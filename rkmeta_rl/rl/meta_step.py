@@ -26,7 +26,7 @@ from rkmeta_rl.rl.config import MetaStepConfig
 from rkmeta_rl.rl.episodes import Episodes, add_advantages
 from rkmeta_rl.rl.losses import log_probs, mean_kl, reinforce_loss, surrogate_loss
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
-from rkmeta_rl.rl.trpo import backtracking_line_search, flatten, natural_step, unflatten
+from rkmeta_rl.rl.trpo import backtracking_line_search, dot, flatten, natural_step, unflatten
 from rkmeta_rl.tableau import Tableau
 
 
@@ -287,7 +287,7 @@ def double_backward_fvp(
     grad = _grad_vec(kl, theta, create_graph=True)
 
     def fvp(v: Tensor) -> Tensor:
-        return cfg.cg_damping * v + _grad_vec(grad.dot(v), theta, retain_graph=True)
+        return cfg.cg_damping * v + _grad_vec(dot(grad, v), theta, retain_graph=True)
 
     return fvp
 

@@ -33,6 +33,23 @@ def unflatten(vec: Tensor, like: Params) -> Params:
     return out
 
 
+_BLOCK = 4096  # below torch's parallel grain: each block is summed by one thread, in order
+
+
+def dot(a: Tensor, b: Tensor) -> Tensor:
+    """aᵀb summed in an order that does not depend on the number of threads.
+
+    ``torch.dot`` (BLAS) splits long vectors between threads, so its rounding, and through
+    conjugate gradient the whole step, would change with ``--num-threads``. Here the
+    products are summed in fixed blocks, then the block sums in order.
+    """
+    p = a * b
+    pad = (-p.numel()) % _BLOCK
+    if pad:
+        p = torch.cat([p, p.new_zeros(pad)])
+    return p.view(-1, _BLOCK).sum(1).sum()
+
+
 def conjugate_gradient(
     matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, residual_tol: float = 1e-10
 ) -> Tensor:
@@ -40,15 +57,15 @@ def conjugate_gradient(
     x = torch.zeros_like(b)
     r = b.clone()
     p = b.clone()
-    rr = r.dot(r)
+    rr = dot(r, r)
     for _ in range(iters):
         if rr <= residual_tol:
             break
         ap = matvec(p)
-        alpha = rr / p.dot(ap)
+        alpha = rr / dot(p, ap)
         x = x + alpha * p
         r = r - alpha * ap
-        rr_new = r.dot(r)
+        rr_new = dot(r, r)
         p = r + (rr_new / rr) * p
         rr = rr_new
     return x
@@ -99,7 +116,7 @@ def natural_step(
     Returns (step, expected_improvement) where expected_improvement = -gᵀ step > 0.
     """
     direction = conjugate_gradient(fvp, -grad, iters=cg_iters)
-    shs = 0.5 * direction.dot(fvp(direction))
+    shs = 0.5 * dot(direction, fvp(direction))
     scale = torch.sqrt(max_kl / shs)
     step = direction * scale
-    return step, float(-grad.dot(step))
+    return step, float(-dot(grad, step))
