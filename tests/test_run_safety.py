@@ -198,7 +198,7 @@ def _wait_for_lines(proc: subprocess.Popen, path: Path, n: int, timeout: float =
 
 
 def test_sigterm_stops_training_cleanly_and_resume_is_exact(tmp_path, capsys):
-    iters = 60
+    iters = 120  # ~3 s of training: ample time to signal it mid-run
     ref, run = tmp_path / "ref", tmp_path / "run"
     proc = _start(train(run, iters))
     _wait_for_lines(proc, run / "metrics.jsonl", 2)
