@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
 from rkmeta_rl.methods import METHOD_NAMES
 from rkmeta_rl.stopping import RunStopped
+
+Handler = Callable[[argparse.Namespace, list[str]], int]  # (args, argv) -> exit code
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, handler: Handler,
+                add_args: Callable[[argparse.ArgumentParser], None] | None = None,
+                **kwargs: str) -> argparse.ArgumentParser:
+    """A subcommand that shows its defaults in --help, takes no abbreviated flags and runs
+    ``handler(args, argv)``; ``kwargs`` are ``help`` and ``description``."""
+    p = sub.add_parser(name, allow_abbrev=False,
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+    if add_args is not None:
+        add_args(p)
+    p.set_defaults(handler=handler)
+    return p
 
 
 def layer_sizes(text: str) -> list[int]:

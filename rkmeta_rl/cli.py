@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from rkmeta_rl import rundir
+from rkmeta_rl.arguments import add_command
 from rkmeta_rl.methods import format_table
 from rkmeta_rl.rl import cli as rl_cli
 from rkmeta_rl.supervised import cli as supervised_cli
@@ -32,14 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     rl_cli.add_commands(sub)
     supervised_cli.add_commands(sub)
-    methods = sub.add_parser("methods", help="list the named tableaus with their order")
-    methods.set_defaults(handler=cmd_methods)
-    convert = sub.add_parser(
-        "convert-checkpoint", allow_abbrev=False,
-        help="rewrite a checkpoint you trust as tensors and plain data (loading it here may "
-             "run code from the file)")
-    convert.add_argument("path", metavar="PATH", help="checkpoint.pt or its run directory")
-    convert.set_defaults(handler=cmd_convert)
+    add_command(sub, "methods", cmd_methods,
+                help="list the named tableaus with their order")
+    add_command(sub, "convert-checkpoint", cmd_convert,
+                lambda p: p.add_argument("path", metavar="PATH",
+                                         help="checkpoint.pt or its run directory"),
+                help="rewrite a checkpoint you trust as tensors and plain data (loading it "
+                     "here may run code from the file)")
     return parser
 
 

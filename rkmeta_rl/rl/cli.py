@@ -10,11 +10,13 @@ import argparse
 import dataclasses
 import re
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from rkmeta_rl.arguments import (
+    add_command,
     add_method_args,
     check_run_dir,
     check_threads,
@@ -30,8 +32,6 @@ from rkmeta_rl.rl.render import render_run
 from rkmeta_rl.rl.tasks import FAMILIES, GYM_INNER_LR, describe, oracle_env
 from rkmeta_rl.rl.trainer import prepare_run_dir, resume_run
 from rkmeta_rl.stopping import RunStopped
-
-Formatter = argparse.ArgumentDefaultsHelpFormatter
 
 
 def add_train_args(p: argparse.ArgumentParser, oracle: bool = False) -> None:
@@ -176,24 +176,15 @@ def cmd_render(args: argparse.Namespace, argv: list[str]) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add the RL subcommands, each with its handler (``args.handler(args, argv)``)."""
-    train = sub.add_parser("train", help="meta-train a policy with an RK meta-update and TRPO",
-                           allow_abbrev=False, formatter_class=Formatter)
-    add_train_args(train)
-    train.set_defaults(handler=cmd_train)
-    oracle = sub.add_parser(
-        "train-oracle", allow_abbrev=False, formatter_class=Formatter,
-        help="train the oracle: TRPO on the goal-conditioned variant of --env",
-        description="Train the same policy architecture with (multi-task) TRPO on the "
-                    "goal-conditioned variant of --env: its return is the ceiling line.")
-    add_train_args(oracle, oracle=True)
-    oracle.set_defaults(handler=cmd_train)
-    evaluate = sub.add_parser(
-        "evaluate", allow_abbrev=False, formatter_class=Formatter,
-        help="adapt a run's policy to held-out tasks with 0..K gradient steps (eval.json)")
-    add_evaluate_args(evaluate)
-    evaluate.set_defaults(handler=cmd_evaluate)
-    render = sub.add_parser(
-        "render", allow_abbrev=False, formatter_class=Formatter,
-        help="GIF of a locomotion run's policy after K adaptation steps on one task")
-    add_render_args(render)
-    render.set_defaults(handler=cmd_render)
+    add_command(sub, "train", cmd_train, add_train_args,
+                help="meta-train a policy with an RK meta-update and TRPO")
+    add_command(sub, "train-oracle", cmd_train, partial(add_train_args, oracle=True),
+                help="train the oracle: TRPO on the goal-conditioned variant of --env",
+                description="Train the same policy architecture with (multi-task) TRPO on "
+                            "the goal-conditioned variant of --env: its return is the "
+                            "ceiling line.")
+    add_command(sub, "evaluate", cmd_evaluate, add_evaluate_args,
+                help="adapt a run's policy to held-out tasks with 0..K gradient steps "
+                     "(eval.json)")
+    add_command(sub, "render", cmd_render, add_render_args,
+                help="GIF of a locomotion run's policy after K adaptation steps on one task")

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from rkmeta_rl.arguments import (
+    add_command,
     add_method_args,
     check_run_dir,
     check_threads,
@@ -28,7 +29,6 @@ from rkmeta_rl.supervised.config import (
 from rkmeta_rl.supervised.evaluate import evaluate_supervised_run
 from rkmeta_rl.supervised.trainer import prepare_supervised_run, resume_supervised_run
 
-Formatter = argparse.ArgumentDefaultsHelpFormatter
 # the settings whose defaults differ by benchmark, as the help lists them
 SETTINGS = {"sinusoid": ("sinusoid", None, None), "omniglot-5way": ("omniglot", 5, None),
             "omniglot-20way": ("omniglot", 20, None), "miniimagenet": ("miniimagenet", None, None)}
@@ -146,13 +146,8 @@ def cmd_supervised_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add the supervised subcommands, each with its handler."""
-    train = sub.add_parser(
-        "supervised", allow_abbrev=False, formatter_class=Formatter,
-        help="meta-train on sinusoid, Omniglot or MiniImagenet (RK meta-gradient + Adam)")
-    add_train_args(train)
-    train.set_defaults(handler=cmd_supervised)
-    evaluate = sub.add_parser(
-        "supervised-evaluate", allow_abbrev=False, formatter_class=Formatter,
-        help="adapt a supervised run to held-out tasks: mean ± 95%% CI (eval.json)")
-    add_evaluate_args(evaluate)
-    evaluate.set_defaults(handler=cmd_supervised_evaluate)
+    add_command(sub, "supervised", cmd_supervised, add_train_args,
+                help="meta-train on sinusoid, Omniglot or MiniImagenet (RK meta-gradient + "
+                     "Adam)")
+    add_command(sub, "supervised-evaluate", cmd_supervised_evaluate, add_evaluate_args,
+                help="adapt a supervised run to held-out tasks: mean ± 95%% CI (eval.json)")
