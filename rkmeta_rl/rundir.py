@@ -24,7 +24,7 @@ import shutil
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -294,6 +294,29 @@ def open_run(run_dir: Path, wanted: dict[str, Any], existing: Callable[[], dict[
     finally:
         if held is not None:
             held.release()
+
+
+class Resumable(Protocol):
+    """What :func:`continue_run` needs of a trainer (RL and supervised alike)."""
+
+    iteration: int
+    writer_lock: WriterLock | None
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
+
+R = TypeVar("R", bound=Resumable)
+
+
+def continue_run(run_dir: Path, trainer: R, state: dict[str, Any] | None) -> R:
+    """Position ``trainer`` after the checkpoint ``state`` (None: at the start), take the
+    directory's writer lock, and cut metrics.jsonl back to the iterations done. The lock
+    comes before the only write (nothing is touched in a directory another process holds)."""
+    if state is not None:
+        restore(run_dir, trainer.load_state, state)
+    trainer.writer_lock = WriterLock(run_dir)
+    truncate_metrics(run_dir, trainer.iteration)
+    return trainer
 
 
 def restore(run_dir: Path, load: Callable[[dict[str, Any]], Any], state: dict[str, Any]) -> None:

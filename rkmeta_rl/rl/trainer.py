@@ -178,12 +178,7 @@ def resume_run(run_dir: Path) -> Trainer:
     run_dir = Path(run_dir)
     cfg = read_train_config(run_dir, check_device=True)
     state = rundir.load_checkpoint(run_dir)
-    trainer = Trainer(cfg, run_dir)
-    if state is not None:
-        rundir.restore(run_dir, trainer.load_state, state)
-    trainer.writer_lock = runlock.WriterLock(run_dir)  # nothing was written before this
-    rundir.truncate_metrics(run_dir, trainer.iteration)
-    return trainer
+    return rundir.continue_run(run_dir, Trainer(cfg, run_dir), state)
 
 
 def checkpoint_policy(run_dir: Path, cfg: TrainConfig, family: TaskFamily

@@ -233,12 +233,7 @@ def resume_supervised_run(run_dir: Path) -> SupervisedTrainer:
     run_dir = Path(run_dir)
     cfg = SupervisedConfig.from_dict(read_supervised_config(run_dir))
     state = rundir.load_checkpoint(run_dir, required=("iteration", "params"))
-    trainer = SupervisedTrainer(cfg, run_dir)
-    if state is not None:
-        rundir.restore(run_dir, trainer.load_state, state)
-    trainer.writer_lock = runlock.WriterLock(run_dir)  # nothing was written before this
-    rundir.truncate_metrics(run_dir, trainer.iteration)
-    return trainer
+    return rundir.continue_run(run_dir, SupervisedTrainer(cfg, run_dir), state)
 
 
 def load_supervised_run(run_dir: str | Path) -> tuple[SupervisedConfig, Benchmark, Params]:
