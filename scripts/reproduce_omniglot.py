@@ -34,11 +34,11 @@ from rkmeta_rl.jobs import (
     run_phases,
 )
 from rkmeta_rl.methods import get_tableau
+from rkmeta_rl.supervised.omniglot import BACKGROUND_SMALL
 
 REPO = Path(__file__).resolve().parent.parent
 
 METHODS = ("midpoint", "ralston")
-SUBSETS = ("images_background_small1.zip", "images_background_small2.zip")
 PAPER = {(5, "midpoint"): "98.26 ± 1.09", (5, "ralston"): "99.39 ± 0.65",
          (20, "midpoint"): "90.87 ± 1.51", (20, "ralston"): "94.91 ± 1.19"}
 
@@ -51,7 +51,7 @@ def settings(args) -> dict[int, list[str]]:
 
 
 def train_jobs(args, runs: Path) -> list[Job]:
-    data = [str(Path(args.data) / z) for z in SUBSETS]
+    data = [str(Path(args.data) / z) for z in BACKGROUND_SMALL]
     jobs = []
     for ways in (20, 5):  # the long ones first
         for method in args.methods:
@@ -124,7 +124,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("batch_5", "iters_5", "batch_20", "iters_20"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-    missing = [z for z in (*SUBSETS, "all_runs.zip") if not (Path(args.data) / z).exists()]
+    missing = [z for z in (*BACKGROUND_SMALL, "all_runs.zip") if not (Path(args.data) / z).exists()]
     if missing:
         p.error(f"--data {args.data}: expected {', '.join(missing)} there")
     return args

@@ -43,13 +43,13 @@ from rkmeta_rl.jobs import (
     run_phases,
 )
 from rkmeta_rl.stats import summarize
+from rkmeta_rl.supervised.omniglot import BACKGROUND_SMALL
 
 REPO = Path(__file__).resolve().parent.parent
 
 BENCHMARKS = ("sinusoid", "omniglot")
 CONFIGS = ("midpoint", "ralston", "split")
 HEAD = {"sinusoid": "layers.2", "omniglot": "head"}  # each model's output layer
-SUBSETS = ("images_background_small1.zip", "images_background_small2.zip")
 PAPER_BUDGET = {"sinusoid": "meta-batch 25 × 100,000 meta-iterations",
                 "omniglot": "meta-batch 32 × 30,000 meta-iterations, 1200 training characters"}
 
@@ -74,7 +74,7 @@ def benchmark_args(args, benchmark: str) -> list[str]:
     if benchmark == "sinusoid":
         return ["--benchmark", "sinusoid", "--meta-iters", str(args.sinusoid_iters)]
     return ["--benchmark", "omniglot", "--ways", "5", "--shots", "1",
-            "--data", *(str(Path(args.data) / z) for z in SUBSETS),
+            "--data", *(str(Path(args.data) / z) for z in BACKGROUND_SMALL),
             "--meta-batch-size", str(args.omniglot_batch),
             "--meta-iters", str(args.omniglot_iters),
             "--eval-every", str(max(args.omniglot_iters // 4, 1))]
@@ -223,7 +223,7 @@ def budget_lines(args, runs: Path) -> list[str]:
                     f"{cfg['shots']} support and {cfg['queries']} query points")
         else:
             what = (f"- Omniglot {cfg['ways']}-way {cfg['shots']}-shot: conv net 4 × "
-                    f"{cfg['filters']} filters, the characters of {' and '.join(SUBSETS)} "
+                    f"{cfg['filters']} filters, the characters of {' and '.join(BACKGROUND_SMALL)} "
                     f"split (--split-seed {cfg['split_seed']}) into training and held-out ones")
         lines.append(f"{what}; meta-batch {cfg['meta_batch_size']} × {cfg['meta_iters']} "
                      f"meta-iterations, α = {cfg['alpha']:g}, {cfg['inner_steps']} adaptation "
@@ -344,7 +344,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--seeds needs an entry")
     positive(p, args, ("sinusoid_iters", "omniglot_iters", "omniglot_batch", "omniglot_tasks"))
     if "omniglot" in args.benchmarks:
-        missing = [z for z in SUBSETS if not (Path(args.data) / z).exists()]
+        missing = [z for z in BACKGROUND_SMALL if not (Path(args.data) / z).exists()]
         if missing:
             p.error(f"--data {args.data}: expected {', '.join(missing)} there")
     return args

@@ -27,6 +27,8 @@ from PIL import Image
 
 from rkmeta_rl.supervised.fewshot import ClassDataset, seeded_split
 
+BACKGROUND_SMALL = ("images_background_small1.zip", "images_background_small2.zip")
+"""The two small background subsets of the standard distribution (50 characters shared)."""
 _SET_FOLDER = re.compile(r"^images_(background|evaluation)")
 _RUN_FOLDER = re.compile(r"^run\d+$")
 _DRAWING = re.compile(r"^(\d+)_\d+\.png$")  # NNNN_DD.png: character id, drawer
