@@ -1,8 +1,10 @@
 """Helpers shared by the test modules (imported as ``helpers``: tests/ is on sys.path)."""
 
+import contextlib
 import os
 import time
 
+from rkmeta_rl import cli
 from rkmeta_rl.rl.trainer import Trainer
 
 
@@ -33,3 +35,26 @@ def interrupt_on_call(monkeypatch, n: int, trainer_class: type = Trainer) -> Non
         return original(self)
 
     monkeypatch.setattr(trainer_class, "step", step)
+
+
+def run_in_process(phase, job_list, n_parallel, log_dir, env, poll, cwd) -> float:
+    """``rkmeta_rl.jobs.run_jobs`` without subprocesses: each ``rkmeta-rl`` command through
+    ``cli.main``, its output in the job's log; a failing command fails the test."""
+    t0 = time.perf_counter()
+    for job in job_list:
+        assert job.argv[0] == "rkmeta-rl", job.argv
+        job.log = log_dir / f"{phase}-{job.name}.log"
+        job.seconds = time.perf_counter()
+        with open(job.log, "w") as log, contextlib.redirect_stdout(log), \
+                contextlib.redirect_stderr(log):
+            code = cli.main(job.argv[1:])
+        job.seconds = time.perf_counter() - job.seconds
+        assert code == 0, f"{job.shell()} failed ({code}):\n{job.log.read_text()[-2000:]}"
+    return time.perf_counter() - t0
+
+
+def table_row(text: str, first: str) -> list[str]:
+    """The cells of the markdown table row starting with ``| first |`` (exactly one)."""
+    rows = [line for line in text.splitlines() if line.startswith(f"| {first} |")]
+    assert len(rows) == 1, rows
+    return [cell.strip() for cell in rows[0].strip("|").split("|")]

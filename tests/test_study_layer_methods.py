@@ -5,18 +5,17 @@ sinusoid and on a small Omniglot fixture, and the README holds what they measure
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_in_process, table_row
 from supervised_fixtures import omniglot_reproduction_data
 
-from rkmeta_rl import cli, jobs, rundir
+from rkmeta_rl import jobs, rundir
 from rkmeta_rl.stats import summarize
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "study_layer_methods.py"
@@ -26,27 +25,6 @@ sys.modules[spec.name] = study
 spec.loader.exec_module(study)
 
 SEEDS = (0, 1)
-
-
-def run_in_process(phase, job_list, n_parallel, log_dir, env, poll, cwd) -> float:
-    """``jobs.run_jobs`` without subprocesses: each command through ``cli.main``."""
-    t0 = time.perf_counter()
-    for job in job_list:
-        job.log = log_dir / f"{phase}-{job.name}.log"
-        job.seconds = time.perf_counter()
-        with open(job.log, "w") as log, contextlib.redirect_stdout(log), \
-                contextlib.redirect_stderr(log):
-            code = cli.main(job.argv[1:])
-        job.seconds = time.perf_counter() - job.seconds
-        assert code == 0, f"{job.shell()} failed ({code}):\n{job.log.read_text()[-2000:]}"
-    return time.perf_counter() - t0
-
-
-def row(text: str, first: str) -> list[str]:
-    """The cells of the README table row starting with ``| first |`` (exactly one)."""
-    rows = [line for line in text.splitlines() if line.startswith(f"| {first} |")]
-    assert len(rows) == 1, rows
-    return [cell.strip() for cell in rows[0].strip("|").split("|")]
 
 
 @pytest.fixture
@@ -109,12 +87,12 @@ def test_study_at_toy_size(in_process, tmp_path: Path, capsys) -> None:
     sinusoid, omniglot = text.split("## Omniglot")
     assert "| configuration | methods | MSE, 1 step | MSE, 2 steps |" in sinusoid
     for config in study.CONFIGS:
-        cells = row(sinusoid, config)
+        cells = table_row(sinusoid, config)
         name = f"sinusoid-{config}"
         assert cells[2] == cell(seed_means(runs, name, 1, "loss"))
         assert cells[3] == cell(seed_means(runs, name, 2, "loss"))
         assert cells[4] == " / ".join(f"{v:.3g}" for v in seed_means(runs, name, 2, "loss"))
-        cells = row(omniglot, config)
+        cells = table_row(omniglot, config)
         name = f"omniglot-{config}"
         assert cells[2] == cell(seed_means(runs, name, 2, "accuracy"), 100, 2)
         assert cells[4] == cell(seed_means(runs, name, 2, "loss"))
@@ -128,7 +106,7 @@ def test_study_at_toy_size(in_process, tmp_path: Path, capsys) -> None:
         for other in ("midpoint", "ralston"):
             diff = [a - b for a, b in zip(split, seed_means(runs, f"{name}-{other}", 2,
                                                             step_key), strict=True)]
-            cells = row(part, f"split − {other}")
+            cells = table_row(part, f"split − {other}")
             assert cells[1] == (cell(diff, digits=4) if name == "sinusoid"
                                 else cell(diff, 100, 2))
             assert cells[2] in ("indistinguishable", "split better", "split worse")

@@ -10,21 +10,20 @@ the 18 commands would take well over a minute on two busy cores. ``jobs.run_jobs
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
 import re
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_in_process, table_row
 from supervised_fixtures import omniglot_reproduction_data
 
-from rkmeta_rl import cli, jobs, rundir
+from rkmeta_rl import jobs, rundir
 from rkmeta_rl.stats import summarize
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -42,22 +41,6 @@ table2 = load_script("reproduce_table2")
 omniglot = load_script("reproduce_omniglot")
 
 
-def run_in_process(phase, job_list, n_parallel, log_dir, env, poll, cwd) -> float:
-    """``jobs.run_jobs`` without subprocesses: each ``rkmeta-rl`` command through
-    ``cli.main``, its output in the job's log; a failing command fails the test."""
-    t0 = time.perf_counter()
-    for job in job_list:
-        assert job.argv[0] == "rkmeta-rl", job.argv
-        job.log = log_dir / f"{phase}-{job.name}.log"
-        job.seconds = time.perf_counter()
-        with open(job.log, "w") as log, contextlib.redirect_stdout(log), \
-                contextlib.redirect_stderr(log):
-            code = cli.main(job.argv[1:])
-        job.seconds = time.perf_counter() - job.seconds
-        assert code == 0, f"{job.shell()} failed ({code}):\n{job.log.read_text()[-2000:]}"
-    return time.perf_counter() - t0
-
-
 SLOW = pytest.mark.skipif(not os.environ.get("RKMETA_RL_SLOW_TESTS"),
                           reason="set RKMETA_RL_SLOW_TESTS=1 for real subprocesses (~1 min each)")
 
@@ -72,13 +55,6 @@ def runner(request, monkeypatch):
         torch.set_num_threads(threads)
     else:
         yield request.param
-
-
-def row(text: str, first: str) -> list[str]:
-    """The cells of the README table row starting with ``| first |`` (exactly one)."""
-    rows = [line for line in text.splitlines() if line.startswith(f"| {first} |")]
-    assert len(rows) == 1, rows
-    return [cell.strip() for cell in rows[0].strip("|").split("|")]
 
 
 def mean_loss(path: Path, step: int) -> float:
@@ -123,7 +99,7 @@ def test_table2_at_toy_size(runner, tmp_path: Path, capsys) -> None:
     assert len(readings) == 2 and "## Reading `alpha`" in readings[0]
     alpha_part, h_part = readings
     # one seed: the cells are that run's mean MSE; the task CI is its own half-width
-    midpoint = row(alpha_part, "midpoint")
+    midpoint = table_row(alpha_part, "midpoint")
     ev = runs / "alpha-midpoint-s0" / "eval-alpha.json"
     assert midpoint[:5] == ["midpoint", "0.01", f"{mean_loss(ev, 1):.3f}",
                             f"{mean_loss(ev, 2):.3f}", f"{mean_loss(ev, 2):.3g}"]
@@ -135,9 +111,9 @@ def test_table2_at_toy_size(runner, tmp_path: Path, capsys) -> None:
     assert "per_task" not in copied["by_step"][2]["loss"]
     assert copied["by_step"][2]["loss"]["mean"] == last["mean"]
     euler = mean_loss(runs / "alpha-euler-s0" / "eval-h.json", 1)
-    assert row(h_part, "euler")[:3] == ["euler", "0.02", f"{euler:.3f}"]
+    assert table_row(h_part, "euler")[:3] == ["euler", "0.02", f"{euler:.3f}"]
     heun = mean_loss(runs / "h-heun-s0" / "eval-h.json", 1)
-    assert row(h_part, "heun")[:3] == ["heun", "0.02", f"{heun:.3f}"]
+    assert table_row(h_part, "heun")[:3] == ["heun", "0.02", f"{heun:.3f}"]
     assert "rkmeta-rl supervised --benchmark sinusoid --method heun --step-size 0.02" in text
     assert "rkmeta-rl supervised-evaluate" in text and "--eval-extra" in text
     history = [json.loads(line) for line in
