@@ -23,10 +23,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from envs.batch import EpisodeBatch
 from envs.checks import check_positive_int
 
 
-class BatchedGymEnv:
+class BatchedGymEnv(EpisodeBatch):
     """N = T·E Gymnasium envs stepped in a loop as one (T, E) batch.
 
     Args:
@@ -63,26 +64,6 @@ class BatchedGymEnv:
         self._obs = np.zeros((n, self.obs_dim), dtype=np.float32)  # (N, d)
         self.alive = torch.zeros(self.batch_shape, dtype=torch.bool, device=self.device)
         self._steps = 0
-
-    # ------------------------------------------------------------------ sizes
-    @property
-    def num_tasks(self) -> int:
-        return len(self.tasks)
-
-    @property
-    def batch_shape(self) -> tuple[int, int]:
-        """(T, E)."""
-        return self.num_tasks, self.episodes_per_task
-
-    @property
-    def num_envs(self) -> int:
-        """N = T·E."""
-        return self.num_tasks * self.episodes_per_task
-
-    @property
-    def step_count(self) -> int:
-        """Steps taken since the last reset."""
-        return self._steps
 
     # ------------------------------------------------------------------ protocol
     def reset(self) -> torch.Tensor:

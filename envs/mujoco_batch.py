@@ -46,6 +46,7 @@ import mujoco
 import numpy as np
 import torch
 
+from envs.batch import EpisodeBatch
 from envs.checks import check_positive_int
 from envs.locomotion import make_locomotion_env
 from envs.locomotion_tasks import (
@@ -76,7 +77,7 @@ def _gymnasium_parts(family: str) -> tuple[mujoco.MjModel, np.ndarray, np.ndarra
     return parts
 
 
-class BatchedLocomotion:
+class BatchedLocomotion(EpisodeBatch):
     """N = T·E MuJoCo simulations of one locomotion family, stepped as a batch.
 
     Args:
@@ -141,25 +142,6 @@ class BatchedLocomotion:
     @property
     def is_ant(self) -> bool:
         return self.spec.robot == "ant"
-
-    @property
-    def num_tasks(self) -> int:
-        return len(self.tasks)
-
-    @property
-    def batch_shape(self) -> tuple[int, int]:
-        """(T, E)."""
-        return self.num_tasks, self.episodes_per_task
-
-    @property
-    def num_envs(self) -> int:
-        """N = T·E."""
-        return self.num_tasks * self.episodes_per_task
-
-    @property
-    def step_count(self) -> int:
-        """Steps taken since the last reset."""
-        return self._steps
 
     # ------------------------------------------------------------------ protocol
     def reset(self) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
+from envs.batch import EpisodeBatch
 from envs.checks import check_positive_int
 
 MAX_ACTION = 0.1
@@ -172,7 +173,7 @@ class Nav2DEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._pos.copy()
 
 
-class BatchedNav2D:
+class BatchedNav2D(EpisodeBatch):
     """Steps every (task, episode) pair at once as tensor operations.
 
     State is a position tensor of shape ``(T, E, 2)`` for ``T`` tasks (goals) and ``E``
@@ -221,19 +222,9 @@ class BatchedNav2D:
         return self.goals.shape[0]
 
     @property
-    def batch_shape(self) -> tuple[int, int]:
-        """``(T, E)``."""
-        return self.num_tasks, self.episodes_per_task
-
-    @property
     def device(self) -> torch.device:
         """Device holding the state (that of ``goals``)."""
         return self.goals.device
-
-    @property
-    def step_count(self) -> int:
-        """Number of steps taken since the last reset."""
-        return self._steps
 
     @staticmethod
     def clip_action(action: torch.Tensor) -> torch.Tensor:
