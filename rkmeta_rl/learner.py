@@ -131,17 +131,18 @@ class RKMetaLearner(nn.Module):
         # groups with their own weights: no single objective has gradient Σ a_n,i k_i[n];
         # this one has it exactly, and its value is Σ_i ā_i L_i with ā_i the weights
         # averaged over the parameters' elements
-        grads = combined_gradient(points, self.scheme, stage_loss, theta)
-        linear = sum((g.detach() * theta[n]).sum() for n, g in grads.items())
-        with torch.no_grad():
-            value = sum(self._mean_weight(i) * stage_loss(i, points[i])
-                        for i in range(self.scheme.stages) if self._mean_weight(i) != 0.0)
-        return linear - linear.detach() + value
+        losses: dict[int, Tensor] = {}  # L_i at θ_i, as combined_gradient evaluates them
 
-    def _mean_weight(self, i: int) -> float:
-        theta, weight = self.theta(), self.scheme.weight(i)
-        total = sum(v.numel() for v in theta.values())
-        return sum(weight[n] * v.numel() for n, v in theta.items()) / total
+        def recorded(i: int, params: Params) -> Tensor:
+            losses[i] = stage_loss(i, params)
+            return losses[i]
+
+        grads = combined_gradient(points, self.scheme, recorded, theta)
+        linear = sum((g.detach() * theta[n]).sum() for n, g in grads.items())
+        sizes = {n: v.numel() for n, v in theta.items()}
+        value = sum(sum(self.scheme.weight(i)[n] * k for n, k in sizes.items())
+                    / sum(sizes.values()) * loss.detach() for i, loss in losses.items())
+        return linear - linear.detach() + value
 
     # -- adaptation ----------------------------------------------------------------------------
     def adapt(self, task: Any, support_loss: TaskLoss, steps: int = 1,
