@@ -19,6 +19,11 @@ class StoredConfig:
 
     method: str
     tableau: dict[str, Any] | None
+    layer_methods: str | None  # a tableau per parameter group (rkmeta_rl.layer_methods)
+    inner_lr: float | None
+    step_size: float | None
+    alpha: float | None  # resolved
+    h: float | None  # resolved
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
-from rkmeta_rl.config import resolve_steps
+from rkmeta_rl.config import StoredConfig, resolve_steps
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.rk import Scheme
 from rkmeta_rl.tableau import Tableau
@@ -114,3 +114,15 @@ def describe(scheme: Scheme) -> dict[str, dict]:
     alphas = adaptation_steps(scheme)
     return {n: {"method": t.name, "h": scheme.steps[n], "alpha": alphas[n]}
             for n, t in scheme.tableaus.items()}
+
+
+def method_of(cfg: StoredConfig, names: Iterable[str]
+              ) -> tuple[Tableau | Scheme, float | None, float | dict[str, float]]:
+    """A resolved run config's RK method over parameters ``names``: its tableau, its h and
+    its test-time α; or, with ``layer_methods``, its scheme, None and each parameter's α
+    (ValueError if the rules do not fit the names)."""
+    if cfg.layer_methods is None:
+        return cfg.get_tableau(), cfg.h, cfg.alpha
+    scheme = build_scheme(parse_layer_methods(cfg.layer_methods), names, cfg.inner_lr,
+                          cfg.step_size, cfg.alpha)
+    return scheme, None, adaptation_steps(scheme)

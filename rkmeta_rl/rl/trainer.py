@@ -17,7 +17,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from rkmeta_rl import rundir, runlock
-from rkmeta_rl.layer_methods import adaptation_steps, build_scheme, parse_layer_methods
+from rkmeta_rl.layer_methods import method_of
 from rkmeta_rl.progress import ProgressBar
 from rkmeta_rl.rk import Params, Scheme
 from rkmeta_rl.rl.config import TrainConfig, read_train_config, resolve
@@ -37,20 +37,16 @@ def make_policy(cfg: TrainConfig, family: TaskFamily) -> GaussianMLPPolicy:
 
 def run_method(cfg: TrainConfig, policy: GaussianMLPPolicy
                ) -> tuple[Tableau | Scheme, float | None]:
-    """The run's RK method: its tableau and h, or (``--layer-methods``) its per-group scheme
-    over the policy's parameters and None (ValueError if the rules do not fit)."""
-    if cfg.layer_methods is None:
-        return cfg.get_tableau(), cfg.h
-    scheme = build_scheme(parse_layer_methods(cfg.layer_methods), list(policy.params()),
-                          cfg.inner_lr, cfg.step_size, cfg.alpha)
-    rk_weights(scheme)  # TRPO's one objective exists
-    return scheme, None
+    """The run's RK method over the policy's parameters (``layer_methods.method_of``), for
+    TRPO: per-group weights are refused (ValueError)."""
+    tableau, h, _ = method_of(cfg, policy.params())
+    rk_weights(tableau)  # TRPO's one objective exists
+    return tableau, h
 
 
 def run_alpha(cfg: TrainConfig, policy: GaussianMLPPolicy) -> float | dict[str, float]:
     """The run's test-time step: α, or each parameter's α with ``--layer-methods``."""
-    method, _ = run_method(cfg, policy)
-    return cfg.alpha if isinstance(method, Tableau) else adaptation_steps(method)
+    return method_of(cfg, policy.params())[2]
 
 
 def metrics_record(it: int, res: MetaStepResult, seconds: float) -> dict[str, Any]:

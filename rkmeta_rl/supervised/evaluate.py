@@ -19,10 +19,11 @@ import torch
 
 from rkmeta_rl import rundir
 from rkmeta_rl.config import check_seed
+from rkmeta_rl.layer_methods import method_of
 from rkmeta_rl.stats import summarize
 from rkmeta_rl.supervised.fewshot import FewShotBatch
 from rkmeta_rl.supervised.omniglot import load_one_shot_runs
-from rkmeta_rl.supervised.trainer import adapted_scores, load_supervised_run, run_method
+from rkmeta_rl.supervised.trainer import adapted_scores, load_supervised_run
 
 DEFAULT_TEST_SEED = 20170309  # training draws from --seed: keep the two apart
 CHUNK = 50  # tasks adapted at once (bounds memory at 20-way)
@@ -69,7 +70,7 @@ def evaluate_supervised_run(run_dir: str | Path, out: str | Path | None = None, 
     tasks = cfg.test_tasks if tasks is None else tasks
     steps = cfg.test_steps if steps is None else steps
     if alpha is None:  # the run's own: one α, or one per parameter group
-        alpha = run_method(cfg, list(theta))[2]
+        alpha = method_of(cfg, theta)[2]
     g = torch.Generator().manual_seed(seed)
     losses: list[list[torch.Tensor]] = [[] for _ in range(steps + 1)]
     accs: list[list[torch.Tensor]] = [[] for _ in range(steps + 1)]

@@ -24,31 +24,19 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from rkmeta_rl import rundir, runlock
-from rkmeta_rl.layer_methods import adaptation_steps, build_scheme, parse_layer_methods
+from rkmeta_rl.layer_methods import method_of
 from rkmeta_rl.progress import ProgressBar
-from rkmeta_rl.rk import Params, Scheme
+from rkmeta_rl.rk import Params
 from rkmeta_rl.stopping import StopSignals
 from rkmeta_rl.supervised.benchmarks import VALIDATION_SEED_OFFSET, Benchmark, make_benchmark
 from rkmeta_rl.supervised.config import SupervisedConfig, resolve
 from rkmeta_rl.supervised.meta import adapt, meta_step, task_losses
-from rkmeta_rl.tableau import Tableau
 
 KIND = "supervised"  # config.json marks the run so `evaluate` knows which code reads it
 
 
 def initial_params(cfg: SupervisedConfig, bench: Benchmark) -> Params:
     return bench.model.init_params(torch.Generator().manual_seed(cfg.seed))
-
-
-def run_method(cfg: SupervisedConfig, names: list[str]
-               ) -> tuple[Tableau | Scheme, float | None, float | dict[str, float]]:
-    """The run's RK method: its tableau and h, or (``--layer-methods``) its per-group scheme
-    and None; and the test-time step α, one or per parameter."""
-    if cfg.layer_methods is None:
-        return cfg.get_tableau(), cfg.h, cfg.alpha
-    scheme = build_scheme(parse_layer_methods(cfg.layer_methods), names, cfg.inner_lr,
-                          cfg.step_size, cfg.alpha)
-    return scheme, None, adaptation_steps(scheme)
 
 
 def adapted_scores(bench: Benchmark, theta: Params, batch, alpha: float | dict[str, float],
@@ -76,7 +64,7 @@ class SupervisedTrainer:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.bench = make_benchmark(cfg)
         self.theta = {n: v.requires_grad_() for n, v in initial_params(cfg, self.bench).items()}
-        self.tableau, self.h, self.alpha = run_method(cfg, list(self.theta))
+        self.tableau, self.h, self.alpha = method_of(cfg, self.theta)
         self.optimizer = torch.optim.Adam(list(self.theta.values()), lr=cfg.meta_lr)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.iteration = 0
