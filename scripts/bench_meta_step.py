@@ -3,7 +3,7 @@
     python scripts/bench_meta_step.py                   # paper: 40 tasks x 20 episodes, 2x100
     python scripts/bench_meta_step.py --tasks 20 --hidden 64,64   # pytorch-maml-rl's nav2d size
     python scripts/bench_meta_step.py --fractions 1,0.5,0.25      # exact vs subsampled curvature
-    python scripts/bench_meta_step.py --curvature gauss-newton,double-backward --threads 1,2
+    python scripts/bench_meta_step.py --impl rkmeta-rl,plain --threads 1,2   # the yardstick
     python scripts/bench_meta_step.py --tasks 10,20,40,80 --hidden "64,64;100,100;200,200"
     python scripts/bench_meta_step.py --rates           # the machine's bmm and add rates
     python scripts/bench_meta_step.py --profile         # where one iteration's time goes
@@ -13,10 +13,16 @@ Each configuration runs ``--iters`` meta-iterations from the same seed in this p
 each configuration's total to the first one's. Timings on a shared machine are noisy:
 trust the ratios taken in one process more than the absolute seconds.
 
-``--curvature double-backward`` is the yardstick: the same meta-step with conjugate
-gradient on plain double-backward Hessian-vector products of the weighted KL through the
-stage construction (``meta_step.double_backward_fvp``), instead of the Gauss-Newton
-product (``meta_step.curvature_fvp``). Both give the same matrix (tests).
+``--impl`` picks what takes the step:
+  rkmeta-rl  the package's meta-step (closed-form curvature and gradient where the tableau
+             allows, ``rkmeta_rl/rl/curvature.py``);
+  autograd   the package's general path, as for a tableau per parameter group: double
+             backward through the stage construction (``curvature.double_backward_fvp``);
+  plain      the yardstick, a straightforward implementation written in
+             ``scripts/plain_trpo.py``: per-task parameters through bmm, conjugate gradient
+             on double-backward products of the weighted KL.
+All three take the same step (tests/test_curvature_closed_form.py,
+tests/test_bench_yardstick.py).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import statistics
 import time
 
 import torch
+from plain_trpo import plain_meta_step
 from torch.profiler import ProfilerActivity, profile
 
 from rkmeta_rl.rk import Scheme
@@ -34,25 +41,26 @@ from rkmeta_rl.rl.config import TrainConfig, resolve
 from rkmeta_rl.rl.trainer import Trainer
 
 PHASES = ("sampling", "inner_adaptation", "cg", "line_search")
-CURVATURES = ("gauss-newton", "double-backward")
+IMPLS = ("rkmeta-rl", "autograd", "plain")
 
 
-def make_trainer(cfg: TrainConfig, curvature: str) -> Trainer:
+def make_trainer(cfg: TrainConfig, impl: str) -> Trainer:
     trainer = Trainer(cfg, "unused")
-    if curvature == "double-backward":  # the same tableau for every parameter, as a scheme
+    if impl == "autograd":  # the same tableau for every parameter, as a scheme
         trainer.tableau = Scheme.uniform(trainer.tableau, trainer.h, trainer.policy.params())
         trainer.h = None
     return trainer
 
 
-def bench(cfg: TrainConfig, iters: int, curvature: str) -> dict[str, float]:
-    trainer = make_trainer(cfg, curvature)
+def bench(cfg: TrainConfig, iters: int, impl: str) -> dict[str, float]:
+    trainer = make_trainer(cfg, impl)
     rows = []
     for _ in range(iters + 1):
         tasks = trainer.family.sample_tasks(cfg.meta_batch_size)
         t0 = time.perf_counter()
-        res = trainer.meta_step(tasks)
-        rows.append({**res.seconds, "total": time.perf_counter() - t0})
+        seconds = (plain_meta_step(trainer, tasks) if impl == "plain"
+                   else trainer.meta_step(tasks).seconds)
+        rows.append({**seconds, "total": time.perf_counter() - t0})
     rows = rows[1:]
     return {k: statistics.median(r.get(k, 0.0) for r in rows) for k in (*PHASES, "total")}
 
@@ -85,7 +93,7 @@ def _time(fn, repeats: int = 5) -> float:
 
 
 def profile_one(cfg: TrainConfig, rows: int = 12) -> None:
-    trainer = make_trainer(cfg, "gauss-newton")
+    trainer = make_trainer(cfg, "rkmeta-rl")
     trainer.meta_step(trainer.family.sample_tasks(cfg.meta_batch_size))  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         res = trainer.meta_step(trainer.family.sample_tasks(cfg.meta_batch_size))
@@ -102,8 +110,7 @@ def main() -> None:
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--threads", default="1", help="comma list of torch thread counts")
     p.add_argument("--fractions", default="1", help="comma list of curvature fractions")
-    p.add_argument("--curvature", default="gauss-newton", help="comma list of " +
-                   ", ".join(CURVATURES))
+    p.add_argument("--impl", default="rkmeta-rl", help="comma list of " + ", ".join(IMPLS))
     p.add_argument("--first-order", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--rates", action="store_true", help="print the machine's bmm/add rates")
@@ -111,9 +118,9 @@ def main() -> None:
     args = p.parse_args()
     hiddens = [[int(x) for x in h.split(",")] for h in args.hidden.split(";")]
     tasks = [int(t) for t in args.tasks.split(",")]
-    curvatures = args.curvature.split(",")
-    if any(c not in CURVATURES for c in curvatures):
-        p.error(f"--curvature must be among {', '.join(CURVATURES)}, got {args.curvature}")
+    impls = args.impl.split(",")
+    if any(c not in IMPLS for c in impls):
+        p.error(f"--impl must be among {', '.join(IMPLS)}, got {args.impl}")
     print(f"method {args.method}, {args.episodes} episodes x 100 steps per task, first_order "
           f"{args.first_order}, torch {torch.__version__}, device {args.device}")
     if args.rates:
@@ -133,17 +140,17 @@ def main() -> None:
         torch.set_num_threads(int(args.threads.split(",")[0]))
         profile_one(config(tasks[0], hiddens[0], float(args.fractions.split(",")[0])))
         return
-    print(f"{'threads':>7} {'tasks':>5} {'hidden':>8} {'fraction':>8} {'curvature':>15} "
+    print(f"{'threads':>7} {'tasks':>5} {'hidden':>8} {'fraction':>8} {'impl':>10} "
           + " ".join(f"{k:>16}" for k in PHASES) + f" {'total s/iter':>12} {'ratio':>6}")
     base = None
     grid = itertools.product((int(t) for t in args.threads.split(",")), tasks, hiddens,
-                             (float(f) for f in args.fractions.split(",")), curvatures)
-    for threads, n, hidden, frac, curvature in grid:
+                             (float(f) for f in args.fractions.split(",")), impls)
+    for threads, n, hidden, frac, impl in grid:
         torch.set_num_threads(threads)
-        r = bench(config(n, hidden, frac), args.iters, curvature)
+        r = bench(config(n, hidden, frac), args.iters, impl)
         base = base or r["total"]
         print(f"{threads:>7} {n:>5} {'x'.join(map(str, hidden)):>8} {frac:>8.2f} "
-              f"{curvature:>15} " + " ".join(f"{r[k]:>16.3f}" for k in PHASES)
+              f"{impl:>10} " + " ".join(f"{r[k]:>16.3f}" for k in PHASES)
               + f" {r['total']:>12.2f} {r['total'] / base:>6.2f}", flush=True)
 
 

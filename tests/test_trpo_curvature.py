@@ -1,6 +1,6 @@
 """Tests for the KL curvature used by the RK-TRPO meta-step: the KL of the adapted policy
-through the stage points, and rkmeta_rl.rl.meta_step.curvature_fvp, the Gauss-Newton
-product that TRPO's conjugate gradient uses.
+through the stage points, and the products of rkmeta_rl.rl.curvature that TRPO's conjugate
+gradient uses (closed form, stagewise, double backward).
 
 Reference values come from central finite differences of the KL gradient, plain double
 backward through the whole stage construction, and the Gauss-Newton identity H = Jᵀ K J
@@ -19,7 +19,7 @@ import torch
 from rkmeta_rl.layer_methods import method_tableau
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.rk import Scheme, repeat_params, stage_points
-from rkmeta_rl.rl import meta_step as meta_step_module
+from rkmeta_rl.rl import curvature
 from rkmeta_rl.rl.config import MetaStepConfig
 from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.losses import mean_kl, reinforce_loss
@@ -190,12 +190,15 @@ def test_kl_hessian_symmetric_psd_and_gauss_newton(setup):
     torch.testing.assert_close(hess, expected, rtol=1e-9, atol=1e-11)
 
 
-# --- rkmeta_rl.rl.meta_step.curvature_fvp: the Gauss-Newton product used by TRPO ---------
+# --- rkmeta_rl.rl.curvature: the Gauss-Newton products used by TRPO -----------------------
 
-_curvature_fvp = meta_step_module.curvature_fvp
+_curvature_fvp = curvature.stagewise_fvp
 
 
-def _library_fvp(setup, tab, **cfg_kw):
+IMPLS = ["closed-form", "stagewise"]
+
+
+def _library_fvp(setup, tab, impl="stagewise", **cfg_kw):
     policy = setup.policy
     theta = policy.params()
     known = {f.name for f in dataclasses.fields(MetaStepConfig)}
@@ -208,6 +211,9 @@ def _library_fvp(setup, tab, **cfg_kw):
     points = stage_points(rep, tab, STEP_H, stage_loss, first_order=cfg.first_order,
                           create_graph=True)
     data = {i: setup.data[i] for i in range(tab.stages)}
+    if impl == "closed-form":
+        assert curvature.moved_by_first_stage_only(tab, cfg)
+        return curvature.curvature_fvp(policy, tab, STEP_H, data, points, theta, cfg)
     return _curvature_fvp(policy, tab, STEP_H, data, rep, points, theta, cfg)
 
 
@@ -216,8 +222,9 @@ def _probe_vectors(n, k=3, seed=40):
     return [torch.randn(n, generator=gen, dtype=DT) for _ in range(k)]
 
 
-def test_curvature_fvp_exact_midpoint(setup):
-    fvp = _library_fvp(setup, setup.tab, cg_damping=0.0)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_curvature_fvp_exact_midpoint(setup, impl):
+    fvp = _library_fvp(setup, setup.tab, impl, cg_damping=0.0)
     expected = _gauss_newton(setup, setup.tab, STEP_H)
     for v in _probe_vectors(setup.x_old.numel()):
         got = fvp(v)
@@ -225,36 +232,40 @@ def test_curvature_fvp_exact_midpoint(setup):
         torch.testing.assert_close(got, setup.hvp(setup.x_old, v), rtol=1e-9, atol=1e-11)
 
 
-def test_curvature_fvp_damping(setup):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_curvature_fvp_damping(setup, impl):
     v = _probe_vectors(setup.x_old.numel(), k=1)[0]
-    plain = _library_fvp(setup, setup.tab, cg_damping=0.0)(v)
-    damped = _library_fvp(setup, setup.tab, cg_damping=0.25)(v)
+    plain = _library_fvp(setup, setup.tab, impl, cg_damping=0.0)(v)
+    damped = _library_fvp(setup, setup.tab, impl, cg_damping=0.25)(v)
     torch.testing.assert_close(damped - plain, 0.25 * v, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["heun", "ralston", "euler"])
-def test_curvature_fvp_weighted_stages(setup, name):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_curvature_fvp_weighted_stages(setup, name, impl):
     tab = get_tableau(name)
-    fvp = _library_fvp(setup, tab, cg_damping=0.0)
+    fvp = _library_fvp(setup, tab, impl, cg_damping=0.0)
     expected = _gauss_newton(setup, tab, STEP_H)
     for v in _probe_vectors(setup.x_old.numel()):
         torch.testing.assert_close(fvp(v), expected @ v, rtol=1e-9, atol=1e-11)
 
 
-def test_curvature_fvp_first_order(setup):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_curvature_fvp_first_order(setup, impl):
     tab = get_tableau("heun")
-    fvp = _library_fvp(setup, tab, cg_damping=0.0, first_order=True)
+    fvp = _library_fvp(setup, tab, impl, cg_damping=0.0, first_order=True)
     expected = _gauss_newton(setup, tab, STEP_H, first_order=True)
     for v in _probe_vectors(setup.x_old.numel()):
         torch.testing.assert_close(fvp(v), expected @ v, rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.parametrize("fraction", [0.5, 0.34])
-def test_curvature_fvp_episode_subsample(setup, fraction):
+@pytest.mark.parametrize("impl", IMPLS)
+def test_curvature_fvp_episode_subsample(setup, fraction, impl):
     """Subsample: exact points, Jacobian and KL from the first ⌈f·E⌉ episodes."""
     keep = math.ceil(fraction * N_EP)
     assert keep < N_EP
-    fvp = _library_fvp(setup, setup.tab, cg_damping=0.0, curvature_fraction=fraction,
+    fvp = _library_fvp(setup, setup.tab, impl, cg_damping=0.0, curvature_fraction=fraction,
                        curvature_chunk=1)
     expected = _gauss_newton(setup, setup.tab, STEP_H, n_eps=keep)
     exact = _gauss_newton(setup, setup.tab, STEP_H)
@@ -325,7 +336,7 @@ def test_double_backward_fvp_for_a_tableau_per_group(setup):
     xx = setup.x_old.clone().requires_grad_()
     grad = torch.autograd.grad(mean_kl(policy, point2(xx), data[1], *old), xx,
                                create_graph=True)[0]
-    fvp = meta_step_module.double_backward_fvp(policy, scheme, data, policy.params(),
+    fvp = curvature.double_backward_fvp(policy, scheme, data, policy.params(),
                                                MetaStepConfig(cg_damping=0.0))
     for v in _probe_vectors(setup.x_old.numel()):
         expected = torch.autograd.grad(grad.dot(v), xx, retain_graph=True)[0]
@@ -337,8 +348,8 @@ def test_double_backward_fvp_equals_the_fast_product_for_one_tableau(setup):
     policy, data = setup.policy, setup.data
     theta = policy.params()
     cfg = MetaStepConfig(cg_damping=0.0)
-    slow = meta_step_module.double_backward_fvp(policy, _scheme(setup, "midpoint", "midpoint"),
+    slow = curvature.double_backward_fvp(policy, _scheme(setup, "midpoint", "midpoint"),
                                                 data, theta, cfg)
-    fast = _library_fvp(setup, setup.tab, cg_damping=0.0)
+    fast = _library_fvp(setup, setup.tab, "closed-form", cg_damping=0.0)
     for v in _probe_vectors(setup.x_old.numel()):
         torch.testing.assert_close(slow(v), fast(v), rtol=1e-8, atol=1e-10)

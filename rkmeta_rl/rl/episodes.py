@@ -52,6 +52,12 @@ class Episodes:
         return Episodes(self.obs[:, :m], self.actions[:, :m], self.rewards[:, :m],
                         self.mask[:, :m], adv)
 
+    def tasks(self, part: slice) -> Episodes:
+        """The episodes of the tasks in ``part`` (views)."""
+        adv = None if self.advantages is None else self.advantages[part]
+        return Episodes(self.obs[part], self.actions[part], self.rewards[part],
+                        self.mask[part], adv)
+
     def task_returns(self) -> Tensor:
         """Mean undiscounted episode return per task: (T,)."""
         return (self.rewards * self.mask).sum(-1).mean(-1)

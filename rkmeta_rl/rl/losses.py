@@ -11,9 +11,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rkmeta_rl.rk import Params
+from rkmeta_rl.rk import Params, Scheme, rk_combination
 from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.policy import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
+from rkmeta_rl.tableau import Tableau
 
 
 def _task_mean(x: Tensor, mask: Tensor) -> Tensor:
@@ -37,8 +38,14 @@ def surrogate_loss(
     policy: GaussianMLPPolicy, params: Params, episodes: Episodes, old_log_probs: Tensor
 ) -> Tensor:
     """mean_tasks -mean_valid(π/π_old · A): TRPO's importance-weighted surrogate."""
-    _, _, adv, mask = episodes.flat()
-    ratio = torch.exp(log_probs(policy, params, episodes) - old_log_probs)
+    return surrogate_of(policy(params, episodes.flat()[0]), episodes, old_log_probs)
+
+
+def surrogate_of(outputs: tuple[Tensor, Tensor], episodes: Episodes,
+                 old_log_probs: Tensor) -> Tensor:
+    """:func:`surrogate_loss` from the policy's outputs (mean, log σ) on the episodes."""
+    _, act, adv, mask = episodes.flat()
+    ratio = torch.exp(gaussian_log_prob(*outputs, act) - old_log_probs)
     return -_task_mean(ratio * adv, mask).mean()
 
 
@@ -50,6 +57,66 @@ def mean_kl(
     old_log_std: Tensor,
 ) -> Tensor:
     """mean_tasks mean_valid KL(π_old(·|s) || π_params(·|s))."""
-    obs, _, _, mask = episodes.flat()
-    mean, log_std = policy(params, obs)
-    return _task_mean(gaussian_kl(old_mean, old_log_std, mean, log_std), mask).mean()
+    return kl_of(policy(params, episodes.flat()[0]), episodes, old_mean, old_log_std)
+
+
+def kl_of(outputs: tuple[Tensor, Tensor], episodes: Episodes, old_mean: Tensor,
+          old_log_std: Tensor) -> Tensor:
+    """:func:`mean_kl` from the policy's outputs (mean, log σ) on the episodes."""
+    mask = episodes.flat()[3]
+    return _task_mean(gaussian_kl(old_mean, old_log_std, *outputs), mask).mean()
+
+
+def rk_weights(tableau: Tableau | Scheme) -> tuple[float, ...]:
+    """The weights a of Σ a_i L_i: the tableau's, or those every parameter group shares.
+    TRPO needs that one objective (its line search compares values of it)."""
+    if isinstance(tableau, Tableau):
+        return tableau.a
+    shared = tableau.shared_weights
+    if shared is None:
+        raise ValueError("--layer-methods: TRPO needs one objective Σ a_i L_i, so every "
+                         "parameter group must have the same weights a (e.g. 'w2=midpoint,"
+                         "*=frozen:midpoint'); groups with their own weights are for the "
+                         "supervised benchmarks and RKMetaLearner")
+    return shared
+
+
+def kl_weights(tableau: Tableau | Scheme) -> list[float]:
+    a = rk_weights(tableau)
+    total = sum(abs(x) for x in a)
+    return [abs(x) / total for x in a]
+
+
+class StageObjective:
+    """The RK surrogate Σ a_i L_i and weighted KL Σ w_i KL_i against the old stage policies."""
+
+    def __init__(self, policy: GaussianMLPPolicy, tableau: Tableau | Scheme,
+                 data: dict[int, Episodes], old_points: list[Params]) -> None:
+        self.policy, self.tableau, self.data = policy, tableau, data
+        self.weights = kl_weights(tableau)
+        self.active = [i for i, w in enumerate(self.weights) if w > 0]
+        self.old = {}
+        with torch.no_grad():
+            for i in self.active:
+                obs, act, _, _ = data[i].flat()
+                mean, log_std = policy(old_points[i], obs)
+                self.old[i] = (mean, log_std, gaussian_log_prob(mean, log_std, act))
+
+    def surrogate(self, points: list[Params]) -> Tensor:
+        return rk_combination(points, self.tableau, lambda i, p: surrogate_loss(
+            self.policy, p, self.data[i], self.old[i][2]))
+
+    def kl(self, points: list[Params]) -> Tensor:
+        terms = [self.weights[i] * mean_kl(self.policy, points[i], self.data[i], *self.old[i][:2])
+                 for i in self.active]
+        return torch.stack(terms).sum()
+
+    def values(self, points: list[Params]) -> tuple[float, float]:
+        """(surrogate, KL) at ``points`` as numbers, one policy evaluation per stage."""
+        with torch.no_grad():
+            outs = {i: self.policy(points[i], self.data[i].flat()[0]) for i in self.active}
+            surrogate = rk_combination(points, self.tableau, lambda i, p: surrogate_of(
+                outs[i], self.data[i], self.old[i][2]))
+            kl = torch.stack([self.weights[i] * kl_of(outs[i], self.data[i], *self.old[i][:2])
+                              for i in self.active]).sum()
+        return surrogate.item(), kl.item()

@@ -20,13 +20,24 @@ import torch
 from torch import Tensor
 
 from rkmeta_rl.layer_methods import adaptation_steps
-from rkmeta_rl.rk import Params, Scheme, repeat_params, rk_combination, stage_points
+from rkmeta_rl.rk import Params, Scheme, repeat_params, stage_points
 from rkmeta_rl.rl.adapt import reinforce_step
 from rkmeta_rl.rl.config import MetaStepConfig
+from rkmeta_rl.rl.curvature import (
+    ChunkedHessian,
+    closed_form_gradient,
+    curvature_fvp,
+    double_backward_fvp,
+    moved_by_first_stage_only,
+    moved_by_k1,
+    points_by_k1,
+    stage_moves,
+    stagewise_fvp,
+)
 from rkmeta_rl.rl.episodes import Episodes, add_advantages
-from rkmeta_rl.rl.losses import log_probs, mean_kl, reinforce_loss, surrogate_loss
+from rkmeta_rl.rl.losses import StageObjective, reinforce_loss, rk_weights
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
-from rkmeta_rl.rl.trpo import backtracking_line_search, dot, flatten, natural_step, unflatten
+from rkmeta_rl.rl.trpo import backtracking_line_search, flat_grad, flatten, natural_step, unflatten
 from rkmeta_rl.tableau import Tableau
 
 
@@ -42,57 +53,6 @@ class MetaStepResult:
     line_search_steps: int = 0
     rejected: str = ""  # why a step was refused ("" when accepted or merely not improving)
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def rk_weights(tableau: Tableau | Scheme) -> tuple[float, ...]:
-    """The weights a of Σ a_i L_i: the tableau's, or those every parameter group shares.
-    TRPO needs that one objective (its line search compares values of it)."""
-    if isinstance(tableau, Tableau):
-        return tableau.a
-    shared = tableau.shared_weights
-    if shared is None:
-        raise ValueError("--layer-methods: TRPO needs one objective Σ a_i L_i, so every "
-                         "parameter group must have the same weights a (e.g. 'w2=midpoint,"
-                         "*=frozen:midpoint'); groups with their own weights are for the "
-                         "supervised benchmarks and RKMetaLearner")
-    return shared
-
-
-def kl_weights(tableau: Tableau | Scheme) -> list[float]:
-    a = rk_weights(tableau)
-    total = sum(abs(x) for x in a)
-    return [abs(x) / total for x in a]
-
-
-class StageObjective:
-    """The RK surrogate Σ a_i L_i and weighted KL Σ w_i KL_i against the old stage policies."""
-
-    def __init__(self, policy: GaussianMLPPolicy, tableau: Tableau | Scheme,
-                 data: dict[int, Episodes], old_points: list[Params]) -> None:
-        self.policy, self.tableau, self.data = policy, tableau, data
-        self.weights = kl_weights(tableau)
-        self.active = [i for i, w in enumerate(self.weights) if w > 0]
-        self.old = {}
-        with torch.no_grad():
-            for i in self.active:
-                obs, _, _, _ = data[i].flat()
-                mean, log_std = policy(old_points[i], obs)
-                self.old[i] = (mean, log_std, log_probs(policy, old_points[i], data[i]))
-
-    def surrogate(self, points: list[Params]) -> Tensor:
-        return rk_combination(points, self.tableau, lambda i, p: surrogate_loss(
-            self.policy, p, self.data[i], self.old[i][2]))
-
-    def kl(self, points: list[Params]) -> Tensor:
-        terms = [self.weights[i] * mean_kl(self.policy, points[i], self.data[i], *self.old[i][:2])
-                 for i in self.active]
-        return torch.stack(terms).sum()
-
-
-def _grad_vec(out: Tensor | list[Tensor], theta: Params, **kw) -> Tensor:
-    grads = torch.autograd.grad(out, list(theta.values()), allow_unused=True,
-                                materialize_grads=True, **kw)
-    return torch.cat([g.reshape(-1) for g in grads])
 
 
 def meta_step(
@@ -124,6 +84,9 @@ def meta_step(
             data[i] = add_advantages(sample(detached), cfg.gamma, cfg.gae_lambda)
             seconds["sampling"] += time.perf_counter() - t
 
+    by_k1 = moved_by_k1(tableau)  # points θ - h q_i1 k_1, k_1 in closed form
+    closed_form = moved_by_first_stage_only(tableau, cfg)  # else autograd through the stages
+
     def points_at(rep: Params, create_graph: bool) -> list[Params]:
         return stage_points(
             rep, tableau, h, lambda i, p: reinforce_loss(policy, p, data[i]),
@@ -132,7 +95,11 @@ def meta_step(
 
     t0 = time.perf_counter()
     rep = repeat_params(theta, num_tasks)
-    points = points_at(rep, create_graph=True)
+    hessian = None  # H at θ on stage 1's episodes, where the closed form needs it
+    if by_k1:
+        points, hessian = _points_by_k1(policy, theta, tableau, h, num_tasks, data, on_point)
+    else:
+        points = points_at(rep, create_graph=not closed_form)
     stage_returns = [data[i].mean_return() for i in range(stages)]
     if stages > 1:
         return_post = stage_returns[1]
@@ -143,12 +110,18 @@ def meta_step(
         seconds["sampling"] += time.perf_counter() - t
     result = MetaStepResult(stage_returns, stage_returns[0], return_post, seconds=seconds)
     objective = StageObjective(policy, tableau, data, points)
-    loss0 = objective.surrogate(points)
-    grad = _grad_vec(loss0, theta, retain_graph=True)
-    if isinstance(tableau, Tableau):
-        fvp = curvature_fvp(policy, tableau, h, data, rep, points, theta, cfg)
+    if closed_form:
+        moves = stage_moves(tableau, h, cfg)  # β_i ≠ 0 only when by_k1: then H is built
+        loss0, grads = closed_form_gradient(objective.surrogate, points, moves, hessian)
+        grad = flatten(grads)
+        fvp = curvature_fvp(policy, tableau, h, data, points, theta, cfg, hessian)
     else:
-        fvp = double_backward_fvp(policy, tableau, data, theta, cfg)
+        loss0 = objective.surrogate(points)
+        grad = flat_grad(loss0, theta, retain_graph=True)
+        if isinstance(tableau, Tableau):
+            fvp = stagewise_fvp(policy, tableau, h, data, rep, points, theta, cfg)
+        else:
+            fvp = double_backward_fvp(policy, tableau, data, theta, cfg)
     t1 = time.perf_counter()
     seconds["inner_adaptation"] = t1 - t0 - seconds["sampling"]
     if not torch.isfinite(grad).all():
@@ -166,9 +139,12 @@ def meta_step(
     fixed = {n: v.detach() for n, v in theta.items()}
 
     def evaluate(x: Tensor) -> tuple[float, float]:
-        pts = points_at(repeat_params(unflatten(x, fixed), num_tasks), create_graph=False)
-        with torch.no_grad():
-            return objective.surrogate(pts).item(), objective.kl(pts).item()
+        at = unflatten(x, fixed)
+        if by_k1:
+            pts = _points_by_k1(policy, at, tableau, h, num_tasks, data, on_point)[0]
+        else:
+            pts = points_at(repeat_params(at, num_tasks), create_graph=False)
+        return objective.values(pts)
 
     ls = backtracking_line_search(evaluate, flatten(fixed), step.detach(), loss0.item(),
                                   cfg.max_kl, cfg.ls_ratio, cfg.ls_steps)
@@ -186,110 +162,27 @@ def meta_step(
     return result
 
 
-def curvature_fvp(
+def _points_by_k1(
     policy: GaussianMLPPolicy,
+    theta: Params,
     tableau: Tableau,
     h: float,
+    num_tasks: int,
     data: dict[int, Episodes],
-    rep: Params,
-    points: list[Params],
-    theta: Params,
-    cfg: MetaStepConfig,
-) -> Callable[[Tensor], Tensor]:
-    """v -> (F + damping·I) v with F the exact Hessian of the weighted KL at θ_old.
-
-    At θ_old every KL_i is zero with zero gradient, so its Hessian is a Gauss-Newton
-    product, summed over tasks: F = Σ_i w_i J_iᵀ G_i J_i, where
-      J_i = dθ_i/dθ = I - h Σ_j q_ij ∇²φ_j with φ_j(θ) = L_j(θ_j(θ)) (k_j = ∇φ_j), a
-            symmetric matrix, so J_i v is one backward pass through the stage
-            construction (J_i = I for stage 1 and in first-order mode);
-      G_i = J_netᵀ M J_net, the network's Jacobian at θ_i on stage i's states with the
-            Gaussian's Fisher M (1/σ² for the mean, 2 for log σ); forward mode through
-            cached activations, reverse mode through a graph built once.
-    This replaces double backward through the whole KL (same matrix, fewer passes).
-
-    ``rep`` holds the per-task copies of θ that ``points`` were built from. With
-    ``cfg.curvature_fraction`` < 1 only the first ⌈f·E⌉ episodes of each task enter
-    G_i and the Hessians inside J_i (an approximation; the points stay exact).
-    """
-    num_tasks, n_eps = data[0].obs.shape[:2]
-    keep = max(1, math.ceil(cfg.curvature_fraction * n_eps))
-    jac_rep, jac_points = rep, points
-    if keep < n_eps:
-        data = {i: ep.first_episodes(keep) for i, ep in data.items()}
-        jac_rep = repeat_params(theta, num_tasks)
-        jac_points = stage_points(jac_rep, tableau, h,
-                                  lambda i, p: reinforce_loss(policy, p, data[i]),
-                                  first_order=cfg.first_order)
-    names = list(theta)
-    weights = kl_weights(tableau)
-    stages = []
-    for i, w in enumerate(weights):
-        if w == 0:
-            continue
-        obs, _, _, mask = data[i].flat()
-        at = {n: v.detach() for n, v in points[i].items()}
-        (_, log_std), jvp_net = policy.linearize(at, obs)
-        leaf = {n: v.clone().requires_grad_() for n, v in at.items()}
-        outputs = policy(leaf, obs)
-        c = w * mask / mask.sum(-1, keepdim=True).clamp_min(1.0) / num_tasks  # (T, N)
-        fisher = (c.unsqueeze(-1) * torch.exp(-2.0 * log_std), 2.0 * c.sum(-1)[:, None, None])
-        identity = i == 0 or cfg.first_order
-        stages.append((i, identity, jvp_net, leaf, outputs, fisher))
-
-    def fvp(v: Tensor) -> Tensor:
-        v_rep = {n: x.expand(num_tasks, *x.shape) for n, x in unflatten(v, theta).items()}
-        total = cfg.cg_damping * v
-        outs, cots = [], []
-        for i, identity, jvp_net, leaf, outputs, fisher in stages:
-            if identity:
-                jv = v_rep
-            else:
-                jv = dict(zip(names, torch.autograd.grad(
-                    [jac_points[i][n] for n in names], [jac_rep[n] for n in names],
-                    [v_rep[n] for n in names], retain_graph=True), strict=True))
-            d_mean, d_log_std = jvp_net(jv)
-            g = torch.autograd.grad(outputs, list(leaf.values()),
-                                    (d_mean * fisher[0], d_log_std * fisher[1]),
-                                    retain_graph=True)
-            if identity:
-                total = total + torch.cat([x.sum(0).reshape(-1) for x in g])
-            else:
-                outs += [jac_points[i][n] for n in names]
-                cots += list(g)
-        if outs:
-            total = total + _grad_vec(outs, theta, grad_outputs=cots, retain_graph=True)
-        return total
-
-    return fvp
-
-
-def double_backward_fvp(
-    policy: GaussianMLPPolicy,
-    scheme: Scheme,
-    data: dict[int, Episodes],
-    theta: Params,
-    cfg: MetaStepConfig,
-) -> Callable[[Tensor], Tensor]:
-    """v -> (F + damping·I) v with F the Hessian of the weighted KL at θ_old, by double
-    backward through the stage construction: for a tableau per parameter group, whose
-    stage Jacobians I - Σ_j D_ij ∇²φ_j (D_ij the groups' h_n q_n,ij) are not symmetric, so
-    the Gauss-Newton shortcut of :func:`curvature_fvp` does not apply. Exact, and slower.
-    ``cfg.curvature_fraction`` subsamples the episodes as there."""
-    num_tasks, n_eps = data[0].obs.shape[:2]
-    keep = max(1, math.ceil(cfg.curvature_fraction * n_eps))
-    if keep < n_eps:
-        data = {i: ep.first_episodes(keep) for i, ep in data.items()}
-    points = stage_points(repeat_params(theta, num_tasks), scheme, None,
-                          lambda i, p: reinforce_loss(policy, p, data[i]),
-                          first_order=cfg.first_order)
-    kl = StageObjective(policy, scheme, data, points).kl(points)  # 0 at θ_old, with its graph
-    grad = _grad_vec(kl, theta, create_graph=True)
-
-    def fvp(v: Tensor) -> Tensor:
-        return cfg.cg_damping * v + _grad_vec(dot(grad, v), theta, retain_graph=True)
-
-    return fvp
+    on_point: Callable[[int, Params], None],
+) -> tuple[list[Params], ChunkedHessian | None]:
+    """The stage points θ_i = θ - h q_i1 k_1 (values), each stage sampled in order, with
+    k_1 from the REINFORCE loss's closed form on stage 1's episodes at θ; and that
+    :class:`ChunkedHessian` (None for one stage)."""
+    rep = repeat_params({n: v.detach() for n, v in theta.items()}, num_tasks)
+    on_point(0, rep)
+    if tableau.stages == 1:
+        return [rep], None
+    hessian = ChunkedHessian(policy, theta, data[0])
+    points = points_by_k1(theta, hessian.gradient(), tableau, h)
+    for i in range(1, tableau.stages):
+        on_point(i, points[i])
+    return points, hessian
 
 
 def _monitor_post(

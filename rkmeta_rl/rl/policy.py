@@ -59,13 +59,14 @@ class GaussianMLPPolicy(nn.Module):
         obs: (N, obs_dim) with unbatched params, or (T, N, obs_dim) with params of leading
         dimension T. Returns mean (..., N, act_dim) and log_std broadcastable to it.
         """
-        h = obs
+        h, graph = obs, torch.is_grad_enabled()
         for layer in range(self.n_layers):
-            h = torch.matmul(h, params[f"w{layer}"]) + params[f"b{layer}"].unsqueeze(-2)
+            h = affine(h, params[f"w{layer}"], params[f"b{layer}"])
             if layer < self.n_layers - 1:
                 # ReLU as a product with its constant 0/1 gate: the same derivatives as
-                # torch.relu, and cheaper higher-order graphs (no zero-filled branches)
-                h = h * (h > 0).to(h.dtype)
+                # torch.relu, and cheaper higher-order graphs (no zero-filled branches);
+                # without a graph, in place
+                h = h * (h > 0).to(h.dtype) if graph else h.relu_()
         return h, params["log_std"].unsqueeze(-2)
 
     def linearize(
@@ -99,6 +100,16 @@ class GaussianMLPPolicy(nn.Module):
             return dh, v["log_std"].unsqueeze(-2)
 
         return outputs, jvp
+
+
+def affine(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    """x @ w + b with the bias added inside the matrix product (one pass, not two):
+    x (N, i) or (T, N, i), w (i, o) or (T, i, o), b (o,) or (T, o)."""
+    if x.dim() == 3 and w.dim() == 3:
+        return torch.baddbmm(b.unsqueeze(-2), x, w)
+    if w.dim() == 2 and b.dim() == 1:
+        return torch.addmm(b, x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[-1])
+    return torch.matmul(x, w) + b.unsqueeze(-2)
 
 
 def gaussian_log_prob(mean: Tensor, log_std: Tensor, u: Tensor) -> Tensor:

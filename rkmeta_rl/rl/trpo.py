@@ -33,6 +33,14 @@ def unflatten(vec: Tensor, like: Params) -> Params:
     return out
 
 
+def flat_grad(out: Tensor | list[Tensor], wrt: Params, **kw) -> Tensor:
+    """The gradient of ``out`` with respect to ``wrt``'s tensors as one vector (zeros for
+    tensors it does not depend on); ``kw`` goes to ``torch.autograd.grad``."""
+    grads = torch.autograd.grad(out, list(wrt.values()), allow_unused=True,
+                                materialize_grads=True, **kw)
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
 _BLOCK = 4096  # below torch's parallel grain: each block is summed by one thread, in order
 
 

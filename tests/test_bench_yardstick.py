@@ -1,0 +1,59 @@
+"""The speed benchmark's yardstick (scripts/plain_trpo.py, a straightforward double-backward
+implementation) must take the same step as the package's meta-step, or the speed ratio
+compares different algorithms."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from rkmeta_rl.rl.config import TrainConfig, resolve
+from rkmeta_rl.rl.trainer import Trainer
+from rkmeta_rl.rl.trpo import flatten
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "plain_trpo.py"
+
+
+def _plain_module():
+    spec = importlib.util.spec_from_file_location("plain_trpo", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _trainer(method: str, first_order: bool) -> Trainer:
+    cfg = resolve(TrainConfig(method=method, meta_batch_size=4, fast_batch_size=5,
+                              max_episode_steps=20, hidden=[16, 16], first_order=first_order,
+                              seed=3))
+    return Trainer(cfg, "unused")
+
+
+@pytest.mark.parametrize("method,first_order", [("midpoint", False), ("heun", False),
+                                                ("ralston", True), ("euler", False)])
+def test_plain_yardstick_takes_the_packages_step(method, first_order):
+    plain = _plain_module()
+    ours, theirs = _trainer(method, first_order), _trainer(method, first_order)
+    before = flatten(ours.policy.params()).detach().clone()
+    for _ in range(1):  # one iteration: later ones sample from slightly different θ
+        tasks = ours.family.sample_tasks(4)
+        theirs.family.sample_tasks(4)  # the same draws: the trainers' streams stay equal
+        res = ours.meta_step(tasks)
+        seconds = plain.plain_meta_step(theirs, tasks)
+        assert res.accepted and seconds["accepted"] == 1.0
+        assert res.line_search_steps == seconds["line_search_steps"]
+        assert res.expected_improvement == pytest.approx(seconds["expected_improvement"],
+                                                         rel=1e-5)
+    a, b = flatten(ours.policy.params()).detach(), flatten(theirs.policy.params()).detach()
+    # single precision: conjugate gradient amplifies rounding most for midpoint, whose
+    # curvature has no stage-1 term (measured 7e-4 of the step there, 3e-6 elsewhere);
+    # tests/test_curvature_closed_form.py compares the steps in double precision
+    assert (a - before).norm() > 1e-2
+    assert (a - b).norm() < 2e-3 * (a - before).norm()
+
+
+def test_plain_yardstick_refuses_tableaus_it_does_not_run():
+    with pytest.raises(ValueError, match="move by k_1 alone"):
+        trainer = _trainer("rk4", False)
+        _plain_module().plain_meta_step(trainer, trainer.family.sample_tasks(4))
