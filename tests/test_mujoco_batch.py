@@ -9,6 +9,7 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from helpers import os_thread_ids, threads_left_since
 
+from envs.locomotion_dynamics import robot_dynamics
 from envs.locomotion_tasks import get_spec
 from envs.mujoco_batch import BatchedLocomotion
 from rkmeta_rl.rk import repeat_params
@@ -32,7 +33,8 @@ def gym_env(family: str) -> HalfCheetahEnv | AntEnv:
     """Gymnasium's env, configured here (not through the module under test)."""
     spec = get_spec(family)
     env_cls = HalfCheetahEnv if spec.robot == "halfcheetah" else AntEnv
-    return env_cls(ctrl_cost_weight=spec.ctrl_cost_weight,
+    weight = robot_dynamics(spec.robot, "gymnasium").ctrl_cost_weight
+    return env_cls(ctrl_cost_weight=weight,
                    exclude_current_positions_from_observation=spec.exclude_xy)
 
 
