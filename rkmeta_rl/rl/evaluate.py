@@ -151,6 +151,18 @@ def horizon_record(cfg: TrainConfig, family: TaskFamily) -> dict[str, Any]:
             "episode_seconds": None if seconds is None else seconds * cfg.max_episode_steps}
 
 
+def describe_horizon(record: dict[str, Any]) -> str:
+    """'maml dynamics, 200 steps = 2 s' from a :func:`horizon_record` (or a config.json
+    with ``seconds_per_step``); records made before it existed give ''."""
+    steps, seconds = record.get("max_episode_steps"), record.get("seconds_per_step")
+    if steps is None:
+        return ""
+    if seconds is None:
+        return f"{steps}-step episodes"
+    dynamics = record.get("dynamics") or "gymnasium"
+    return f"{dynamics} dynamics, {steps} steps × {seconds:g} s = {steps * seconds:g} s"
+
+
 def read_eval(path: str | Path) -> dict[str, Any]:
     """An ``eval.json`` written by :func:`evaluate_run` (ValueError if it is not one)."""
     path = Path(path)

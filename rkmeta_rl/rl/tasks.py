@@ -244,6 +244,14 @@ def make_family(name: str, device: str | torch.device = "cpu",
     return family_entry(name).build(device, horizon_of(name, max_episode_steps), dynamics)
 
 
+def seconds_per_step(name: str, dynamics: str = GYMNASIUM) -> float | None:
+    """Simulated seconds per env step of MuJoCo family ``name`` under ``dynamics``; None
+    for the families without a clock."""
+    if name not in LOCOMOTION:
+        return None
+    return float(make_locomotion_env(name, dynamics=dynamics).dt)
+
+
 def describe_episodes() -> str:
     """The episode defaults for the CLI help, e.g. '20; maml: 40 for ant-dir, ...'."""
     special = {n: e.episodes[MAML] for n, e in FAMILIES.items()
