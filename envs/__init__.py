@@ -8,7 +8,10 @@ Registered ids:
 * ``rkmeta_rl/HalfCheetahVel-v0``, ``rkmeta_rl/HalfCheetahDir-v0``, ``rkmeta_rl/AntVel-v0``,
   ``rkmeta_rl/AntDir-v0``, ``rkmeta_rl/AntGoal-v0``: the locomotion families of
   :mod:`envs.locomotion` (Gymnasium's MuJoCo v5 robots with a task reward), one per entry
-  of :data:`envs.locomotion_tasks.SPECS`, which gives each its id and class.
+  of :data:`envs.locomotion_tasks.SPECS`, which gives each its id and class. Their
+  variants are keyword arguments: ``gymnasium.make(id, dynamics="maml")`` (MAML's step,
+  velocity and reward terms, :mod:`envs.locomotion_dynamics`) and
+  ``goal_conditioned=True`` (the oracle's observation, with the task appended).
 
 The Nav2D environments count steps and truncate themselves, so they are registered without
 ``max_episode_steps`` (no ``TimeLimit`` wrapper). They also check their own call order and are

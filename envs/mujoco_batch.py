@@ -2,8 +2,11 @@
 
 :class:`BatchedLocomotion` follows the batched-env protocol of
 :class:`envs.nav2d.BatchedNav2D` (``reset``, ``alive``, ``step``, ``max_episode_steps``) for
-N = T·E simulations of one family of :mod:`envs.locomotion_tasks`, with Gymnasium's
-HalfCheetah-v5 / Ant-v5 model, initial-state distribution, observation and reward terms.
+N = T·E simulations of one family of :mod:`envs.locomotion_tasks` (or of its oracle variant),
+with Gymnasium's HalfCheetah-v5 / Ant-v5 model and observation, and the control step,
+initial-state distribution and reward terms of one of the two dynamics of
+:mod:`envs.locomotion_dynamics`: the same as :mod:`envs.locomotion`'s env of that family
+and dynamics.
 
 The physics is one of the two engines of :mod:`envs.mujoco_physics`, by robot: HalfCheetah
 on a stateful ``mujoco.batch.Batch`` (warm starts carried over, bitwise Gymnasium's states),
@@ -11,16 +14,21 @@ Ant on ``mujoco.rollout`` plus a last substep per simulation (so that the torso'
 and ``cfrc_ext`` are those Gymnasium reads); that module explains why. This class keeps the
 rest, as array operations over the batch:
 
-* HalfCheetah: ``x`` velocity from ``qpos[0]`` before and after, as Gymnasium.
-* Ant: ``x`` velocity from the torso's ``xpos`` before and after, contact cost and
-  observation from ``cfrc_ext`` (as the engine gives them), health from the torso's z.
+* Gymnasium's dynamics: HalfCheetah's ``x`` velocity from ``qpos[0]`` before and after;
+  Ant's from the torso's ``xpos`` before and after. MAML's: the torso subtree's
+  centre-of-mass velocity at the new state, as the engine gives it.
+* Ant: contact cost and observation from ``cfrc_ext`` (as the engine gives them), health
+  from the torso's z.
 * The task term of :meth:`LocomotionSpec.task_reward` (``xy``: HalfCheetah
-  ``(qpos[0], 0)``, Ant the torso's ``xpos[:2]`` as above).
+  ``(qpos[0], 0)``, Ant the torso's ``xpos[:2]`` as above; MAML's: the subtree's centre of
+  mass).
+* The oracle variant appends the task's values to every observation.
 
 Random stream: a ``numpy.random.Generator`` seeded with ``seed``, owned by the batch and used
-only by :meth:`reset`, which draws ``U(-0.1, 0.1)`` for all N·nq positions and then ``N(0, 1)``
-for all N·nv velocities (rows in (task, episode) order), Gymnasium's ``reset_model``
-distribution; the k-th reset after construction draws the k-th block of that stream.
+only by :meth:`reset`, which draws the noise of all N·nq positions and then that of all N·nv
+velocities (rows in (task, episode) order), the dynamics' ``reset_model`` distribution
+(Gymnasium's: ``U(-0.1, 0.1)``, then ``0.1·N(0, 1)``); the k-th reset after construction draws
+the k-th block of that stream.
 
 Episode ends: Ant terminates when unhealthy (torso z outside [0.2, 1.0]; Gymnasium's check)
 and every episode is truncated (if not terminated) after ``max_episode_steps`` steps. Ended
@@ -49,25 +57,24 @@ import torch
 from envs.batch import EpisodeBatch
 from envs.checks import check_positive_int
 from envs.locomotion import make_locomotion_env
-from envs.locomotion_tasks import (
-    ANT_CONTACT_COST_WEIGHT,
-    ANT_CONTACT_FORCE_RANGE,
-    ANT_HEALTHY_REWARD,
-    ANT_HEALTHY_Z,
-    get_spec,
+from envs.locomotion_dynamics import (
+    CONTACT_COST_WEIGHT,
+    CONTACT_FORCE_RANGE,
+    GYMNASIUM,
+    HEALTHY_Z,
+    robot_dynamics,
 )
+from envs.locomotion_tasks import split_family
 from envs.mujoco_physics import ENGINES, Moved, Rows
-
-RESET_NOISE_SCALE = 0.1
-"""Gymnasium's default ``reset_noise_scale`` for both robots."""
 
 
 @functools.cache
-def _gymnasium_parts(family: str) -> tuple[mujoco.MjModel, np.ndarray, np.ndarray, int, float,
-                                            int]:
-    """(model, init_qpos, init_qvel, frame_skip, dt, obs_dim) of the family's Gymnasium env.
-    The model is shared read-only by every batch of the family (each has its own MjData)."""
-    env = make_locomotion_env(family)
+def _gymnasium_parts(family: str, dynamics: str) -> tuple[mujoco.MjModel, np.ndarray, np.ndarray,
+                                                           int, float, int]:
+    """(model, init_qpos, init_qvel, frame_skip, dt, obs_dim) of the family's Gymnasium env
+    under ``dynamics``. The model is shared read-only by every batch of the family and
+    dynamics (each has its own MjData)."""
+    env = make_locomotion_env(family, dynamics=dynamics)
     qpos, qvel = env.init_qpos.copy(), env.init_qvel.copy()
     qpos.setflags(write=False)
     qvel.setflags(write=False)
@@ -81,12 +88,14 @@ class BatchedLocomotion(EpisodeBatch):
     """N = T·E MuJoCo simulations of one locomotion family, stepped as a batch.
 
     Args:
-        family: a name of :data:`envs.locomotion_tasks.SPECS` (``"halfcheetah-vel"``, ...).
+        family: a name of :data:`envs.locomotion_tasks.SPECS` (``"halfcheetah-vel"``, ...)
+            or of its oracle variant (``"halfcheetah-vel-oracle"``, ...).
         tasks: T task dicts of the family (``{"velocity": v}``, ...).
         episodes_per_task: E parallel episodes per task.
         max_episode_steps: horizon H after which running episodes are truncated.
         seed: seed of the batch's own initial-state generator.
         nthread: physics threads (1: everything on the calling thread).
+        dynamics: ``"gymnasium"`` or ``"maml"`` (:mod:`envs.locomotion_dynamics`).
 
     Tensors are CPU torch: obs (T, E, obs_dim) float32, reward (T, E) float32, flags and
     :attr:`alive` (T, E) bool. :attr:`action_low` / :attr:`action_high` (a,) are the
@@ -103,8 +112,11 @@ class BatchedLocomotion(EpisodeBatch):
         max_episode_steps: int,
         seed: int,
         nthread: int = 2,
+        dynamics: str = GYMNASIUM,
     ) -> None:
-        self.spec = get_spec(family)
+        self.family = family
+        self.spec, self.goal_conditioned = split_family(family)
+        self.dynamics = robot_dynamics(self.spec.robot, dynamics)
         if not tasks:
             raise ValueError(f"{family}: at least one task is needed")
         self.tasks = [self.spec.check_task(t) for t in tasks]
@@ -116,7 +128,7 @@ class BatchedLocomotion(EpisodeBatch):
         self._values = np.repeat(self.spec.task_values(self.tasks), self.episodes_per_task, 0)
         self._rng = np.random.default_rng(seed)
         self._physics = ENGINES[self.spec.robot](self.model, n, self.frame_skip, self.dt,
-                                                 self.nthread)
+                                                 self.nthread, self.dynamics.at_new_state)
         qpos = self._physics.qpos
         skipped = (2 if self.is_ant else 1) if self.spec.exclude_xy else 0
         self._obs_qpos = slice(qpos.start + skipped, qpos.stop)  # observed part of a state row
@@ -131,12 +143,12 @@ class BatchedLocomotion(EpisodeBatch):
         """Model, initial state, timing and sizes from Gymnasium's own env (built once per
         family and process: compiling the model is slow and MuJoCo logs its warnings)."""
         model, self.init_qpos, self.init_qvel, self.frame_skip, self.dt, self.obs_dim = \
-            _gymnasium_parts(self.spec.name)
+            _gymnasium_parts(self.family, self.dynamics.name)
         self.model: mujoco.MjModel = model
         self.action_dim = int(self.model.nu)
-        low, high = self.model.actuator_ctrlrange.T
-        self.action_low = torch.tensor(low, dtype=torch.float32)
-        self.action_high = torch.tensor(high, dtype=torch.float32)
+        self._ctrl_range = self.model.actuator_ctrlrange.T.copy()  # (2, a): low, high
+        self.action_low = torch.tensor(self._ctrl_range[0], dtype=torch.float32)
+        self.action_high = torch.tensor(self._ctrl_range[1], dtype=torch.float32)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -145,11 +157,10 @@ class BatchedLocomotion(EpisodeBatch):
 
     # ------------------------------------------------------------------ protocol
     def reset(self) -> torch.Tensor:
-        """Draw every episode's initial state (Gymnasium's distribution); obs (T, E, d)."""
-        n, scale = self.num_envs, RESET_NOISE_SCALE
-        qpos = self.init_qpos + self._rng.uniform(-scale, scale, (n, self.model.nq))
-        qvel = self.init_qvel + scale * self._rng.standard_normal((n, self.model.nv))
-        return self._start(qpos, qvel)
+        """Draw every episode's initial state (the dynamics' distribution); obs (T, E, d)."""
+        dq, dv = self.dynamics.reset_noise(self._rng, self.model.nq, self.model.nv,
+                                           self.num_envs)
+        return self._start(self.init_qpos + dq, self.init_qvel + dv)
 
     def reset_to(self, qpos: np.ndarray, qvel: np.ndarray) -> torch.Tensor:
         """Start every episode from a given state instead: qpos (T, E, nq), qvel (T, E, nv).
@@ -214,10 +225,9 @@ class BatchedLocomotion(EpisodeBatch):
     # ------------------------------------------------------------------ internals
     def _start(self, qpos: np.ndarray, qvel: np.ndarray) -> torch.Tensor:
         """Load states qpos (N, nq), qvel (N, nv) at time 0 and mark every episode alive."""
-        self._physics.start(qpos, qvel)
+        cfrc = self._physics.start(qpos, qvel)
         self._xy[:] = qpos[:, :2]  # a free joint's body sits at its qpos (mj_forward'ed)
-        # after Gymnasium's reset, cfrc_ext is still zero: mj_forward does not compute it
-        self._obs[:] = self._observe(self._physics.state, self._physics.no_contact(self.num_envs))
+        self._obs[:] = self._observe(slice(None), self._physics.state, cfrc)
         self.alive = torch.ones(self.batch_shape, dtype=torch.bool)
         self._steps = 0
         self._started = True
@@ -254,28 +264,34 @@ class BatchedLocomotion(EpisodeBatch):
                 "reset() the batch.")
         reward, terminated = self._reward(rows, act, moved)
         self._xy[rows] = moved.xy
-        self._obs[rows] = self._observe(moved.state, moved.cfrc)
+        self._obs[rows] = self._observe(rows, moved.state, moved.cfrc)
         return reward, terminated
 
     def _reward(self, rows: Rows, act: np.ndarray, moved: Moved) -> tuple[np.ndarray, np.ndarray]:
-        """Gymnasium's reward terms with the task term; reward (n,), terminated (n,)."""
-        x_velocity = (moved.xy[:, 0] - self._xy[rows, 0]) / self.dt  # HalfCheetah: qpos[0]
-        task = self.spec.task_reward(self._values[rows], x_velocity, moved.xy)
-        ctrl_cost = self.spec.ctrl_cost(act)
+        """The dynamics' reward terms with the task term; reward (n,), terminated (n,)."""
+        dyn = self.dynamics
+        x_velocity = moved.velocity
+        if x_velocity is None:  # HalfCheetah: qpos[0]; Ant: the torso's xpos
+            x_velocity = (moved.xy[:, 0] - self._xy[rows, 0]) / self.dt
+        task = self.spec.task_reward(self._values[rows], x_velocity, moved.xy, dyn)
+        ctrl_cost = dyn.ctrl_cost(act, *self._ctrl_range)
         if not self.is_ant:
             return task - ctrl_cost, np.zeros(len(act), dtype=bool)
         z = moved.state[:, self._physics.qpos.start + 2]  # the torso's
-        healthy = np.isfinite(moved.state[:, 1:]).all(axis=1) & (ANT_HEALTHY_Z[0] <= z) & (
-            z <= ANT_HEALTHY_Z[1])
-        contact = np.clip(moved.cfrc, *ANT_CONTACT_FORCE_RANGE)
-        contact_cost = ANT_CONTACT_COST_WEIGHT * np.square(contact).sum(axis=(1, 2))
-        reward = task + healthy * ANT_HEALTHY_REWARD
+        healthy = np.isfinite(moved.state[:, 1:]).all(axis=1) & (HEALTHY_Z[0] <= z) & (
+            z <= HEALTHY_Z[1])
+        contact = np.clip(moved.cfrc, *CONTACT_FORCE_RANGE)
+        contact_cost = CONTACT_COST_WEIGHT * np.square(contact).sum(axis=(1, 2))
+        reward = task + dyn.survive(healthy)
         return reward - (ctrl_cost + contact_cost), ~healthy
 
-    def _observe(self, state: np.ndarray, cfrc: np.ndarray) -> np.ndarray:
-        """Gymnasium's observation (n, d) of states (n, nstate) and Ant's cfrc_ext[1:]."""
+    def _observe(self, rows: Rows, state: np.ndarray, cfrc: np.ndarray) -> np.ndarray:
+        """Gymnasium's observation (n, d) of ``rows``' states (n, nstate) and Ant's
+        cfrc_ext[1:], with the task's values appended in the oracle variant."""
         parts = [state[:, self._obs_qpos], state[:, self._physics.qvel]]
         if self.is_ant:
-            contact = np.clip(cfrc, *ANT_CONTACT_FORCE_RANGE)
+            contact = np.clip(cfrc, *CONTACT_FORCE_RANGE)
             parts.append(contact.reshape(len(state), -1))
+        if self.goal_conditioned:
+            parts.append(self._values[rows].reshape(len(state), -1))
         return np.concatenate(parts, axis=1)

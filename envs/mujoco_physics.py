@@ -5,10 +5,15 @@ Each steps N simulations of one Gymnasium robot as Gymnasium's ``step`` does
 interface (:class:`Physics`):
 
 * ``state`` (N, nstate): every simulation's state row; ``qpos`` / ``qvel``: their slices;
-* ``start(qpos, qvel)``: load states (N, nq), (N, nv) at time 0;
+* ``start(qpos, qvel)``: load states (N, nq), (N, nv) at time 0; their contact forces;
 * ``advance(rows, act)``: one env step of some rows with ``act`` (n, a) held as ``ctrl``
   (MuJoCo clamps it to ``ctrlrange`` as in Gymnasium); a :class:`Moved`;
 * ``close()``: stop the threads.
+
+With ``at_new_state`` (MAML's dynamics, ``envs/locomotion_dynamics.py``) the engines also
+evaluate the new state, as ``mj_forward`` after the step would: :attr:`Moved.velocity` is the
+torso subtree's centre-of-mass x velocity, :attr:`Moved.xy` its centre of mass, and Ant's
+contact forces are those of the new state (and of the initial states in ``start``).
 
 Unstable physics: on a non-finite or huge state MuJoCo warns and resets the simulation to
 the model's default state, which Gymnasium would silently continue from. ``advance`` finds
@@ -23,6 +28,7 @@ inside ``advance``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar
@@ -32,6 +38,8 @@ import mujoco.batch
 import mujoco.rollout
 import numpy as np
 
+from envs.locomotion_dynamics import subtree_velocity
+
 Rows = slice | np.ndarray  # the rows of a step: indices (n,), or slice(None) for all N
 
 _FULLPHYSICS = mujoco.mjtState.mjSTATE_FULLPHYSICS.value
@@ -39,7 +47,8 @@ _INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION.value  # mujoco.batch.Batch's
 # the warnings on which MuJoCo resets a simulation to the model's default state
 _BAD_STATE = [int(w) for w in (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
                                mujoco.mjtWarning.mjWARN_BADQACC)]
-_TORSO = 1  # Ant-v5's main body
+_TORSO = 1  # both robots' root body: its subtree is the whole robot
+_STAGE_VEL = mujoco.mjtStage.mjSTAGE_VEL.value
 
 
 def state_offset(model: mujoco.MjModel, spec: int, component: int) -> int:
@@ -56,6 +65,7 @@ class Moved:
     xy: np.ndarray  # (n, 2) the root's position as Gymnasium reads it after the step
     cfrc: np.ndarray  # (n, nbody - 1, 6) cfrc_ext[1:] (HalfCheetah: zeros, unused)
     unstable: np.ndarray  # (n,) bool: MuJoCo found the state unstable (and reset it)
+    velocity: np.ndarray | None = None  # (n,) at_new_state: the torso subtree's CoM x velocity
 
 
 class Physics(ABC):
@@ -64,18 +74,23 @@ class Physics(ABC):
     STATE_SPEC: ClassVar[int]
     state: np.ndarray  # (N, nstate)
 
-    def __init__(self, model: mujoco.MjModel, frame_skip: int, dt: float, nthread: int) -> None:
+    def __init__(self, model: mujoco.MjModel, frame_skip: int, dt: float, nthread: int,
+                 at_new_state: bool) -> None:
         self.model, self.frame_skip, self.dt, self.nthread = model, frame_skip, dt, nthread
+        self.at_new_state = at_new_state
         qpos0 = state_offset(model, self.STATE_SPEC, mujoco.mjtState.mjSTATE_QPOS)
         qvel0 = state_offset(model, self.STATE_SPEC, mujoco.mjtState.mjSTATE_QVEL)
         self.qpos = slice(qpos0, qpos0 + model.nq)  # state rows: time, qpos, qvel, ...
         self.qvel = slice(qvel0, qvel0 + model.nv)
 
-    def start(self, qpos: np.ndarray, qvel: np.ndarray) -> None:
-        """Load states qpos (N, nq), qvel (N, nv) at time 0, everything else the defaults."""
+    def start(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        """Load states qpos (N, nq), qvel (N, nv) at time 0, everything else the defaults;
+        their contact forces (N, nbody - 1, 6): zero after Gymnasium's reset, which does not
+        compute them (``mj_forward`` does not)."""
         self._reset_rows()
         self.state[:, self.qpos] = qpos
         self.state[:, self.qvel] = qvel
+        return self.no_contact(len(qpos))
 
     def no_contact(self, n: int) -> np.ndarray:
         """Zero contact forces (n, nbody - 1, 6)."""
@@ -118,11 +133,16 @@ class CheetahPhysics(Physics):
     STATE_SPEC = _INTEGRATION
 
     def __init__(self, model: mujoco.MjModel, n: int, frame_skip: int, dt: float,
-                 nthread: int) -> None:
-        super().__init__(model, frame_skip, dt, nthread)
+                 nthread: int, at_new_state: bool = False) -> None:
+        super().__init__(model, frame_skip, dt, nthread, at_new_state)
         self._sims: mujoco.batch.Batch | None = mujoco.batch.Batch(model, n, nthread=nthread)
         self.state = self._sims.state  # live (N, nstate) rows
         self._ctrl: np.ndarray | None = self._sims.bind("ctrl")  # live (N, a)
+        # at_new_state: the positions and velocities MuJoCo computes at the new state
+        self._stage = _STAGE_VEL if at_new_state else 0
+        self._kinematics = [self._sims.bind(f) for f in ("cvel", "xipos", "subtree_com")
+                            ] if at_new_state else []
+        self._subtree = subtree_bodies(model, _TORSO)
 
     def _reset_rows(self) -> None:
         self._sims.reset(stage=mujoco.mjtStage.mjSTAGE_NONE.value)
@@ -131,13 +151,19 @@ class CheetahPhysics(Physics):
         start = self.state[rows].copy()  # (n, nstate); the rows are stepped in place
         warnings = self._bad_state_warnings(rows)
         self._ctrl[rows] = act
-        self._sims.step(None if isinstance(rows, slice) else rows, nstep=self.frame_skip)
+        self._sims.step(None if isinstance(rows, slice) else rows, nstep=self.frame_skip,
+                        stage=self._stage)
         new = self.state[rows]
         unstable = self._unstable(start, new, self._bad_state_warnings(rows) > warnings)
         if unstable.any():
             self.state[rows] = start
-        xy = np.stack([new[:, self.qpos.start], np.zeros(len(new))], axis=1)
-        return Moved(new, xy, self.no_contact(len(new)), unstable)
+        if not self.at_new_state:
+            xy = np.stack([new[:, self.qpos.start], np.zeros(len(new))], axis=1)
+            return Moved(new, xy, self.no_contact(len(new)), unstable)
+        cvel, xipos, com = (field[rows] for field in self._kinematics)
+        velocity = subtree_velocity(cvel, xipos, com, self.model.body_mass, self._subtree, _TORSO)
+        return Moved(new, com[:, _TORSO, :2], self.no_contact(len(new)), unstable,
+                     velocity[:, 0])
 
     def _bad_state_warnings(self, rows: Rows) -> np.ndarray:
         """(n,) the rows' bad-state warning counters, summed (column 1 of mjWarningStat is
@@ -174,8 +200,8 @@ class AntPhysics(Physics):
     STATE_SPEC = _FULLPHYSICS
 
     def __init__(self, model: mujoco.MjModel, n: int, frame_skip: int, dt: float,
-                 nthread: int) -> None:
-        super().__init__(model, frame_skip, dt, nthread)
+                 nthread: int, at_new_state: bool = False) -> None:
+        super().__init__(model, frame_skip, dt, nthread, at_new_state)
         self._pool = mujoco.rollout.Rollout(nthread=nthread if nthread > 1 else 0)
         self._datas = [mujoco.MjData(model) for _ in range(nthread)]
         self._executor = (ThreadPoolExecutor(nthread, thread_name_prefix="mj-substep")
@@ -186,16 +212,30 @@ class AntPhysics(Physics):
     def _reset_rows(self) -> None:
         self.state[:] = 0.0
 
+    def start(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+        """As :meth:`Physics.start`; at_new_state: the states' own contact forces, as
+        rllab's ``forward()`` after its reset computes them."""
+        cfrc = super().start(qpos, qvel)
+        if self.at_new_state:
+            def contacts(data: mujoco.MjData, r: int) -> None:
+                mujoco.mj_setState(self.model, data, self.state[r], _FULLPHYSICS)
+                mujoco.mj_forward(self.model, data)
+                mujoco.mj_rnePostConstraint(self.model, data)
+                cfrc[r] = data.cfrc_ext[1:]
+
+            self._per_row(contacts, len(qpos))
+        return cfrc
+
     def advance(self, rows: Rows, act: np.ndarray) -> Moved:
         start = self.state[rows].copy()  # (n, nstate)
         last = start
         if self.frame_skip > 1:
             last = self._rollout(start, act, self.frame_skip - 1)[:, -1]
-        new, xy, cfrc = self._last_substep(last, act)
+        new, xy, cfrc, velocity = self._last_substep(last, act)
         unstable = self._unstable(start, new)
         if not unstable.any():
             self.state[rows] = new
-        return Moved(new, xy, cfrc, unstable)
+        return Moved(new, xy, cfrc, unstable, velocity if self.at_new_state else None)
 
     def _rollout(self, start: np.ndarray, act: np.ndarray, nstep: int) -> np.ndarray:
         """``nstep`` substeps with ``act`` held, from states (n, nstate): (n, nstep, nstate)."""
@@ -207,43 +247,62 @@ class AntPhysics(Physics):
                            chunk_size=max(1, n // (10 * self.nthread)))
         return out
 
-    def _last_substep(
-        self, start: np.ndarray, act: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The last substep of states (n, nstate), split over the threads: new states
-        (n, nstate), torso xy (n, 2), cfrc_ext[1:] (n, nbody - 1, 6)."""
-        n = len(start)
-        new, xy, cfrc = np.empty_like(start), np.empty((n, 2)), self.no_contact(n)
+    def _per_row(self, fn: Callable[[mujoco.MjData, int], None], n: int) -> None:
+        """``fn(data, r)`` for rows 0..n-1, split over the threads, each with its MjData."""
         bounds = np.linspace(0, n, self.nthread + 1).astype(int)
 
         def run(j: int) -> None:
-            self._substeps(self._datas[j], range(bounds[j], bounds[j + 1]), start, act,
-                           (new, xy, cfrc))
+            for r in range(bounds[j], bounds[j + 1]):
+                fn(self._datas[j], r)
 
         if self._executor is None:
             run(0)
         else:
             list(self._executor.map(run, range(self.nthread)))
-        return new, xy, cfrc
 
-    def _substeps(self, data: mujoco.MjData, rows: range, start: np.ndarray,
-                  act: np.ndarray, out: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-        """One substep per row on ``data``, as Gymnasium's ``do_simulation`` ends."""
-        model, (new, xy, cfrc) = self.model, out
-        for r in rows:
+    def _last_substep(
+        self, start: np.ndarray, act: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The last substep of states (n, nstate), as Gymnasium's ``do_simulation`` ends
+        (at_new_state: then ``mj_forward`` at the new state): new states (n, nstate), torso
+        xy (n, 2), cfrc_ext[1:] (n, nbody - 1, 6) and (at_new_state) CoM x velocity (n,)."""
+        model, n = self.model, len(start)
+        new, xy, cfrc, velocity = (np.empty_like(start), np.empty((n, 2)), self.no_contact(n),
+                                   np.zeros(n))
+
+        def substep(data: mujoco.MjData, r: int) -> None:
             mujoco.mj_setState(model, data, start[r], _FULLPHYSICS)
             data.qacc_warmstart[:] = 0.0  # cold, as mujoco.rollout starts: deterministic
             data.ctrl[:] = act[r]
             mujoco.mj_step(model, data)
-            mujoco.mj_rnePostConstraint(model, data)
             mujoco.mj_getState(model, data, new[r], _FULLPHYSICS)
-            xy[r] = data.xpos[_TORSO, :2]
+            if self.at_new_state:
+                mujoco.mj_forward(model, data)
+                mujoco.mj_rnePostConstraint(model, data)
+                mujoco.mj_subtreeVel(model, data)
+                xy[r] = data.subtree_com[_TORSO, :2]
+                velocity[r] = data.subtree_linvel[_TORSO, 0]
+            else:
+                mujoco.mj_rnePostConstraint(model, data)
+                xy[r] = data.xpos[_TORSO, :2]
             cfrc[r] = data.cfrc_ext[1:]
+
+        self._per_row(substep, n)
+        return new, xy, cfrc, velocity
 
     def close(self) -> None:
         self._pool.close()
         if self._executor is not None:
             self._executor.shutdown()
+
+
+def subtree_bodies(model: mujoco.MjModel, root: int) -> np.ndarray:
+    """The ids of body ``root`` and of every body below it in the kinematic tree."""
+    inside = np.zeros(model.nbody, dtype=bool)
+    inside[root] = True
+    for b in range(root + 1, model.nbody):  # parents come before their children
+        inside[b] = inside[model.body_parentid[b]]
+    return np.flatnonzero(inside)
 
 
 ENGINES: dict[str, type[CheetahPhysics] | type[AntPhysics]] = {

@@ -7,7 +7,9 @@ Each argument is an eval JSON written by ``rkmeta-rl evaluate``, or a directory 
 ``eval*.json`` files are all used. Evaluations are grouped by curve (the method, "random
 init" or "oracle"); a group of several runs (seeds) is drawn as the mean over runs with a
 t-based 95% band across runs, a single run with its band across tasks. The oracle is a
-horizontal line at its step-0 return. The plotted numbers are also written as CSV.
+horizontal line at its step-0 return. The plotted numbers are also written as CSV. The
+figure says what the curves were run on: for a MuJoCo family its dynamics and its horizon
+in steps and in simulated seconds, for the others the horizon in steps.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
 from rkmeta_rl.arguments import fail
-from rkmeta_rl.rl.evaluate import combine_seeds, label_of, read_eval
+from rkmeta_rl.rl.evaluate import combine_seeds, describe_horizon, label_of, read_eval
 
 RANDOM, ORACLE = "random init", "oracle"
 PALETTE = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink",
            "tab:olive", "tab:cyan", "tab:gray"]  # no red or black: those are the references
 CSV_HEADER = ["label", "step", "mean", "ci95_low", "ci95_high", "runs"]
-COMPARED = ("tasks", "episodes", "seed", "protocol")  # should agree across all curves
+COMPARED = ("tasks", "episodes", "seed", "protocol", "dynamics",
+            "max_episode_steps")  # should agree across all curves
 
 
 def eval_files(paths: list[str], parser: argparse.ArgumentParser) -> list[Path]:
@@ -113,6 +116,13 @@ def draw_oracle(ax, rows: list[dict[str, Any]], x_max: int) -> None:
                     color="red", alpha=0.1, linewidth=0)
 
 
+def setting_text(groups: dict[str, list[dict]]) -> str:
+    """Each distinct dynamics and horizon of the evaluations, e.g. 'maml dynamics, 200
+    steps × 0.01 s = 2 s'."""
+    texts = sorted({describe_horizon(e) for group in groups.values() for e in group} - {""})
+    return "; ".join(texts)
+
+
 def plot(curves: dict[str, list[dict]], labels: list[str], out: Path, title: str | None) -> None:
     """Draw every curve into one figure and save it to ``out``."""
     fig, ax = plt.subplots(figsize=(6, 4.2))
@@ -171,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     labels = ordered_labels(list(groups), order)
     curves = {label: combine_seeds(groups[label]) for label in labels}
     csv_path = args.csv or args.out.with_suffix(".csv")
-    plot(curves, labels, args.out, args.title)
+    title = "\n".join(t for t in (args.title, setting_text(groups)) if t)
+    plot(curves, labels, args.out, title)
     write_csv(curves, labels, csv_path)
     print(f"wrote {args.out} and {csv_path} ({', '.join(labels)})")
     return 0

@@ -6,7 +6,8 @@ Each argument is a run directory. Runs are grouped by method (config.json); a gr
 several seeds is drawn as the mean over seeds with a t-based 95% band across them. The
 numbers are the training metrics (``return_pre``, ``return_post``: the meta-batch's mean
 return with θ and after one step of α), smoothed over ``--window`` iterations, and are
-written as CSV next to the figure.
+written as CSV next to the figure. The figure says each run's dynamics and horizon (in
+steps, and in simulated seconds for a MuJoCo family).
 """
 
 from __future__ import annotations
@@ -25,12 +26,16 @@ from scipy import stats
 
 from rkmeta_rl import rundir
 from rkmeta_rl.arguments import fail
+from rkmeta_rl.rl.evaluate import describe_horizon
+from rkmeta_rl.rl.tasks import seconds_per_step
 
 
 def load_groups(paths: list[str], parser: argparse.ArgumentParser
-                ) -> dict[str, list[dict[str, np.ndarray]]]:
-    """{label: [{"pre": (I,), "post": (I,)} per run]}; label = method (+ env if not nav2d)."""
+                ) -> tuple[dict[str, list[dict[str, np.ndarray]]], str]:
+    """{label: [{"pre": (I,), "post": (I,)} per run]}, label = method (+ env if not nav2d),
+    and the runs' distinct dynamics and horizons as text."""
     groups: dict[str, list[dict[str, np.ndarray]]] = {}
+    settings: set[str] = set()
     for text in paths:
         try:
             cfg = rundir.read_config(Path(text))
@@ -47,7 +52,19 @@ def load_groups(paths: list[str], parser: argparse.ArgumentParser
         curves = {k: np.array([np.nan if r[f"return_{k}"] is None else r[f"return_{k}"]
                                for r in records]) for k in ("pre", "post")}
         groups.setdefault(label, []).append(curves)
-    return groups
+        settings.add(describe_horizon(setting_of(cfg)))
+    return groups, "; ".join(sorted(settings - {""}))
+
+
+def setting_of(cfg: dict) -> dict:
+    """A run's dynamics and horizon, with the seconds per step of its env (if it has one)."""
+    dynamics = cfg.get("dynamics") or "gymnasium"  # written before the dynamics existed
+    try:
+        seconds = seconds_per_step(cfg["env"], dynamics)
+    except ValueError:  # not a dynamics of this env: show the steps only
+        seconds = None
+    return {"dynamics": dynamics, "max_episode_steps": cfg.get("max_episode_steps"),
+            "seconds_per_step": seconds}
 
 
 def smooth(x: np.ndarray, window: int) -> np.ndarray:
@@ -79,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.window <= 0:
         p.error(f"--window must be > 0, got {args.window}")
-    groups = load_groups(args.runs, p)
+    groups, settings = load_groups(args.runs, p)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     rows = []
     for label in sorted(groups):
@@ -96,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"mean return (trailing mean of {args.window})")
     axes[1].legend(fontsize="small")
-    if args.title:
-        fig.suptitle(args.title)
+    title = "\n".join(t for t in (args.title, settings) if t)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=150)

@@ -1,8 +1,10 @@
 """Helpers shared by the test modules (imported as ``helpers``: tests/ is on sys.path)."""
 
 import contextlib
+import importlib.util
 import os
 import time
+from pathlib import Path
 
 from rkmeta_rl import cli
 from rkmeta_rl.rl.trainer import Trainer
@@ -37,17 +39,30 @@ def interrupt_on_call(monkeypatch, n: int, trainer_class: type = Trainer) -> Non
     monkeypatch.setattr(trainer_class, "step", step)
 
 
+def script_main(path: str):
+    """The ``main`` of a ``scripts/NAME.py`` file (loaded as a module)."""
+    path = Path(__file__).resolve().parents[1] / path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
 def run_in_process(phase, job_list, n_parallel, log_dir, env, poll, cwd) -> float:
     """``rkmeta_rl.jobs.run_jobs`` without subprocesses: each ``rkmeta-rl`` command through
-    ``cli.main``, its output in the job's log; a failing command fails the test."""
+    ``cli.main`` and each ``python scripts/NAME.py`` through that script's ``main``, its
+    output in the job's log; a failing command fails the test."""
     t0 = time.perf_counter()
     for job in job_list:
-        assert job.argv[0] == "rkmeta-rl", job.argv
+        assert job.argv[0] == "rkmeta-rl" or (
+            job.argv[0] == "python" and job.argv[1].startswith("scripts/")), job.argv
+        main = cli.main if job.argv[0] == "rkmeta-rl" else script_main(job.argv[1])
+        args = job.argv[1:] if job.argv[0] == "rkmeta-rl" else job.argv[2:]
         job.log = log_dir / f"{phase}-{job.name}.log"
         job.seconds = time.perf_counter()
         with open(job.log, "w") as log, contextlib.redirect_stdout(log), \
                 contextlib.redirect_stderr(log):
-            code = cli.main(job.argv[1:])
+            code = main(args)
         job.seconds = time.perf_counter() - job.seconds
         assert code == 0, f"{job.shell()} failed ({code}):\n{job.log.read_text()[-2000:]}"
     return time.perf_counter() - t0

@@ -14,8 +14,8 @@ from helpers import os_thread_ids, threads_left_since
 from envs.mujoco_batch import BatchedLocomotion
 from rkmeta_rl import rundir
 from rkmeta_rl.cli import main
-from rkmeta_rl.rl.config import TrainConfig, resolve
-from rkmeta_rl.rl.evaluate import EvalConfig, evaluate_run
+from rkmeta_rl.rl.config import TrainConfig, read_train_config, resolve
+from rkmeta_rl.rl.evaluate import EvalConfig, evaluate_run, label_of
 from rkmeta_rl.rl.tasks import FAMILIES, LOCOMOTION, make_family
 from rkmeta_rl.rl.trainer import load_run, prepare_run_dir
 
@@ -119,3 +119,75 @@ def test_render_refuses_nav2d(tmp_path, capsys):
     prepare_run_dir(resolve(TrainConfig(**{**TINY, "meta_iters": 1})), run).run(progress=False)
     assert main(["render", str(run)]) == 2
     assert "plot_trajectories" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- --dynamics, oracles
+def test_maml_dynamics_are_recorded_and_resume_exactly(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    records = prepare_run_dir(tiny(dynamics="maml"), a).run(progress=False)
+    stored = json.loads((a / "config.json").read_text())
+    assert stored["dynamics"] == "maml" and stored["fast_batch_size"] == 2
+    prepare_run_dir(tiny(dynamics="maml", meta_iters=1), b).run(progress=False)
+    stored = json.loads((b / "config.json").read_text())
+    stored["meta_iters"] = 2
+    (b / "config.json").write_text(json.dumps(stored))
+    assert main(["train", "--resume", str(b), "--no-progress"]) == 0
+    assert without_timing(rundir.read_metrics(b)) == without_timing(records)
+    gym = prepare_run_dir(tiny(), tmp_path / "g").run(progress=False)
+    assert without_timing(gym) != without_timing(records)  # another simulation
+
+
+def test_a_config_written_before_the_dynamics_reads_as_gymnasium(tmp_path):
+    run = tmp_path / "old"
+    prepare_run_dir(tiny(meta_iters=1), run).run(progress=False)
+    stored = json.loads((run / "config.json").read_text())
+    del stored["dynamics"]
+    stored["meta_iters"] = 2
+    (run / "config.json").write_text(json.dumps(stored))
+    assert read_train_config(run).dynamics == "gymnasium"
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert [r["iter"] for r in rundir.read_metrics(run)] == [0, 1]
+
+
+@pytest.mark.parametrize(("env", "dynamics", "episodes"), [
+    ("ant-dir", "maml", 40), ("ant-dir-oracle", "maml", 40), ("ant-dir", "gymnasium", 20),
+    ("halfcheetah-vel", "maml", 20), ("nav2d", "gymnasium", 20)])
+def test_episodes_per_task_come_from_the_registry(env, dynamics, episodes):
+    cfg = resolve(TrainConfig(env=env, dynamics=dynamics))
+    assert cfg.fast_batch_size == episodes == FAMILIES[env].episodes[dynamics]
+    assert resolve(TrainConfig(env=env, dynamics=dynamics, fast_batch_size=7)).fast_batch_size \
+        == 7
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--env", "halfcheetah-vel", "--dynamics", "rllab"],
+     "unknown dynamics 'rllab'; valid choices: gymnasium, maml"),
+    (["--env", "nav2d", "--dynamics", "maml"], "env 'nav2d' has only gymnasium"),
+])
+def test_bad_dynamics_are_refused_in_one_line(tmp_path, capsys, argv, message):
+    assert main(["train", *argv, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_oracle_of_a_maml_family_trains_and_evaluates_as_the_ceiling(tmp_path):
+    run, oracle = tmp_path / "run", tmp_path / "oracle"
+    flags = ["--env", "halfcheetah-dir", "--dynamics", "maml", "--meta-iters", "1",
+             "--meta-batch-size", "2", "--fast-batch-size", "2", "--hidden", "8",
+             "--max-episode-steps", "10", "--no-progress"]
+    assert main(["train", *flags, "--out", str(run)]) == 0
+    assert main(["train-oracle", *flags, "--out", str(oracle)]) == 0
+    cfg = read_train_config(oracle)
+    assert (cfg.env, cfg.method, cfg.dynamics) == ("halfcheetah-dir-oracle", "euler", "maml")
+    ecfg = EvalConfig(tasks=3, episodes=2, steps=1)
+    plain = evaluate_run(run, ecfg, out=tmp_path / "p.json", progress=False)
+    ceiling = evaluate_run(oracle, ecfg, out=tmp_path / "o.json", progress=False)
+    assert plain["tasks_drawn"] == ceiling["tasks_drawn"]  # the same held-out tasks
+    assert (label_of(plain), label_of(ceiling)) == ("ralston", "oracle")
+    for result in (plain, ceiling):
+        assert result["dynamics"] == "maml" and result["max_episode_steps"] == 10
+        assert result["seconds_per_step"] == pytest.approx(0.01)
+        assert result["episode_seconds"] == pytest.approx(0.1)
+    family = make_family("halfcheetah-dir-oracle", max_episode_steps=10, dynamics="maml")
+    assert family.obs_dim == make_family("halfcheetah-dir").obs_dim + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mujoco
 import numpy as np
 import pytest
 import torch
@@ -9,6 +10,8 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from helpers import os_thread_ids, threads_left_since
 
+from envs.locomotion import make_locomotion_env
+from envs.locomotion_dynamics import robot_dynamics
 from envs.locomotion_tasks import get_spec
 from envs.mujoco_batch import BatchedLocomotion
 from rkmeta_rl.rk import repeat_params
@@ -24,15 +27,17 @@ TASKS = {
 
 
 def make(family: str, episodes: int = 2, horizon: int = 20, seed: int = 0,
-         nthread: int = 2) -> BatchedLocomotion:
-    return BatchedLocomotion(family, TASKS[family], episodes, horizon, seed, nthread)
+         nthread: int = 2, dynamics: str = "gymnasium") -> BatchedLocomotion:
+    tasks = TASKS[family.removesuffix("-oracle")]
+    return BatchedLocomotion(family, tasks, episodes, horizon, seed, nthread, dynamics)
 
 
 def gym_env(family: str) -> HalfCheetahEnv | AntEnv:
     """Gymnasium's env, configured here (not through the module under test)."""
     spec = get_spec(family)
     env_cls = HalfCheetahEnv if spec.robot == "halfcheetah" else AntEnv
-    return env_cls(ctrl_cost_weight=spec.ctrl_cost_weight,
+    weight = robot_dynamics(spec.robot, "gymnasium").ctrl_cost_weight
+    return env_cls(ctrl_cost_weight=weight,
                    exclude_current_positions_from_observation=spec.exclude_xy)
 
 
@@ -90,6 +95,54 @@ def test_matches_gymnasium(family):
                     assert reward[t, e].item() == pytest.approx(grew, rel=1e-6, abs=1e-6)
         for env in envs:
             env.close()
+
+
+@pytest.mark.parametrize("oracle", [False, True])
+@pytest.mark.parametrize("family", list(TASKS))
+def test_matches_the_env_under_maml_dynamics(family, oracle):
+    """The batch against envs.locomotion's env of the same family and dynamics (whose
+    rewards tests/test_locomotion_dynamics.py checks against rllab's formulas)."""
+    steps, name = 12, family + ("-oracle" if oracle else "")
+    rng = np.random.default_rng(2)
+    with make(name, horizon=steps, dynamics="maml") as batch:
+        assert batch.dt == pytest.approx(0.01 if family.startswith("half") else 0.02)
+        obs = batch.reset()
+        qpos, qvel = batch.physics_state()
+        cases = [(0, 1), (1, 0)]  # (task, episode)
+        envs = []
+        for t, e in cases:
+            env = make_locomotion_env(name, batch.tasks[t], dynamics="maml")
+            env.reset(seed=0)
+            env.set_state(qpos[t, e], qvel[t, e])
+            mujoco.mj_rnePostConstraint(env.model, env.data)  # as its reset: contacts
+            np.testing.assert_allclose(obs[t, e].numpy(), env._get_obs(), rtol=1e-6, atol=1e-6)
+            envs.append(env)
+        for _ in range(steps):
+            action = rng.uniform(-1.3, 1.3, (2, 2, batch.action_dim)).astype(np.float32)
+            obs, reward, terminated, _ = batch.step(torch.from_numpy(action))
+            q, v = batch.physics_state()
+            for (t, e), env in zip(cases, envs, strict=True):
+                gobs, grew, gterm, _, _ = env.step(action[t, e].astype(np.float64))
+                if family.startswith("halfcheetah"):
+                    np.testing.assert_array_equal(q[t, e], env.data.qpos)
+                else:  # cold-started solver: agrees to its tolerance
+                    np.testing.assert_allclose(q[t, e], env.data.qpos, rtol=1e-9, atol=1e-10)
+                    np.testing.assert_allclose(v[t, e], env.data.qvel, rtol=1e-9, atol=1e-10)
+                np.testing.assert_allclose(obs[t, e].numpy(), gobs, rtol=1e-6, atol=1e-6)
+                assert reward[t, e].item() == pytest.approx(grew, rel=1e-6, abs=1e-6)
+                assert bool(terminated[t, e]) == gterm
+
+
+def test_maml_reset_draws_rllabs_initial_states():
+    with make("ant-goal", seed=4, dynamics="maml") as batch:
+        batch.reset()
+        qpos, qvel = batch.physics_state()
+        rng = np.random.default_rng(4)
+        nq, nv = batch.model.nq, batch.model.nv
+        init = batch.model.numeric("init_qpos").data  # rllab's Ant pose, not qpos0
+        np.testing.assert_array_equal(qpos.reshape(-1, nq),
+                                      init + 0.01 * rng.standard_normal((4, nq)))
+        np.testing.assert_array_equal(qvel.reshape(-1, nv), 0.1 * rng.standard_normal((4, nv)))
 
 
 def run(batch: BatchedLocomotion, steps: int, seed: int = 0) -> list[torch.Tensor]:

@@ -212,3 +212,21 @@ def test_training_curves_name_a_bad_run_dir(tmp_path, capsys):
     with pytest.raises(SystemExit):
         plot_training.main([str(tmp_path / "missing"), "--out", str(tmp_path / "t.png")])
     assert "missing" in capsys.readouterr().err
+
+
+def test_figures_state_the_dynamics_and_the_horizon(runs, tmp_path, monkeypatch):
+    run = tmp_path / "cheetah"
+    assert cli(["train", "--env", "halfcheetah-vel", "--dynamics", "maml", "--meta-iters", "1",
+                "--meta-batch-size", "2", "--fast-batch-size", "2", "--hidden", "8",
+                "--max-episode-steps", "10", "--no-progress", "--out", str(run)]) == 0
+    assert cli(["evaluate", str(run), *EVAL]) == 0
+    titles = []
+    monkeypatch.setattr(plot_adaptation, "plot", lambda *args: titles.append(args[-1]))
+    assert plot_adaptation.main([str(run), "--out", str(tmp_path / "f.png"), "--title",
+                                 "HalfCheetah"]) == 0
+    assert plot_adaptation.main([str(runs["ralston"]), "--out", str(tmp_path / "g.png")]) == 0
+    assert titles == ["HalfCheetah\nmaml dynamics, 10 steps × 0.01 s = 0.1 s",
+                      "100-step episodes"]
+    parser = plot_training.argparse.ArgumentParser()
+    assert plot_training.load_groups([str(run), str(runs["euler"])], parser)[1] == \
+        "100-step episodes; maml dynamics, 10 steps × 0.01 s = 0.1 s"

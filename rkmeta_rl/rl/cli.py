@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from envs.locomotion_dynamics import DYNAMICS
 from rkmeta_rl.arguments import (
     add_command,
     add_method_args,
@@ -29,7 +30,14 @@ from rkmeta_rl.rl.config import PRESETS, TrainConfig, preset_values, resolve
 from rkmeta_rl.rl.evaluate import INITS, PROTOCOLS, EvalConfig, evaluate_run
 from rkmeta_rl.rl.gym_tasks import FORMS
 from rkmeta_rl.rl.render import render_run
-from rkmeta_rl.rl.tasks import FAMILIES, GYM_INNER_LR, describe, oracle_env
+from rkmeta_rl.rl.tasks import (
+    FAMILIES,
+    GYM_INNER_LR,
+    LOCOMOTION,
+    describe,
+    describe_episodes,
+    oracle_env,
+)
 from rkmeta_rl.rl.trainer import prepare_run_dir, resume_run
 from rkmeta_rl.stopping import RunStopped
 
@@ -39,6 +47,11 @@ def add_train_args(p: argparse.ArgumentParser, oracle: bool = False) -> None:
     p.add_argument("--env", default=d.env,
                    help="task family: " + ", ".join(FAMILIES) + ("" if oracle else
                         ", or " + FORMS + " of an env with the task protocol"))
+    p.add_argument("--dynamics", default=d.dynamics,
+                   help=f"{' or '.join(DYNAMICS)}: the MuJoCo families' step, velocity and "
+                        "reward terms, Gymnasium v5's (0.05 s steps) or the MAML code's "
+                        "(0.01 s HalfCheetah, 0.02 s Ant; see README); other envs have "
+                        "gymnasium only; recorded in config.json")
     if not oracle:
         add_method_args(p, d.method, "the family's: " + describe("inner_lr")
                         + f"; {GYM_INNER_LR}: Gymnasium envs")
@@ -55,7 +68,7 @@ def add_train_args(p: argparse.ArgumentParser, oracle: bool = False) -> None:
     p.add_argument("--meta-iters", type=int, default=d.meta_iters, help="meta-iterations")
     p.add_argument("--meta-batch-size", type=int, default=d.meta_batch_size, help="tasks")
     p.add_argument("--fast-batch-size", type=int, default=d.fast_batch_size,
-                   help="episodes per task and stage")
+                   help=f"episodes per task and stage [{describe_episodes()}]")
     p.add_argument("--max-kl", type=float, default=d.max_kl, help="TRPO KL bound δ")
     p.add_argument("--cg-iters", type=int, default=d.cg_iters,
                    help="conjugate-gradient iterations")
@@ -137,6 +150,8 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     cfg = trainer.cfg
     method = (f"α = {cfg.alpha:g}, h = {cfg.h:g}" if cfg.layer_methods is None
               else f"layers {cfg.layer_methods}")
+    if cfg.env in LOCOMOTION:
+        method += f", {cfg.dynamics} dynamics"
     print(f"rkmeta-rl: run directory {trainer.run_dir} (iteration {trainer.iteration}/"
           f"{cfg.meta_iters}, {method})", file=sys.stderr)
     try:

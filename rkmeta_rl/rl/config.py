@@ -2,9 +2,11 @@
 and help here).
 
 Defaults are the paper's 2D-navigation setting: 2×100 ReLU policy, max KL 0.01, 40 tasks
-× 20 episodes, 100 meta-iterations. Two settings depend on the task family and come from
-its entry in the registry (``rkmeta_rl.rl.tasks.family_entry``): α and the horizon. A
-preset (``PRESETS``) replaces some defaults at once; flags given explicitly still win.
+× 20 episodes, 100 meta-iterations. Three settings depend on the task family and come from
+its entry in the registry (``rkmeta_rl.rl.tasks.family_entry``): α, the horizon and the
+episodes per task (which also depend on the dynamics). A preset (``PRESETS``) replaces some
+defaults at once; flags given explicitly still win. A config.json written before the
+dynamics existed reads as ``gymnasium``, the dynamics it ran.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from typing import Any
 
 import torch
 
+from envs.locomotion_dynamics import GYMNASIUM
 from rkmeta_rl import rundir
 from rkmeta_rl.config import StoredConfig, check_seed, resolve_steps
 from rkmeta_rl.layer_methods import parse_layer_methods
-from rkmeta_rl.rl.tasks import family_entry, horizon_of
+from rkmeta_rl.rl.tasks import episodes_of, family_entry, horizon_of
 
 # Named budgets (--preset): they replace these defaults; explicit flags still win.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -59,6 +62,7 @@ class TrainConfig(MetaStepConfig, StoredConfig):
     """A training run: the meta-step's settings plus the run's own."""
 
     env: str = "nav2d"
+    dynamics: str = GYMNASIUM  # the MuJoCo families: gymnasium or maml (envs/locomotion_dynamics)
     method: str = "ralston"  # a named tableau, or the name of a --tableau file's tableau
     tableau: dict[str, Any] | None = None  # resolved (a, q, c); filled by resolve()
     layer_methods: str | None = None  # a tableau per parameter group (replaces method)
@@ -66,7 +70,7 @@ class TrainConfig(MetaStepConfig, StoredConfig):
     preset: str | None = None  # the PRESETS entry these settings started from
     max_episode_steps: int | None = None  # horizon; None: the family's default
     meta_batch_size: int = 40  # tasks per meta-iteration
-    fast_batch_size: int = 20  # episodes per task and stage
+    fast_batch_size: int | None = None  # episodes per task and stage; None: the family's
     inner_lr: float | None = None  # α; h = α / c2 (default reading); None: the family's
     step_size: float | None = None  # h; α = c2 · h (the other reading)
     hidden: list[int] = field(default_factory=lambda: [100, 100])
@@ -94,6 +98,9 @@ def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
         preset_values(cfg.preset)
     if cfg.max_episode_steps is None:
         cfg.max_episode_steps = horizon_of(cfg.env)
+    episodes = episodes_of(cfg.env, cfg.dynamics)
+    if cfg.fast_batch_size is None:
+        cfg.fast_batch_size = episodes
     for name in _POSITIVE_INTS:
         if int(getattr(cfg, name)) <= 0:
             raise ValueError(f"{_flag(name)} must be > 0, got {getattr(cfg, name)}")

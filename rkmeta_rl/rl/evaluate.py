@@ -25,8 +25,8 @@ from rkmeta_rl.progress import ProgressBar
 from rkmeta_rl.rl.adapt import adapt_to_tasks
 from rkmeta_rl.rl.config import TrainConfig, read_train_config
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
-from rkmeta_rl.rl.tasks import ORACLE_ENVS, TaskFamily, make_family
-from rkmeta_rl.rl.trainer import checkpoint_policy, make_policy, run_alpha
+from rkmeta_rl.rl.tasks import ORACLE_ENVS, TaskFamily
+from rkmeta_rl.rl.trainer import checkpoint_policy, make_policy, run_alpha, run_family
 from rkmeta_rl.stats import summarize
 
 PROTOCOLS = {"constant": "α at every step", "maml": "α at the first step, α/2 after"}
@@ -97,7 +97,7 @@ def evaluation_policy(run_dir: Path, init: str, cfg: TrainConfig | None = None,
     if cfg is None:
         cfg = read_train_config(run_dir)
     if family is None:
-        family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
+        family = run_family(cfg)
     if init == "random":
         return cfg, make_policy(cfg, family), 0
     return cfg, *checkpoint_policy(run_dir, cfg, family)
@@ -109,7 +109,7 @@ def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
     ecfg.check()
     run_dir = Path(run_dir)
     cfg = read_train_config(run_dir)
-    family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
+    family = run_family(cfg)
     _, policy, iteration = evaluation_policy(run_dir, ecfg.init, cfg, family)
     tasks = held_out_tasks(family, ecfg.tasks, ecfg.seed)
     alpha = run_alpha(cfg, policy) if ecfg.alpha is None else ecfg.alpha
@@ -126,6 +126,7 @@ def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
     result = {
         "run_dir": str(run_dir),
         "env": cfg.env,
+        **horizon_record(cfg, family),
         "method": cfg.method if cfg.layer_methods is None else f"layers {cfg.layer_methods}",
         "first_order": cfg.first_order,
         "train_seed": cfg.seed,
@@ -140,6 +141,26 @@ def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
     text = (json.dumps(result, indent=1) + "\n").encode()
     rundir.atomic_write_bytes(path, lambda f: f.write(text))
     return result
+
+
+def horizon_record(cfg: TrainConfig, family: TaskFamily) -> dict[str, Any]:
+    """The dynamics and the horizon in steps and, where the env has a clock, in seconds."""
+    seconds = family.seconds_per_step
+    return {"dynamics": cfg.dynamics, "max_episode_steps": cfg.max_episode_steps,
+            "seconds_per_step": seconds,
+            "episode_seconds": None if seconds is None else seconds * cfg.max_episode_steps}
+
+
+def describe_horizon(record: dict[str, Any]) -> str:
+    """'maml dynamics, 200 steps = 2 s' from a :func:`horizon_record` (or a config.json
+    with ``seconds_per_step``); records made before it existed give ''."""
+    steps, seconds = record.get("max_episode_steps"), record.get("seconds_per_step")
+    if steps is None:
+        return ""
+    if seconds is None:
+        return f"{steps}-step episodes"
+    dynamics = record.get("dynamics") or "gymnasium"
+    return f"{dynamics} dynamics, {steps} steps × {seconds:g} s = {steps * seconds:g} s"
 
 
 def read_eval(path: str | Path) -> dict[str, Any]:

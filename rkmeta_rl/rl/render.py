@@ -23,8 +23,8 @@ from envs.locomotion import make_locomotion_env
 from rkmeta_rl.rl.adapt import adapt_to_tasks
 from rkmeta_rl.rl.episodes import scale_action
 from rkmeta_rl.rl.evaluate import DEFAULT_EVAL_SEED, held_out_tasks
-from rkmeta_rl.rl.tasks import LOCOMOTION, make_family
-from rkmeta_rl.rl.trainer import load_run, run_alpha
+from rkmeta_rl.rl.tasks import LOCOMOTION
+from rkmeta_rl.rl.trainer import load_run, run_alpha, run_family
 
 
 class RenderError(ValueError):
@@ -85,13 +85,14 @@ def render_run(run_dir: str | Path, out: str | Path, task_json: str | None = Non
         raise ValueError(f"render draws MuJoCo families ({', '.join(LOCOMOTION)}); run "
                          f"{run_dir} is {cfg.env!r}: use scripts/plot_trajectories.py for it")
     os.environ.setdefault("MUJOCO_GL", "egl")
-    family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
+    family = run_family(cfg)
     task = parse_task(task_json, family)
     params, returns = adapt_to_tasks(policy, family, [task], run_alpha(cfg, policy), steps,
                                      episodes,
                                      torch.Generator().manual_seed(seed))
-    env = TimeLimit(make_locomotion_env(cfg.env, task=task, render_mode="rgb_array",
-                                        width=width, height=height), cfg.max_episode_steps)
+    env = TimeLimit(make_locomotion_env(cfg.env, task=task, dynamics=cfg.dynamics,
+                                        render_mode="rgb_array", width=width, height=height),
+                    cfg.max_episode_steps)
     try:
         frames, total = play_episode(policy, params, env, family.action_low,
                                      family.action_high, seed)

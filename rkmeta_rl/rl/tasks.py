@@ -3,8 +3,10 @@
 A family knows its observation and action sizes, draws tasks from its environment's
 own seeded RNG (Gymnasium's ``np_random``), and builds a batched environment that steps
 every (task, episode) pair at once. :data:`FAMILIES` holds, per built-in name, how to build
-it and the settings that depend on it (α, the horizon, its oracle variant); the config,
-the CLI help and the evaluation read them there. Any other name is a Gymnasium id or an
+it and the settings that depend on it (α, the horizon, its oracle variant, its dynamics
+and the episodes per task under each); the config, the CLI help and the evaluation read
+them there. Every family has the dynamics ``gymnasium`` (its env's own); the MuJoCo families
+also have ``maml`` (``envs/locomotion_dynamics.py``). Any other name is a Gymnasium id or an
 import path ``module:Class`` of an env following the task protocol
 (``rkmeta_rl/rl/gym_tasks.py``): :func:`family_entry` checks it and builds its entry
 (:data:`GYM_INNER_LR`, the horizon of its spec), stepped by :class:`GymFamily`.
@@ -13,7 +15,7 @@ import path ``module:Class`` of an env following the task protocol
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -23,7 +25,8 @@ import torch
 
 from envs.gym_batch import BatchedGymEnv
 from envs.locomotion import make_locomotion_env
-from envs.locomotion_tasks import DEFAULT_HORIZON, SPECS
+from envs.locomotion_dynamics import GYMNASIUM, MAML, check_dynamics
+from envs.locomotion_tasks import DEFAULT_HORIZON, SPECS, oracle_name
 from envs.mujoco_batch import BatchedLocomotion
 from envs.nav2d import DEFAULT_MAX_EPISODE_STEPS, BatchedNav2D, Nav2DEnv
 from rkmeta_rl.rl.gym_tasks import FORMS, inspect_task_env, is_gym_name, make_task_env
@@ -32,6 +35,8 @@ from rkmeta_rl.rl.gym_tasks import FORMS, inspect_task_env, is_gym_name, make_ta
 class TaskFamily:
     """What every family shares: a Gymnasium env (``self.env``) whose own ``np_random``
     draws the tasks, its sizes and action bounds. Subclasses add ``batched_env``."""
+
+    seconds_per_step: float | None = None  # simulated time per env step, where there is one
 
     def __init__(self, env, max_episode_steps: int, device: str | torch.device) -> None:
         self.env, self.max_episode_steps = env, max_episode_steps
@@ -74,24 +79,29 @@ class Nav2DFamily(TaskFamily):
 
 
 class LocomotionFamily(TaskFamily):
-    """A MuJoCo locomotion family (``envs/locomotion.py``) stepped in batches by
-    ``envs.mujoco_batch.BatchedLocomotion`` (physics on a pool of ``nthread`` threads).
+    """A MuJoCo locomotion family or its oracle variant (``envs/locomotion.py``) under one
+    dynamics, stepped in batches by ``envs.mujoco_batch.BatchedLocomotion`` (physics on a
+    pool of ``nthread`` threads).
 
-    Tasks come from the Gymnasium env's own ``np_random``; each batch's reset noise
-    comes from a seed drawn from that same stream, so a run repeats and resumes exactly.
-    Batches live on the CPU (MuJoCo); ``device`` only places the action bounds.
+    Tasks come from the Gymnasium env's own ``np_random`` (a family and its oracle draw the
+    same ones); each batch's reset noise comes from a seed drawn from that same stream, so a
+    run repeats and resumes exactly. Batches live on the CPU (MuJoCo); ``device`` only
+    places the action bounds.
     """
 
     def __init__(self, name: str, max_episode_steps: int = DEFAULT_HORIZON,
-                 device: str | torch.device = "cpu", nthread: int = 2) -> None:
-        self.name, self.nthread = name, nthread
-        super().__init__(make_locomotion_env(name), max_episode_steps, device)
+                 device: str | torch.device = "cpu", nthread: int = 2,
+                 dynamics: str = GYMNASIUM) -> None:
+        self.name, self.nthread, self.dynamics = name, nthread, dynamics
+        super().__init__(make_locomotion_env(name, dynamics=dynamics), max_episode_steps,
+                         device)
+        self.seconds_per_step = float(self.env.dt)
         self.env.reset(seed=0)
 
     def batched_env(self, tasks: list[dict], episodes_per_task: int) -> BatchedLocomotion:
         seed = int(self.env.np_random.integers(2**63 - 1))
         return BatchedLocomotion(self.name, tasks, episodes_per_task, self.max_episode_steps,
-                                 seed=seed, nthread=self.nthread)
+                                 seed=seed, nthread=self.nthread, dynamics=self.dynamics)
 
 
 class GymFamily(TaskFamily):
@@ -123,23 +133,38 @@ class GymFamily(TaskFamily):
                              self.max_episode_steps, self.device)
 
 
+# Episodes per task and stage (--fast-batch-size): MAML's 20 rollouts per gradient step,
+# except for its ant forward/backward runs, which took 40 (under MAML's dynamics only).
+EPISODES = 20
+MAML_EPISODES = {"ant-dir": 40}
+
+Builder = Callable[[str | torch.device, int, str], TaskFamily]  # (device, horizon, dynamics)
+
+
 @dataclass(frozen=True)
 class FamilyEntry:
     """How to build a family and the settings that depend on it."""
 
-    build: Callable[[str | torch.device, int], TaskFamily]  # (device, horizon) -> family
+    build: Builder
     inner_lr: float  # default adaptation step α
     horizon: int | None  # default episode length in steps; None: --max-episode-steps needed
     oracle: str | None = None  # the variant with the task in the observation
     mujoco: bool = False  # sampled on the CPU by MuJoCo
+    # the dynamics it has, each with its default episodes per task and stage
+    episodes: dict[str, int] = field(default_factory=lambda: {GYMNASIUM: EPISODES})
 
 
-def _nav2d(goal_conditioned: bool) -> Callable[[str | torch.device, int], TaskFamily]:
-    return lambda device, horizon: Nav2DFamily(goal_conditioned, horizon, device)
+def _nav2d(goal_conditioned: bool) -> Builder:
+    return lambda device, horizon, dynamics: Nav2DFamily(goal_conditioned, horizon, device)
 
 
-def _locomotion(name: str) -> Callable[[str | torch.device, int], TaskFamily]:
-    return lambda device, horizon: LocomotionFamily(name, horizon, device)
+def _locomotion(name: str, base: str, oracle: str | None = None) -> FamilyEntry:
+    """The entry of locomotion family ``name`` (``base`` itself or its oracle variant)."""
+    return FamilyEntry(
+        lambda device, horizon, dynamics: LocomotionFamily(name, horizon, device,
+                                                           dynamics=dynamics),
+        0.1, DEFAULT_HORIZON, oracle=oracle, mujoco=True,
+        episodes={GYMNASIUM: EPISODES, MAML: MAML_EPISODES.get(base, EPISODES)})
 
 
 # α: the paper's 0.16 on 2D navigation, MAML's 0.1 on locomotion. Horizons: the envs' own
@@ -147,8 +172,8 @@ def _locomotion(name: str) -> Callable[[str | torch.device, int], TaskFamily]:
 FAMILIES: dict[str, FamilyEntry] = {
     "nav2d": FamilyEntry(_nav2d(False), 0.16, DEFAULT_MAX_EPISODE_STEPS, oracle="nav2d-goal"),
     "nav2d-goal": FamilyEntry(_nav2d(True), 0.16, DEFAULT_MAX_EPISODE_STEPS),
-    **{name: FamilyEntry(_locomotion(name), 0.1, DEFAULT_HORIZON, mujoco=True)
-       for name in SPECS},
+    **{name: _locomotion(name, name, oracle=oracle_name(name)) for name in SPECS},
+    **{oracle_name(name): _locomotion(oracle_name(name), name) for name in SPECS},
 }
 
 # α for any other Gymnasium env (a Gymnasium id or module:Class): MAML's locomotion value.
@@ -174,7 +199,8 @@ def family_entry(name: str) -> FamilyEntry:
 def _gym_entry(name: str) -> FamilyEntry:
     """The entry of a Gymnasium env ``name`` (checked once per process)."""
     horizon = inspect_task_env(name)
-    return FamilyEntry(lambda device, h: GymFamily(name, h, device), GYM_INNER_LR, horizon)
+    return FamilyEntry(lambda device, h, dynamics: GymFamily(name, h, device), GYM_INNER_LR,
+                       horizon)
 
 
 def horizon_of(name: str, max_episode_steps: int | None = None) -> int:
@@ -197,10 +223,41 @@ def oracle_env(name: str) -> str:
     return oracle
 
 
+def episodes_of(name: str, dynamics: str = GYMNASIUM) -> int:
+    """Family ``name``'s default episodes per task and stage under ``dynamics``; a one-line
+    ValueError if it does not have that dynamics (only the MuJoCo families have maml)."""
+    entry = family_entry(name)
+    if check_dynamics(dynamics) not in entry.episodes:
+        with_it = [n for n, e in FAMILIES.items() if dynamics in e.episodes]
+        raise ValueError(f"--dynamics {dynamics}: env {name!r} has only "
+                         f"{', '.join(entry.episodes)}; {dynamics} is for "
+                         f"{', '.join(with_it)}")
+    return entry.episodes[dynamics]
+
+
 def make_family(name: str, device: str | torch.device = "cpu",
-                max_episode_steps: int | None = None) -> TaskFamily:
-    """The task family called ``name`` (horizon: the family's default when None)."""
-    return family_entry(name).build(device, horizon_of(name, max_episode_steps))
+                max_episode_steps: int | None = None,
+                dynamics: str = GYMNASIUM) -> TaskFamily:
+    """The task family called ``name`` under ``dynamics`` (horizon: the family's default
+    when None)."""
+    episodes_of(name, dynamics)
+    return family_entry(name).build(device, horizon_of(name, max_episode_steps), dynamics)
+
+
+def seconds_per_step(name: str, dynamics: str = GYMNASIUM) -> float | None:
+    """Simulated seconds per env step of MuJoCo family ``name`` under ``dynamics``; None
+    for the families without a clock."""
+    if name not in LOCOMOTION:
+        return None
+    return float(make_locomotion_env(name, dynamics=dynamics).dt)
+
+
+def describe_episodes() -> str:
+    """The episode defaults for the CLI help, e.g. '20; maml: 40 for ant-dir, ...'."""
+    special = {n: e.episodes[MAML] for n, e in FAMILIES.items()
+               if e.episodes.get(MAML, EPISODES) != EPISODES}
+    return f"{EPISODES}; under --dynamics maml " + ", ".join(
+        f"{v} for {n}" for n, v in special.items())
 
 
 def describe(key: str) -> str:

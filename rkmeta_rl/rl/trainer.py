@@ -30,6 +30,11 @@ from rkmeta_rl.stopping import StopSignals
 from rkmeta_rl.tableau import Tableau
 
 
+def run_family(cfg: TrainConfig, device: str | torch.device = "cpu") -> TaskFamily:
+    """The task family a run trains on: its env, horizon and dynamics."""
+    return make_family(cfg.env, device, cfg.max_episode_steps, cfg.dynamics)
+
+
 def make_policy(cfg: TrainConfig, family: TaskFamily) -> GaussianMLPPolicy:
     torch.manual_seed(cfg.seed)  # initial weights are drawn on the CPU for every device
     return GaussianMLPPolicy(family.obs_dim, family.act_dim, cfg.hidden, cfg.init_std)
@@ -74,7 +79,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, sampler: Sampler | None = None) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.family = make_family(cfg.env, cfg.device, cfg.max_episode_steps)
+        self.family = run_family(cfg, cfg.device)
         self.sample_episodes = sampler if sampler is not None else LocalSampler(self.family)
         self.family.seed(cfg.seed)
         self.policy = make_policy(cfg, self.family).to(cfg.device)
@@ -192,5 +197,4 @@ def load_run(path: str | Path) -> tuple[TrainConfig, GaussianMLPPolicy]:
     """(config, meta-trained policy) of a run directory, from its last checkpoint."""
     run_dir = Path(path)
     cfg = read_train_config(run_dir)
-    family = make_family(cfg.env, max_episode_steps=cfg.max_episode_steps)
-    return cfg, checkpoint_policy(run_dir, cfg, family)[0]
+    return cfg, checkpoint_policy(run_dir, cfg, run_family(cfg))[0]
