@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from rkmeta_rl.config import torch_threads
 from rkmeta_rl.methods import METHOD_NAMES
 from rkmeta_rl.stopping import RunStopped
 
@@ -78,8 +79,7 @@ def check_run_dir(path: str) -> Path:
 
 
 def check_threads(n: int) -> None:
-    if n <= 0:
-        raise ValueError(f"--num-threads must be > 0, got {n}")
+    torch_threads(n)  # ValueError for a negative count
 
 
 def fail(parser: argparse.ArgumentParser, message: str) -> NoReturn:

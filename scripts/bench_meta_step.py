@@ -38,6 +38,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from rkmeta_rl.rk import Scheme
 from rkmeta_rl.rl.config import TrainConfig, resolve
+from rkmeta_rl.rl.episodes import CHUNK_ROWS
 from rkmeta_rl.rl.trainer import Trainer
 
 PHASES = ("sampling", "inner_adaptation", "cg", "line_search")
@@ -66,20 +67,26 @@ def bench(cfg: TrainConfig, iters: int, impl: str) -> dict[str, float]:
 
 
 def rates(tasks: int, steps: int, hidden: int) -> None:
-    """GFLOP/s of the per-task products the policy and its curvature use, and the memory
-    rate of an elementwise add on one hidden activation, on this machine."""
-    n = steps  # rows per task: episodes x horizon
-    a = torch.randn(tasks, n, hidden)
-    shapes = {f"({tasks}, {n}, {hidden}) @ ({hidden}, {hidden})": (a, torch.randn(tasks, hidden,
-                                                                                 hidden)),
-              f"({tasks}, {hidden}, {n}) @ ({n}, {hidden})": (a.transpose(1, 2), a)}
-    for name, (x, y) in shapes.items():
-        seconds = _time(lambda x=x, y=y: torch.bmm(x, y))
-        flops = 2 * x.shape[0] * x.shape[1] * x.shape[2] * y.shape[2]
-        print(f"  bmm {name}: {flops / seconds / 1e9:6.1f} GFLOP/s")
+    """GFLOP/s of the products the closed-form curvature makes, on one chunk of tasks
+    (``Episodes.task_chunks``), and the memory rate of an elementwise add on one hidden
+    activation, on this machine."""
+    chunk = max(1, CHUNK_ROWS // steps)  # tasks per chunk
+    a = torch.randn(chunk, steps, hidden)
+    w, ws = torch.randn(hidden, hidden), torch.randn(chunk, hidden, hidden)
+    shapes = {f"({chunk * steps}, {hidden}) @ ({hidden}, {hidden}), shared θ":
+              (lambda: a.view(-1, hidden) @ w),
+              f"({chunk}, {steps}, {hidden}) @ ({chunk}, {hidden}, {hidden}), per task":
+              (lambda: torch.bmm(a, ws)),
+              f"({chunk}, {hidden}, {steps}) @ ({chunk}, {steps}, {hidden}), reduction":
+              (lambda: torch.bmm(a.transpose(1, 2), a))}
+    for name, fn in shapes.items():
+        print(f"  {name}: {2 * a.numel() * hidden / _time(fn) / 1e9:6.1f} GFLOP/s")
     seconds = _time(lambda: a + a)
-    print(f"  add of ({tasks}, {n}, {hidden}) float32: {3 * a.numel() * 4 / seconds / 1e9:6.1f} "
-          "GB/s")
+    print(f"  add of ({chunk}, {steps}, {hidden}) float32: "
+          f"{3 * a.numel() * 4 / seconds / 1e9:6.1f} GB/s")
+    big = 2 * tasks * steps * hidden * hidden  # FLOPs of one big product over all tasks
+    print(f"  one big product over all {tasks} tasks: {big / 1e9:.2f} GFLOP "
+          "(a curvature product makes 6 with thin ends, 12 without)")
 
 
 def _time(fn, repeats: int = 5) -> float:

@@ -11,12 +11,9 @@ import torch
 
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.rk import Scheme, repeat_params, stage_points
-from rkmeta_rl.rl import curvature
+from rkmeta_rl.rl import episodes, mlp_products, reinforce_hessian
 from rkmeta_rl.rl.config import MetaStepConfig
 from rkmeta_rl.rl.curvature import (
-    ChunkedHessian,
-    MLPLinearization,
-    ReinforceHessian,
     closed_form_gradient,
     curvature_fvp,
     double_backward_fvp,
@@ -27,7 +24,9 @@ from rkmeta_rl.rl.curvature import (
 from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.losses import reinforce_loss
 from rkmeta_rl.rl.meta_step import meta_step
+from rkmeta_rl.rl.mlp_products import linearize
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
+from rkmeta_rl.rl.reinforce_hessian import ChunkedHessian
 from rkmeta_rl.rl.sampler import LocalSampler
 from rkmeta_rl.rl.tasks import Nav2DFamily
 from rkmeta_rl.rl.trpo import flatten
@@ -36,12 +35,21 @@ DT = torch.float64
 T, E, H, OBS, ACT = 3, 2, 4, 3, 2
 
 
+@pytest.fixture(params=[8, 0], ids=["thin-ends", "general"])
+def ends(request, monkeypatch):
+    """The policy here (3 inputs, 2 actions, two hidden layers) takes the thin-ends
+    products (mlp_products.ThinMLPLinearization, reinforce_hessian.ThinReinforceHessian);
+    with THIN_ENDS = 0 it takes the general ones."""
+    monkeypatch.setattr(mlp_products, "THIN_ENDS", request.param)
+    return request.param
+
+
 @pytest.fixture(params=[10_000, 16, 1], ids=["one-chunk", "two-tasks-per-chunk",
                                                "a-task-per-chunk"])
 def chunk_rows(request, monkeypatch):
     """The closed-form products split the tasks into chunks of CHUNK_ROWS steps (E·H = 8
     per task here): all 3 tasks at once, chunks of 2 + 1 tasks, one task per chunk."""
-    monkeypatch.setattr(curvature, "CHUNK_ROWS", request.param)
+    monkeypatch.setattr(episodes, "CHUNK_ROWS", request.param)
     return request.param
 
 
@@ -82,12 +90,14 @@ def _per_task_point(policy: GaussianMLPPolicy) -> dict:
 @pytest.mark.parametrize("point", ["shared", "per-task"])
 @pytest.mark.parametrize("tangent", ["shared", "per-task"])
 @pytest.mark.parametrize("per_task_out", [True, False])
-def test_reinforce_hessian_equals_double_backward(point, tangent, per_task_out):
+def test_reinforce_hessian_equals_double_backward(point, tangent, per_task_out, ends):
     policy, ep = _policy(), _episodes(1)
     theta = {n: v.detach() for n, v in policy.params().items()}
     at = theta if point == "shared" else _per_task_point(policy)
     v = _random_like(theta, 5, per_task=tangent == "per-task")
-    got = ReinforceHessian(policy, at, ep)(v, per_task=per_task_out)
+    hessian = reinforce_hessian.reinforce_hessian(policy, at, ep)
+    assert isinstance(hessian, reinforce_hessian.ThinReinforceHessian) == (ends > 0)
+    got = hessian(v, per_task=per_task_out)
 
     # reference: per-task copies, Hessian of Σ_t L_t by double backward, tangent per task
     leaf = {n: (x if x.dim() > theta[n].dim() else x.expand(T, *x.shape)).clone()
@@ -102,16 +112,16 @@ def test_reinforce_hessian_equals_double_backward(point, tangent, per_task_out):
         torch.testing.assert_close(got[name], expected, rtol=1e-10, atol=1e-12)
 
 
-def test_linearization_products_equal_autograd():
+def test_linearization_products_equal_autograd(ends):
     policy, ep = _policy(), _episodes(2)
     at = _per_task_point(policy)
     obs = ep.flat()[0]
-    net = MLPLinearization(policy, at, obs)
+    net = linearize(policy, at, obs)
     v = _random_like({n: x[0] for n, x in at.items()}, 6, per_task=True)  # (T, ...) each
     (mean, log_std), (d_mean, d_log_std) = torch.func.jvp(
         lambda p: policy(p, obs), (at,), (v,))
     torch.testing.assert_close(net.mean, mean, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(net.jvp(v)[1], d_mean, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(net.jvp_mean(v), d_mean, rtol=1e-10, atol=1e-12)
     g = torch.Generator().manual_seed(7)
     cot_mean = torch.randn(mean.shape, generator=g, dtype=DT)
     cot_log_std = torch.randn(T, ACT, generator=g, dtype=DT)
@@ -127,7 +137,7 @@ def test_linearization_products_equal_autograd():
 @pytest.mark.parametrize("method", ["midpoint", "ralston", "heun", "itb", "euler"])
 @pytest.mark.parametrize("first_order", [False, True])
 def test_closed_form_curvature_equals_double_backward_through_the_kl(method, first_order,
-                                                                     chunk_rows):
+                                                                     chunk_rows, ends):
     """The fast product against plain double backward through Σ_i w_i KL_i(θ_i(θ)), the
     yardstick implementation, on a two-hidden-layer policy."""
     policy, tab, h = _policy(), get_tableau(method), 0.6
@@ -160,7 +170,7 @@ def test_closed_form_applies_only_where_points_move_by_k1():
 @pytest.mark.parametrize("method", ["midpoint", "ralston", "itb", "euler"])
 @pytest.mark.parametrize("first_order", [False, True])
 def test_closed_form_gradient_equals_autograd_through_the_stages(method, first_order,
-                                                                 chunk_rows):
+                                                                 chunk_rows, ends):
     """∇_θ Σ_i a_i S_i(θ_i(θ)) by the closed form J_iᵀ = I - β_i H against plain autograd
     through the stage construction (create_graph), for a per-stage objective S_i that is
     not the inner loss (a quadratic in the policy's mean and log σ)."""
@@ -229,7 +239,7 @@ def _meta_step_theta(tableau_or_scheme, h, seed=0):
 
 
 @pytest.mark.parametrize("method", ["midpoint", "heun"])
-def test_meta_step_in_closed_form_equals_the_autograd_step(method):
+def test_meta_step_in_closed_form_equals_the_autograd_step(method, ends):
     """The whole TRPO meta-step (points, gradient, CG, line search) with the closed form
     against the same step through autograd (the scheme path: double backward through the
     stage construction), on the same episodes."""

@@ -113,8 +113,8 @@ CLI_ERRORS = {
     "eval dir": (["supervised-evaluate", "TMP/none"], "TMP/none: no such run directory"),
     "eval tasks": (["supervised-evaluate", "RUN", "--tasks", "0"],
                    "--tasks must be >= 1, got 0"),
-    "eval threads": (["supervised-evaluate", "RUN", "--num-threads", "0"],
-                     "--num-threads must be > 0, got 0"),
+    "eval threads": (["supervised-evaluate", "RUN", "--num-threads", "-1"],
+                     "--num-threads must be >= 0 (0: every core this process may use), got -1"),
     "eval runs": (["supervised-evaluate", "RUN", "--runs", "TMP"],
                   "--runs scores Omniglot's one-shot runs; RUN is sinusoid"),
 }

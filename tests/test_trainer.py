@@ -16,6 +16,7 @@ from helpers import interrupt_on_call
 
 from rkmeta_rl import rundir
 from rkmeta_rl.cli import main
+from rkmeta_rl.config import torch_threads
 from rkmeta_rl.rl import meta_step as meta_step_module
 from rkmeta_rl.rl.config import TrainConfig, resolve
 from rkmeta_rl.rl.trainer import Trainer, load_run, prepare_run_dir, resume_run
@@ -338,3 +339,12 @@ def test_the_number_of_threads_does_not_change_the_metrics(tmp_path):
         trainer.run(progress=False)
         runs.append(without_timing(rundir.read_metrics(tmp_path / f"t{n}")))
     assert runs[0] == runs[1]
+
+
+def test_num_threads_zero_means_every_core_this_process_may_use(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert torch_threads(0) == 3
+    assert torch_threads(2) == 2
+    with pytest.raises(ValueError, match="--num-threads must be >= 0"):
+        torch_threads(-1)
+    assert TrainConfig().num_threads == 0  # the default

@@ -26,6 +26,7 @@ from rkmeta_rl.arguments import (
     report_stop,
     resume_dir,
 )
+from rkmeta_rl.config import torch_threads
 from rkmeta_rl.rl.config import PRESETS, TrainConfig, preset_values, resolve
 from rkmeta_rl.rl.evaluate import INITS, PROTOCOLS, EvalConfig, evaluate_run
 from rkmeta_rl.rl.gym_tasks import FORMS
@@ -81,7 +82,8 @@ def add_train_args(p: argparse.ArgumentParser, oracle: bool = False) -> None:
     p.add_argument("--hidden", type=layer_sizes, default=d.hidden, help="e.g. 100,100")
     p.add_argument("--seed", type=int, default=d.seed, help="tasks, weights and sampling")
     p.add_argument("--num-threads", type=int, default=d.num_threads,
-                   help="torch threads; 1 is fastest when another process shares the cores")
+                   help="torch threads; 0: every core this process may use; 1 when another "
+                   "process shares the cores (default: %(default)s)")
     p.add_argument("--device", default=d.device, help="cpu or cuda[:N]")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/ENV-METHOD-sSEED)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own config")
@@ -104,7 +106,8 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help="held-out tasks and sampling")
     p.add_argument("--out", metavar="FILE",
                    help="output [RUN_DIR/eval.json; eval-random.json, eval-maml.json, ...]")
-    p.add_argument("--num-threads", type=int, default=1, help="torch threads")
+    p.add_argument("--num-threads", type=int, default=0,
+                   help="torch threads; 0: every core this process may use (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -170,7 +173,7 @@ def cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     ecfg.check()
     check_threads(args.num_threads)
     check_run_dir(args.run_dir)
-    torch.set_num_threads(args.num_threads)
+    torch.set_num_threads(torch_threads(args.num_threads))
     result = evaluate_run(args.run_dir, ecfg, out=args.out, progress=not args.no_progress)
     means = " ".join(f"{r['mean']:.1f}" for r in result["by_step"])
     out = args.out or str(Path(args.run_dir) / ecfg.default_filename())

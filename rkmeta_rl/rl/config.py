@@ -21,7 +21,7 @@ import torch
 
 from envs.locomotion_dynamics import GYMNASIUM
 from rkmeta_rl import rundir
-from rkmeta_rl.config import StoredConfig, check_seed, resolve_steps
+from rkmeta_rl.config import StoredConfig, check_seed, resolve_steps, torch_threads
 from rkmeta_rl.layer_methods import parse_layer_methods
 from rkmeta_rl.rl.tasks import episodes_of, family_entry, horizon_of
 
@@ -76,14 +76,14 @@ class TrainConfig(MetaStepConfig, StoredConfig):
     hidden: list[int] = field(default_factory=lambda: [100, 100])
     init_std: float = 1.0
     seed: int = 0
-    num_threads: int = 1
+    num_threads: int = 0  # 0: every core this process may use (config.torch_threads)
     device: str = "cpu"
     alpha: float | None = None  # resolved adaptation step α
     h: float | None = None  # resolved RK step h
 
 
 _POSITIVE_INTS = ("meta_iters", "meta_batch_size", "fast_batch_size", "cg_iters", "ls_steps",
-                  "num_threads", "max_episode_steps")
+                  "max_episode_steps")
 
 
 def _flag(name: str) -> str:
@@ -115,6 +115,7 @@ def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
     if not (math.isfinite(cfg.cg_damping) and cfg.cg_damping >= 0):
         raise ValueError(f"--cg-damping must be a finite number >= 0, got {cfg.cg_damping}")
     check_seed(cfg.seed)
+    torch_threads(cfg.num_threads)  # ValueError for a negative count
     for name in ("gamma", "gae_lambda"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")

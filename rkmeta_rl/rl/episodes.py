@@ -22,6 +22,12 @@ from rkmeta_rl.rl.baseline import (
 )
 from rkmeta_rl.rl.policy import GaussianMLPPolicy, sample_actions
 
+# Rows (steps) per chunk of tasks in the closed-form curvature and the line search's
+# evaluations: a chunk's activations (rows × width floats) stay in cache and are reused
+# without fresh allocations; measured 1.3× faster per curvature product than all 80k rows
+# at once at the paper's size (docs/method.md, "The exact curvature product").
+CHUNK_ROWS = 10_000
+
 
 @dataclass
 class Episodes:
@@ -57,6 +63,11 @@ class Episodes:
         adv = None if self.advantages is None else self.advantages[part]
         return Episodes(self.obs[part], self.actions[part], self.rewards[part],
                         self.mask[part], adv)
+
+    def task_chunks(self) -> list[slice]:
+        """Consecutive groups of tasks of about :data:`CHUNK_ROWS` steps each."""
+        size = max(1, CHUNK_ROWS // max(1, self.obs.shape[1] * self.obs.shape[2]))
+        return [slice(a, min(a + size, self.num_tasks)) for a in range(0, self.num_tasks, size)]
 
     def task_returns(self) -> Tensor:
         """Mean undiscounted episode return per task: (T,)."""

@@ -44,9 +44,15 @@ def surrogate_loss(
 def surrogate_of(outputs: tuple[Tensor, Tensor], episodes: Episodes,
                  old_log_probs: Tensor) -> Tensor:
     """:func:`surrogate_loss` from the policy's outputs (mean, log σ) on the episodes."""
+    return _surrogate_terms(outputs, episodes, old_log_probs).mean()
+
+
+def _surrogate_terms(outputs: tuple[Tensor, Tensor], episodes: Episodes,
+                     old_log_probs: Tensor) -> Tensor:
+    """Each task's -mean_valid(π/π_old · A): (T,)."""
     _, act, adv, mask = episodes.flat()
     ratio = torch.exp(gaussian_log_prob(*outputs, act) - old_log_probs)
-    return -_task_mean(ratio * adv, mask).mean()
+    return -_task_mean(ratio * adv, mask)
 
 
 def mean_kl(
@@ -63,8 +69,13 @@ def mean_kl(
 def kl_of(outputs: tuple[Tensor, Tensor], episodes: Episodes, old_mean: Tensor,
           old_log_std: Tensor) -> Tensor:
     """:func:`mean_kl` from the policy's outputs (mean, log σ) on the episodes."""
-    mask = episodes.flat()[3]
-    return _task_mean(gaussian_kl(old_mean, old_log_std, *outputs), mask).mean()
+    return _kl_terms(outputs, episodes, old_mean, old_log_std).mean()
+
+
+def _kl_terms(outputs: tuple[Tensor, Tensor], episodes: Episodes, old_mean: Tensor,
+              old_log_std: Tensor) -> Tensor:
+    """Each task's mean_valid KL(π_old || π): (T,)."""
+    return _task_mean(gaussian_kl(old_mean, old_log_std, *outputs), episodes.flat()[3])
 
 
 def rk_weights(tableau: Tableau | Scheme) -> tuple[float, ...]:
@@ -112,11 +123,19 @@ class StageObjective:
         return torch.stack(terms).sum()
 
     def values(self, points: list[Params]) -> tuple[float, float]:
-        """(surrogate, KL) at ``points`` as numbers, one policy evaluation per stage."""
+        """(surrogate, KL) at ``points`` as numbers, one policy evaluation per stage, over
+        the tasks in chunks (``Episodes.task_chunks``; the same numbers as in one go)."""
+        terms = {}
         with torch.no_grad():
-            outs = {i: self.policy(points[i], self.data[i].flat()[0]) for i in self.active}
-            surrogate = rk_combination(points, self.tableau, lambda i, p: surrogate_of(
-                outs[i], self.data[i], self.old[i][2]))
-            kl = torch.stack([self.weights[i] * kl_of(outs[i], self.data[i], *self.old[i][:2])
-                              for i in self.active]).sum()
+            for i in self.active:
+                surrogate, kl = [], []
+                for part in self.data[i].task_chunks():
+                    ep = self.data[i].tasks(part)
+                    out = self.policy({n: v[part] for n, v in points[i].items()}, ep.flat()[0])
+                    mean, log_std, log_prob = (x[part] for x in self.old[i])
+                    surrogate.append(_surrogate_terms(out, ep, log_prob))
+                    kl.append(_kl_terms(out, ep, mean, log_std))
+                terms[i] = torch.cat(surrogate).mean(), torch.cat(kl).mean()
+            surrogate = rk_combination(points, self.tableau, lambda i, p: terms[i][0])
+            kl = torch.stack([self.weights[i] * terms[i][1] for i in self.active]).sum()
         return surrogate.item(), kl.item()

@@ -24,7 +24,6 @@ from rkmeta_rl.rk import Params, Scheme, repeat_params, stage_points
 from rkmeta_rl.rl.adapt import reinforce_step
 from rkmeta_rl.rl.config import MetaStepConfig
 from rkmeta_rl.rl.curvature import (
-    ChunkedHessian,
     closed_form_gradient,
     curvature_fvp,
     double_backward_fvp,
@@ -37,6 +36,7 @@ from rkmeta_rl.rl.curvature import (
 from rkmeta_rl.rl.episodes import Episodes, add_advantages
 from rkmeta_rl.rl.losses import StageObjective, reinforce_loss, rk_weights
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
+from rkmeta_rl.rl.reinforce_hessian import ChunkedHessian
 from rkmeta_rl.rl.trpo import backtracking_line_search, flat_grad, flatten, natural_step, unflatten
 from rkmeta_rl.tableau import Tableau
 

@@ -12,7 +12,7 @@ Actions live in normalised units: the Gaussian is over ``u``; the environment re
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -68,38 +68,6 @@ class GaussianMLPPolicy(nn.Module):
                 # without a graph, in place
                 h = h * (h > 0).to(h.dtype) if graph else h.relu_()
         return h, params["log_std"].unsqueeze(-2)
-
-    def linearize(
-        self, params: Params, obs: Tensor
-    ) -> tuple[tuple[Tensor, Tensor], Callable[[Params], tuple[Tensor, Tensor]]]:
-        """Outputs at ``params`` and the forward-mode derivative v -> (d mean, d log_std).
-
-        The activations are computed once and reused by every call of the returned
-        function (two matrix products per layer), the hand-written equivalent of
-        ``torch.func.linearize`` for this MLP: with z_l = a_{l-1} W_l + b_l, a_l = relu(z_l),
-        dz_l = da_{l-1} W_l + a_{l-1} dW_l + db_l and da_l = dz_l · 1[z_l > 0].
-        """
-        with torch.no_grad():
-            acts, gates, h = [obs], [], obs
-            for layer in range(self.n_layers):
-                h = torch.matmul(h, params[f"w{layer}"]) + params[f"b{layer}"].unsqueeze(-2)
-                if layer < self.n_layers - 1:
-                    gates.append((h > 0).to(h.dtype))
-                    h = h * gates[-1]
-                    acts.append(h)
-        outputs = (h, params["log_std"].unsqueeze(-2))
-
-        def jvp(v: Params) -> tuple[Tensor, Tensor]:
-            dh = None
-            for layer in range(self.n_layers):
-                w, dw, db = params[f"w{layer}"], v[f"w{layer}"], v[f"b{layer}"]
-                dz = torch.matmul(acts[layer], dw) + db.unsqueeze(-2)
-                if dh is not None:
-                    dz = dz + torch.matmul(dh, w)
-                dh = dz * gates[layer] if layer < self.n_layers - 1 else dz
-            return dh, v["log_std"].unsqueeze(-2)
-
-        return outputs, jvp
 
 
 def affine(x: Tensor, w: Tensor, b: Tensor) -> Tensor:

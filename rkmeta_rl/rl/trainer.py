@@ -17,6 +17,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from rkmeta_rl import rundir, runlock
+from rkmeta_rl.config import torch_threads
 from rkmeta_rl.layer_methods import method_of
 from rkmeta_rl.progress import ProgressBar
 from rkmeta_rl.rk import Params, Scheme
@@ -132,7 +133,7 @@ class Trainer:
         """Train to ``meta_iters``; raises ``RunStopped`` on SIGINT/SIGTERM."""
         if self.writer_lock is None:
             self.writer_lock = runlock.WriterLock(self.run_dir)
-        torch.set_num_threads(self.cfg.num_threads)
+        torch.set_num_threads(torch_threads(self.cfg.num_threads))
         writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration)
         bar = ProgressBar(self.cfg.meta_iters, self.iteration) if progress else None
         records = []

@@ -19,6 +19,7 @@ from rkmeta_rl.arguments import (
     report_stop,
     resume_dir,
 )
+from rkmeta_rl.config import torch_threads
 from rkmeta_rl.stopping import RunStopped
 from rkmeta_rl.supervised.config import (
     BENCHMARKS,
@@ -77,7 +78,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="Omniglot training characters [1200 of 1623, the same share of fewer]")
     p.add_argument("--split-seed", type=int, default=d.split_seed, help="Omniglot split")
     p.add_argument("--seed", type=int, default=d.seed, help="weights and task sampling")
-    p.add_argument("--num-threads", type=int, default=d.num_threads, help="torch threads")
+    p.add_argument("--num-threads", type=int, default=d.num_threads,
+                   help="torch threads; 0: every core this process may use (default: %(default)s)")
     p.add_argument("--out", metavar="DIR",
                    help="run directory [runs/BENCHMARK[-Nway-Kshot]-METHOD-sSEED]")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own config")
@@ -94,7 +96,8 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="Omniglot all_runs.zip (or folder): also score the 20 standard "
                         "20-way one-shot runs")
     p.add_argument("--out", metavar="FILE", help="[RUN_DIR/eval.json]")
-    p.add_argument("--num-threads", type=int, default=1, help="torch threads")
+    p.add_argument("--num-threads", type=int, default=0,
+                   help="torch threads; 0: every core this process may use (default: 0)")
 
 
 def config_from_args(args: argparse.Namespace) -> SupervisedConfig:
@@ -134,7 +137,7 @@ def cmd_supervised(args: argparse.Namespace, argv: list[str]) -> int:
 def cmd_supervised_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     check_threads(args.num_threads)
     check_run_dir(args.run_dir)
-    torch.set_num_threads(args.num_threads)
+    torch.set_num_threads(torch_threads(args.num_threads))
     out = Path(args.out) if args.out else Path(args.run_dir) / "eval.json"
     result = evaluate_supervised_run(args.run_dir, out, tasks=args.tasks, steps=args.steps,
                                      alpha=args.alpha, seed=args.seed, runs=args.runs)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rkmeta_rl.config import StoredConfig, check_seed, resolve_steps
+from rkmeta_rl.config import StoredConfig, check_seed, resolve_steps, torch_threads
 from rkmeta_rl.layer_methods import parse_layer_methods
 
 BENCHMARKS = ("sinusoid", "omniglot", "miniimagenet")
@@ -82,13 +82,13 @@ class SupervisedConfig(StoredConfig):
     eval_tasks: int | None = None  # validation tasks
     test_tasks: int | None = None  # held-out tasks of the evaluate command
     seed: int = 0
-    num_threads: int = 1
+    num_threads: int = 0  # 0: every core this process may use (config.torch_threads)
     alpha: float | None = None  # resolved adaptation step α
     h: float | None = None  # resolved RK step h
 
 
 _POSITIVE = ("ways", "shots", "queries", "inner_steps", "meta_batch_size", "meta_iters",
-             "log_every", "eval_tasks", "test_tasks", "num_threads")
+             "log_every", "eval_tasks", "test_tasks")
 
 
 def resolve(cfg: SupervisedConfig, tableau_file: str | None = None) -> SupervisedConfig:
@@ -135,6 +135,7 @@ def resolve(cfg: SupervisedConfig, tableau_file: str | None = None) -> Supervise
     if cfg.num_train_classes is not None and cfg.num_train_classes < 1:
         raise ValueError(f"--num-train-classes must be >= 1, got {cfg.num_train_classes}")
     check_seed(cfg.seed)
+    torch_threads(cfg.num_threads)  # ValueError for a negative count
     cfg.alpha, cfg.h = resolve_steps(tab, cfg.inner_lr, cfg.step_size, default_lr)
     if cfg.layer_methods is not None:
         parse_layer_methods(cfg.layer_methods)  # the names are checked with the model

@@ -24,6 +24,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from rkmeta_rl import rundir, runlock
+from rkmeta_rl.config import torch_threads
 from rkmeta_rl.layer_methods import method_of
 from rkmeta_rl.progress import ProgressBar
 from rkmeta_rl.rk import Params
@@ -120,7 +121,7 @@ class SupervisedTrainer:
         """Train to ``meta_iters``; raises ``RunStopped`` on SIGINT/SIGTERM."""
         if self.writer_lock is None:
             self.writer_lock = runlock.WriterLock(self.run_dir)
-        torch.set_num_threads(self.cfg.num_threads)
+        torch.set_num_threads(torch_threads(self.cfg.num_threads))
         cfg = self.cfg
         writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration)
         bar = ProgressBar(cfg.meta_iters, self.iteration) if progress else None
