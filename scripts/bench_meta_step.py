@@ -8,9 +8,10 @@
     python scripts/bench_meta_step.py --rates           # the machine's bmm and add rates
     python scripts/bench_meta_step.py --profile         # where one iteration's time goes
 
-Each configuration runs ``--iters`` meta-iterations from the same seed in this process
-(one warm-up iteration is dropped) and prints the median per phase, plus the ratio of
-each configuration's total to the first one's. Timings on a shared machine are noisy:
+Each configuration runs ``--iters`` meta-iterations of every ``--impl`` from the same
+seed in this process, the implementations taking turns iteration by iteration (one
+warm-up iteration each is dropped), and prints the median per phase, plus the ratio of
+each total to the first one's. Timings on a shared machine are noisy:
 trust the ratios taken in one process more than the absolute seconds.
 
 ``--impl`` picks what takes the step:
@@ -53,17 +54,21 @@ def make_trainer(cfg: TrainConfig, impl: str) -> Trainer:
     return trainer
 
 
-def bench(cfg: TrainConfig, iters: int, impl: str) -> dict[str, float]:
-    trainer = make_trainer(cfg, impl)
-    rows = []
+def bench(cfg: TrainConfig, iters: int, impls: list[str]) -> dict[str, dict[str, float]]:
+    """Median seconds per phase of each implementation, their iterations taken in turn
+    (A B A B ...: a machine whose speed drifts slows them alike), each from the same seed;
+    the first iteration of each is a warm-up and dropped."""
+    trainers = {impl: make_trainer(cfg, impl) for impl in impls}
+    rows: dict[str, list[dict[str, float]]] = {impl: [] for impl in impls}
     for _ in range(iters + 1):
-        tasks = trainer.family.sample_tasks(cfg.meta_batch_size)
-        t0 = time.perf_counter()
-        seconds = (plain_meta_step(trainer, tasks) if impl == "plain"
-                   else trainer.meta_step(tasks).seconds)
-        rows.append({**seconds, "total": time.perf_counter() - t0})
-    rows = rows[1:]
-    return {k: statistics.median(r.get(k, 0.0) for r in rows) for k in (*PHASES, "total")}
+        for impl, trainer in trainers.items():
+            tasks = trainer.family.sample_tasks(cfg.meta_batch_size)
+            t0 = time.perf_counter()
+            seconds = (plain_meta_step(trainer, tasks) if impl == "plain"
+                       else trainer.meta_step(tasks).seconds)
+            rows[impl].append({**seconds, "total": time.perf_counter() - t0})
+    return {impl: {k: statistics.median(r.get(k, 0.0) for r in rs[1:])
+                   for k in (*PHASES, "total")} for impl, rs in rows.items()}
 
 
 def rates(tasks: int, steps: int, hidden: int) -> None:
@@ -151,15 +156,14 @@ def main() -> None:
           + " ".join(f"{k:>16}" for k in PHASES) + f" {'total s/iter':>12} {'ratio':>6}")
     base = None
     grid = itertools.product((int(t) for t in args.threads.split(",")), tasks, hiddens,
-                             (float(f) for f in args.fractions.split(",")), impls)
-    for threads, n, hidden, frac, impl in grid:
+                             (float(f) for f in args.fractions.split(",")))
+    for threads, n, hidden, frac in grid:
         torch.set_num_threads(threads)
-        r = bench(config(n, hidden, frac), args.iters, impl)
-        base = base or r["total"]
-        print(f"{threads:>7} {n:>5} {'x'.join(map(str, hidden)):>8} {frac:>8.2f} "
-              f"{impl:>10} " + " ".join(f"{r[k]:>16.3f}" for k in PHASES)
-              + f" {r['total']:>12.2f} {r['total'] / base:>6.2f}", flush=True)
-
+        for impl, r in bench(config(n, hidden, frac), args.iters, impls).items():
+            base = base or r["total"]
+            print(f"{threads:>7} {n:>5} {'x'.join(map(str, hidden)):>8} {frac:>8.2f} "
+                  f"{impl:>10} " + " ".join(f"{r[k]:>16.3f}" for k in PHASES)
+                  + f" {r['total']:>12.2f} {r['total'] / base:>6.2f}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -180,7 +180,7 @@ class ThinMLPLinearization(MLPLinearization):
         da1 = matmul(x, v["w0"]).add_(v["b0"].unsqueeze(-2)).mul_(self.gates[0])
         p = affine(a1, v["w1"], v["b1"]).mul_(self.gates[1])
         d_mean = matmul(p, self.w(2)).add_(matmul(a2, v["w2"])).add_(v["b2"].unsqueeze(-2))
-        d_mean += (self.b * da1.unsqueeze(-2)).sum(-1)  # da_1 · B_l for every l
+        d_mean += torch.matmul(self.b, da1.unsqueeze(-1)).squeeze(-1)  # da_1 · B_l, every l
         return da1, p, d_mean
 
     def jvp_mean(self, v: Params) -> Tensor:
