@@ -14,8 +14,9 @@ from supervised_runs import sinusoid, train
 
 @pytest.fixture(scope="module")
 def omniglot_root(tmp_path_factory) -> Path:
-    """2 alphabets x 5 distinct characters x 2 drawings (x 4 rotations: 40 classes)."""
-    return omniglot_folder(tmp_path_factory.mktemp("omniglot") / "omni")
+    """4 alphabets x 5 distinct characters x 2 drawings: 15 training and 5 held-out
+    characters (enough for 5-way tasks; rotations add no classes)."""
+    return omniglot_folder(tmp_path_factory.mktemp("omniglot") / "omni", num_alphabets=4)
 
 
 @pytest.fixture(scope="module")

@@ -90,15 +90,17 @@ def one_shot_runs(num_runs: int = 2, ways: int = 20, first_char: int = 500) -> d
     return files
 
 
-def omniglot_reproduction_data(root: Path, ways: int = 20) -> Path:
+def omniglot_reproduction_data(root: Path, ways: int = 20, chars: int = 4) -> Path:
     """The folder ``scripts/reproduce_omniglot.py`` reads: images_background_small1.zip
-    and images_background_small2.zip (3 alphabets x 4 characters each, one alphabet in
-    both: 5 distinct alphabets, 20 characters) and all_runs.zip (2 runs of ``ways``)."""
-    small1 = {"Alpha": 0, "Beta": 4, "Shared": 8}
-    small2 = {"Shared": 8, "Gamma": 12, "Delta": 16}
-    write_zip(root / "images_background_small1.zip", alphabets(small1),
+    and images_background_small2.zip (3 alphabets x ``chars`` characters each, one alphabet
+    in both: 5 distinct alphabets, 5 x ``chars`` characters) and all_runs.zip (2 runs of
+    ``ways``). A seeded 74% of the characters train, so ``chars=4`` holds out 5 characters
+    (5-way tasks) and ``chars=16`` holds out 21 (20-way tasks)."""
+    small1 = {"Alpha": 0, "Beta": chars, "Shared": 2 * chars}
+    small2 = {"Shared": 2 * chars, "Gamma": 3 * chars, "Delta": 4 * chars}
+    write_zip(root / "images_background_small1.zip", alphabets(small1, chars),
               "images_background_small1/")
-    write_zip(root / "images_background_small2.zip", alphabets(small2),
+    write_zip(root / "images_background_small2.zip", alphabets(small2, chars),
               "images_background_small2/")
     write_zip(root / "all_runs.zip", one_shot_runs(2, ways))
     return root

@@ -254,25 +254,71 @@ def test_sample_tasks_is_seeded():
     assert not (torch.equal(a.xs, c.xs) and torch.equal(a.xq, c.xq))
 
 
-def test_sample_tasks_rotations():
-    base = torch.randint(0, 256, (2, 3, 1, 5, 5), generator=torch.Generator().manual_seed(0))
-    data = ClassDataset(images=list(base.to(torch.uint8)), names=["a", "b"], rotations=True)
-    assert data.num_classes == 8
-    batch = sample_tasks(data, 1, ways=8, shots=2, queries=1, generator=torch.Generator())
-    x = (torch.cat([batch.xs[0], batch.xq[0]]) * 255).round().to(torch.uint8)  # (24, 1, 5, 5)
-    y = torch.cat([batch.ys[0], batch.yq[0]])
-    seen = {}
-    for img, label in zip(x, y.tolist(), strict=True):
-        found = [
-            (b, k)
-            for b in range(2)
-            for k in range(4)
-            for i in range(3)
-            if torch.equal(img, torch.rot90(base[b, i], k=k, dims=(-2, -1)))
-        ]
-        assert len(found) == 1
-        assert seen.setdefault(label, found[0]) == found[0]  # one rotation per class
-    assert sorted(seen.values()) == [(b, k) for b in range(2) for k in range(4)]
+def _rotated(chars: int, draws: int = 3) -> tuple[ClassDataset, dict[bytes, tuple[int, int]]]:
+    """Random 5x5 drawings with rotations, and {bytes of a rotated drawing: (character,
+    quarter turns)}: every drawing and every rotation of it is distinct."""
+    base = torch.randint(0, 256, (chars, draws, 1, 5, 5), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(0))
+    lookup = {torch.rot90(base[c, i], k, dims=(-2, -1)).numpy().tobytes(): (c, k)
+              for c in range(chars) for i in range(draws) for k in range(4)}
+    assert len(lookup) == chars * draws * 4
+    data = ClassDataset(images=list(base), names=[f"A/c{c:02d}" for c in range(chars)],
+                        rotations=True)
+    return data, lookup
+
+
+def _classes(batch, lookup: dict[bytes, tuple[int, int]]) -> list[dict[int, set]]:
+    """Per task: label -> the set of (character, quarter turns) of its support and query."""
+    x = (torch.cat([batch.xs, batch.xq], 1) * 255).round().to(torch.uint8)  # (T, n, 1, 5, 5)
+    y = torch.cat([batch.ys, batch.yq], 1)
+    tasks = []
+    for xt, yt in zip(x, y.tolist(), strict=True):
+        seen: dict[int, set] = {}
+        for img, label in zip(xt, yt, strict=True):
+            seen.setdefault(label, set()).add(lookup[img.numpy().tobytes()])
+        tasks.append(seen)
+    return tasks
+
+
+def test_a_task_never_holds_two_rotations_of_one_character():
+    """25 characters, 200 tasks of 20 ways: the old sampler (expanded classes drawn by
+    randperm) put two rotations of one character in nearly every such task."""
+    data, lookup = _rotated(25, draws=5)
+    batch = sample_tasks(data, 200, ways=20, shots=2, queries=3,
+                         generator=torch.Generator().manual_seed(0))
+    turns = []
+    for task in _classes(batch, lookup):
+        assert all(len(pairs) == 1 for pairs in task.values())  # one rotation per class
+        chars = [c for (c, _k), in task.values()]
+        assert len(chars) == 20 and len(set(chars)) == 20  # 20 distinct characters
+        turns += [k for (_c, k), in task.values()]
+    counts = np.bincount(turns, minlength=4)
+    assert counts.sum() == 4000 and (np.abs(counts / 4000 - 0.25) < 0.03).all(), counts
+    assert data.num_classes == 25  # rotations add no classes
+
+
+def test_rotated_tasks_are_seeded():
+    data, lookup = _rotated(6)
+
+    def tasks(seed: int) -> list[dict[int, set]]:
+        return _classes(sample_tasks(data, 5, 4, 1, 2, torch.Generator().manual_seed(seed)),
+                        lookup)
+
+    assert tasks(1) == tasks(1)
+    assert tasks(1) != tasks(2)
+
+
+def test_classes_without_rotations_are_drawn_as_before():
+    """No rotation is drawn for a dataset without rotations (MiniImagenet): the generator's
+    draws are one permutation of the classes, then one of each class's images."""
+    data = _tagged()
+    batch = sample_tasks(data, 2, 3, 1, 1, torch.Generator().manual_seed(4))
+    g, expected = torch.Generator().manual_seed(4), []
+    for _ in range(2):
+        for c in torch.randperm(6, generator=g)[:3].tolist():
+            expected.append(1 + 8 * c + torch.randperm(5, generator=g)[:2])
+    ids = (torch.stack([batch.xs, batch.xq], 2)[..., 0, 0, 0] * 255).round().long()
+    assert torch.equal(ids.reshape(-1, 2), torch.stack(expected))
 
 
 def test_sample_tasks_errors():
@@ -283,6 +329,8 @@ def test_sample_tasks_errors():
         sample_tasks(data, 1, 2, 3, 3, gen)
     with pytest.raises(ValueError, match="shots must be >= 1, got 0"):
         sample_tasks(data, 1, 2, 0, 1, gen)
+    with pytest.raises(ValueError, match="ways=8 exceeds the 2 classes.*rotations are not new"):
+        sample_tasks(_rotated(2)[0], 1, 8, 1, 1, gen)
 
 
 # --------------------------------------------------------------------------- splits
@@ -304,7 +352,7 @@ def test_omniglot_split_keeps_characters_apart_under_rotation():
     train, test = omniglot_split(data, num_train=20, seed=3)
     assert len(train.names) == 20 and len(test.names) == 10
     assert sorted(train.names + test.names) == data.names
-    assert train.rotations and test.rotations and train.num_classes == 80
+    assert train.rotations and test.rotations and train.num_classes == 20
     assert train.names == sorted(train.names)
     assert omniglot_split(data, 20, seed=3)[0].names == train.names
     assert omniglot_split(data, 20, seed=4)[0].names != train.names

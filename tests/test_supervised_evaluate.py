@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats
-from supervised_fixtures import one_shot_runs, write_zip
+from supervised_fixtures import omniglot_folder, one_shot_runs, write_zip
 from supervised_runs import train
 
 from rkmeta_rl.supervised.config import SupervisedConfig, resolve
@@ -79,10 +79,12 @@ def test_evaluate_errors(sinusoid_run, kwargs, match):
 
 
 def test_evaluate_omniglot_with_the_standard_runs(omniglot_root, all_runs_zip, tmp_path):
-    common = dict(benchmark="omniglot", method="midpoint", data=[omniglot_root], shots=1,
-                  filters=4, meta_batch_size=1, meta_iters=1, eval_tasks=1)
-    twenty = tmp_path / "20way"  # 5 training characters x 4 rotations = 20 classes
-    train(resolve(SupervisedConfig(ways=20, num_train_classes=5, **common)), twenty)
+    common = dict(benchmark="omniglot", method="midpoint", shots=1, filters=4,
+                  meta_batch_size=1, meta_iters=1, eval_tasks=1)
+    forty = omniglot_folder(tmp_path / "omni40", num_alphabets=8)  # 20 train, 20 held out
+    twenty = tmp_path / "20way"
+    train(resolve(SupervisedConfig(ways=20, num_train_classes=20, data=[forty], **common)),
+          twenty)
     result = evaluate_supervised_run(twenty, twenty / "eval.json", tasks=3, steps=1,
                                      runs=all_runs_zip)
     assert result["ways"] == 20 and result["alpha"] == 0.1 and len(result["by_step"]) == 2
@@ -98,7 +100,7 @@ def test_evaluate_omniglot_with_the_standard_runs(omniglot_root, all_runs_zip, t
     assert "20 standard one-shot runs after 1 steps: accuracy" in result["summary"][-1]
 
     five = tmp_path / "5way"
-    train(resolve(SupervisedConfig(ways=5, **common)), five)
+    train(resolve(SupervisedConfig(ways=5, data=[omniglot_root], **common)), five)
     with pytest.raises(ValueError, match=r"runs in .*all_runs.zip are 20-way but the model "
                                          r"was trained 5-way"):
         evaluate_supervised_run(five, five / "eval.json", tasks=2, steps=1, runs=all_runs_zip)

@@ -172,7 +172,7 @@ def omniglot_toy(data: Path, tmp_path: Path, *extra: str) -> list[str]:
 
 
 def test_omniglot_at_toy_size(runner, tmp_path: Path, capsys) -> None:
-    data = omniglot_reproduction_data(tmp_path / "data")
+    data = omniglot_reproduction_data(tmp_path / "data", chars=16)
     runs, results = tmp_path / "runs", tmp_path / "results"
     assert omniglot.main(omniglot_toy(data, tmp_path)) == 0
     text = (results / "README.md").read_text()
@@ -213,7 +213,7 @@ def test_omniglot_refuses_a_data_folder_without_the_zips(tmp_path: Path, capsys)
 
 @pytest.mark.parametrize("runner", ["in-process"], indirect=True)
 def test_omniglot_reports_a_method_without_paper_figures(runner, tmp_path: Path) -> None:
-    data = omniglot_reproduction_data(tmp_path / "data")
+    data = omniglot_reproduction_data(tmp_path / "data", chars=16)
     assert omniglot.main(omniglot_toy(data, tmp_path, "--methods", "heun")) == 0
     text = (tmp_path / "results" / "README.md").read_text()
     assert "| 5-way 1-shot | heun |" in text and "| 20-way 1-shot | heun |" in text

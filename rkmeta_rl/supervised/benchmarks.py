@@ -49,7 +49,7 @@ def load_classes(cfg: SupervisedConfig) -> dict[str, ClassDataset]:
     """The benchmark's class splits: {"train", "validation", "test"}."""
     if cfg.benchmark == "omniglot":
         data = load_omniglot(cfg.data, image_size=OMNIGLOT_SIZE)
-        data.rotations = True  # rotations by multiples of 90° are new classes
+        data.rotations = True  # each drawn character turned by a random multiple of 90°
         train, test = omniglot_split(data, cfg.num_train_classes, cfg.split_seed)
         return {"train": train, "validation": test, "test": test}
     (root,) = cfg.data

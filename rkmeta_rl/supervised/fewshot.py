@@ -3,6 +3,11 @@
 A :class:`ClassDataset` keeps every class's images in memory as uint8; :func:`sample_tasks`
 draws a batch of few-shot classification tasks from it, using only the given torch generator
 so that equal generator states give identical batches.
+
+A task draws N distinct base classes. With rotations (Omniglot) each drawn class is then
+turned by its own random multiple of 90°, shared by all its support and query images, as in
+MAML's reference data generator: a rotation is augmentation, so one task never holds two
+rotations of one character.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ NUM_ROTATIONS = 4  # 0, 90, 180, 270 degrees
 class ClassDataset:
     """Images grouped by class, kept in memory as uint8.
 
-    With ``rotations`` each base class also counts as three more classes, rotated by 90, 180
-    and 270 degrees: expanded class ``c`` is base class ``c // 4`` rotated ``c % 4`` times.
+    With ``rotations`` every class drawn into a task is rotated by a random multiple of 90°
+    (see :func:`sample_tasks`); the classes stay the base classes.
     """
 
     images: list[torch.Tensor]  # one uint8 tensor per class, shape (n_i, C, H, W)
@@ -36,8 +41,8 @@ class ClassDataset:
 
     @property
     def num_classes(self) -> int:
-        """Number of classes tasks draw from (base classes x 4 with rotations)."""
-        return len(self.images) * (NUM_ROTATIONS if self.rotations else 1)
+        """Number of distinct classes a task can draw from (rotations add none)."""
+        return len(self.images)
 
     def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image."""
@@ -71,7 +76,9 @@ def check_task_shape(data: ClassDataset, ways: int, shots: int, queries: int) ->
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     if ways > data.num_classes:
-        raise ValueError(f"ways={ways} exceeds the {data.num_classes} classes in the dataset")
+        raise ValueError(f"ways={ways} exceeds the {data.num_classes} classes in the dataset"
+                         + (" (a task draws distinct characters; rotations are not new classes)"
+                            if data.rotations else ""))
     needed = shots + queries
     for name, imgs in zip(data.names, data.images, strict=True):
         if imgs.shape[0] < needed:
@@ -79,6 +86,17 @@ def check_task_shape(data: ClassDataset, ways: int, shots: int, queries: int) ->
                 f"class {name!r} has {imgs.shape[0]} images but shots + queries = {needed} "
                 "are needed"
             )
+
+
+def draw_classes(data: ClassDataset, ways: int, generator: torch.Generator
+                 ) -> tuple[list[int], list[int]]:
+    """One task's ``ways`` distinct base classes in random order, and each one's number of
+    quarter turns (all 0 without rotations, and then no rotation is drawn)."""
+    classes = torch.randperm(data.num_classes, generator=generator)[:ways]  # (N,)
+    if not data.rotations:
+        return classes.tolist(), [0] * ways
+    turns = torch.randint(NUM_ROTATIONS, (ways,), generator=generator)  # (N,)
+    return classes.tolist(), turns.tolist()
 
 
 def sample_tasks(
@@ -91,21 +109,19 @@ def sample_tasks(
 ) -> FewShotBatch:
     """Sample ``num_tasks`` N-way K-shot tasks with Q queries per class.
 
-    Each task draws ``ways`` distinct (expanded) classes in random order; the i-th drawn class
-    gets label i, so the class-to-label assignment is shuffled. Per class, ``shots + queries``
-    distinct images are drawn without replacement: the first ``shots`` go to the support set,
-    the rest to the query set. Examples are grouped by label: ys = [0]*K + [1]*K + ...
+    Each task draws ``ways`` distinct base classes in random order (:func:`draw_classes`);
+    the i-th drawn class gets label i, so the class-to-label assignment is shuffled. Per
+    class, ``shots + queries`` distinct images are drawn without replacement and rotated by
+    that class's quarter turns: the first ``shots`` go to the support set, the rest to the
+    query set. Examples are grouped by label: ys = [0]*K + [1]*K + ...
     """
     check_task_shape(data, ways, shots, queries)
     if num_tasks < 1:
         raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
-    per_rot = NUM_ROTATIONS if data.rotations else 1
     support, query = [], []
     for _ in range(num_tasks):
-        classes = torch.randperm(data.num_classes, generator=generator)[:ways]  # (N,)
         task_s, task_q = [], []
-        for c in classes.tolist():
-            base, rot = divmod(c, per_rot)
+        for base, rot in zip(*draw_classes(data, ways, generator), strict=True):
             imgs = data.images[base]  # (n_i, C, H, W) uint8
             pick = torch.randperm(imgs.shape[0], generator=generator)[: shots + queries]
             chosen = imgs[pick]  # (K+Q, C, H, W)
