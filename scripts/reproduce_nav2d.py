@@ -16,19 +16,29 @@ Phases, each a list of ``rkmeta-rl`` / ``scripts/`` commands run ``--jobs`` at a
    2, 3 and 9 steps), the exact commands, and how long each phase took; each run's
    config, metrics and evaluations are copied next to it.
 
+The other reading of the step size (docs/method.md, "Step sizes: the two readings"):
+``--step-size H`` trains every method with one h, so each adapts with its own α = c2·h
+(midpoint h/2, ralston 3h/4, heun h, itb 3h/2); ``--common-alpha A`` adds a control, every
+run evaluated again with one α = A:
+
+    python scripts/reproduce_nav2d.py --methods midpoint,ralston,heun,itb --step-size 0.32 \
+        --common-alpha 0.16 --runs-dir runs/reproduce-nav2d-h --results-dir results/nav2d-h
+
 Interrupted? Run the same command again: finished training runs are kept, a killed one
 resumes from its last checkpoint, evaluations are recomputed (they are deterministic).
 
 ``--curvature-fraction`` defaults to 0.25 here: conjugate gradient sees the KL curvature
 of 5 of each task's 20 episodes (the gradient, the KL bound and the line search use all
-of them). It is what makes 18 runs fit in about an hour on 2 cores; with 1 (exact) the
-same runs take about 2.5 hours. See results/nav2d-issue2.md for the comparison.
+of them). It made 18 runs fit in about an hour on 2 cores, where the exact curvature took
+about 2.5 hours before it was computed in closed form (README, "Speed"); see
+results/nav2d-issue2.md for the comparison.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import shutil
 import sys
@@ -49,6 +59,7 @@ from rkmeta_rl.rl.evaluate import (
 REPO = Path(__file__).resolve().parent.parent
 
 METHODS = "euler,midpoint,heun,ralston,itb"
+COMMON_ALPHA_FILES = ("eval-common-alpha.json", "eval-random-common-alpha.json")
 TABLE_STEPS = (0, 1, 2, 3, 9)
 MAML_PAPER = {  # Finn et al. (2017), Figure 5 numbers: mean return at 0/1/2/3 steps
     "MAML (midpoint)": (-40.4, -11.7, -3.3, -3.2),
@@ -61,14 +72,15 @@ MAML_PAPER = {  # Finn et al. (2017), Figure 5 numbers: mean return at 0/1/2/3 s
 def train_jobs(args: argparse.Namespace, runs: Path) -> tuple[list[Job], dict[str, Path]]:
     common = ["--curvature-fraction", str(args.curvature_fraction), "--no-progress",
               "--num-threads", "1", *args.train_extra]
+    step = [] if args.step_size is None else ["--step-size", str(args.step_size)]
     jobs, dirs = [], {}
     for method in args.methods:  # longest (two-stage) first keeps both workers busy
         for seed in args.seeds:
             name = f"{method}-s{seed}"
             dirs[name] = runs / f"nav2d-{name}"
             jobs.append(Job(name, ["rkmeta-rl", "train", "--env", "nav2d", "--method", method,
-                                   "--seed", str(seed), "--out", str(dirs[name]), *common],
-                            dirs[name]))
+                                   "--seed", str(seed), "--out", str(dirs[name]), *step,
+                                   *common], dirs[name]))
     jobs.sort(key=lambda j: j.name.startswith("euler"))
     for seed in args.seeds:
         name = f"oracle-s{seed}"
@@ -90,7 +102,22 @@ def eval_jobs(args: argparse.Namespace, dirs: dict[str, Path]) -> list[Job]:
             d = dirs[f"{args.methods[0]}-s{seed}"]
             jobs.append(Job(f"random-s{seed}{tag}", ["rkmeta-rl", "evaluate", str(d), "--init",
                                                      "random", *common]))
+    if args.common_alpha is not None:  # the control: one α for every run
+        common = ["--no-progress", "--alpha", str(args.common_alpha), *args.eval_extra]
+        for name, d in dirs.items():
+            jobs.append(Job(f"{name}-common-alpha", ["rkmeta-rl", "evaluate", str(d), *common,
+                                                     "--out", str(d / COMMON_ALPHA_FILES[0])]))
+        for seed in args.seeds:
+            d = dirs[f"{args.methods[0]}-s{seed}"]
+            jobs.append(Job(f"random-s{seed}-common-alpha", [
+                "rkmeta-rl", "evaluate", str(d), "--init", "random", *common,
+                "--out", str(d / COMMON_ALPHA_FILES[1])]))
     return jobs
+
+
+def common_alpha_files(dirs: dict[str, Path]) -> list[Path]:
+    """Every evaluation file of the runs with the common α (trained and random init)."""
+    return sorted(d / n for d in dirs.values() for n in COMMON_ALPHA_FILES if (d / n).exists())
 
 
 def eval_files(dirs: dict[str, Path], protocol: str) -> list[Path]:
@@ -113,6 +140,11 @@ def plot_jobs(args: argparse.Namespace, dirs: dict[str, Path], results: Path) ->
         jobs.append(Job(f"figure4{tag}", [
             "python", "scripts/plot_trajectories.py", *shown, "--steps", "0,1,3",
             "--protocol", protocol, "--out", str(results / f"figure4{tag}.png")]))
+    if args.common_alpha is not None:
+        jobs.append(Job("figure5-common-alpha", [
+            "python", "scripts/plot_adaptation.py", *map(str, common_alpha_files(dirs)),
+            "--order", ",".join(args.methods), "--out", str(results / "figure5-common-alpha.png"),
+            "--title", f"2D navigation, 40 held-out goals: one α = {args.common_alpha}"]))
     jobs.append(Job("training", [
         "python", "scripts/plot_training.py",
         *(str(d) for name, d in dirs.items() if not name.startswith("oracle")),
@@ -125,9 +157,9 @@ def fmt(row: dict) -> str:
     return f"{row['mean']:.1f} ± {(hi - lo) / 2:.1f}"
 
 
-def table(dirs: dict[str, Path], order: list[str], protocol: str) -> str:
+def table(files: list[Path], order: list[str]) -> str:
     groups: dict[str, list[dict]] = {}
-    for path in eval_files(dirs, protocol):
+    for path in files:
         e = read_eval(path)
         groups.setdefault(label_of(e), []).append(e)
     labels = [m for m in order if m in groups] + ["random init", "oracle"]
@@ -155,8 +187,18 @@ def copy_provenance(dirs: dict[str, Path], results: Path) -> None:
             shutil.copy2(d / f, dest / f)
 
 
+def common_alpha_section(args: argparse.Namespace, dirs: dict[str, Path]) -> list[str]:
+    if args.common_alpha is None:
+        return []
+    return [f"## The control: every run evaluated with one α = {args.common_alpha}\n",
+            table(common_alpha_files(dirs), args.methods) + "\n",
+            "![Figure 5, one α](figure5-common-alpha.png)\n"]
+
+
 def report(args, phases, history, dirs, results: Path, commands: dict[str, list[Job]]) -> None:
     total = sum(phases.values())
+    reading = (", the family's default for every method" if args.step_size is None
+               else f": α = c2·h with one h = {args.step_size}")
     ref = "\n".join(f"| {k} | " + " | ".join(f"{v:.1f}" for v in vals) + " |"
                     for k, vals in MAML_PAPER.items())
     sections = [
@@ -168,13 +210,14 @@ def report(args, phases, history, dirs, results: Path, commands: dict[str, list[
         "thread each. Evaluation: the same held-out goals for every run, episodes sampled "
         "fresh at every step; ± is the 95% t-interval across seeds (across the tasks when "
         "a row has one run). The oracle row is its return without adaptation.\n",
-        "## Mean return after k gradient steps of α (the run's α, 0.16)\n",
-        table(dirs, args.methods, "constant") + "\n",
+        f"## Mean return after k gradient steps of α (each run's own α{reading})\n",
+        table(eval_files(dirs, "constant"), args.methods) + "\n",
         "![Figure 5](figure5.png)\n\n![Figure 4](figure4.png)\n",
         "## The same with MAML's test protocol: α for the first step, α/2 after\n",
-        table(dirs, args.methods, "maml") + "\n",
+        table(eval_files(dirs, "maml"), args.methods) + "\n",
         "![Figure 5, MAML protocol](figure5-maml.png)\n\n"
         "![Figure 4, MAML protocol](figure4-maml.png)\n",
+        *common_alpha_section(args, dirs),
         "Original MAML paper (Finn et al. 2017, 2D navigation, 40 tasks) for comparison:\n",
         "| method | 0 | 1 | 2 | 3 |\n|---|---|---|---|---|\n" + ref + "\n",
         "Meta-training (return on the meta-batch before and after one step of α, trailing "
@@ -209,7 +252,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     p.add_argument("--jobs", type=int, default=2, help="commands run at once")
     p.add_argument("--curvature-fraction", type=float, default=0.25,
-                   help="1 is exact TRPO curvature (about 2.5× the time)")
+                   help="1 is the exact TRPO curvature")
+    p.add_argument("--step-size", type=float, default=None,
+                   help="one h for every method, each adapting with α = c2·h [one α]")
+    p.add_argument("--common-alpha", type=float, default=None,
+                   help="also evaluate every run with this one α (a control)")
     p.add_argument("--runs-dir", default="runs/reproduce-nav2d", help="training runs")
     p.add_argument("--results-dir", default="results/nav2d", help="figures, table, copies")
     p.add_argument("--train-extra", default="", help="extra train flags, e.g. '--meta-iters 5'")
@@ -225,6 +272,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--methods and --seeds need at least one entry each")
     if args.jobs <= 0:
         p.error(f"--jobs must be > 0, got {args.jobs}")
+    for flag in ("step_size", "common_alpha"):
+        value = getattr(args, flag)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            p.error(f"--{flag.replace('_', '-')} must be a finite number > 0, got {value}")
     args.train_extra, args.eval_extra = shlex.split(args.train_extra), shlex.split(args.eval_extra)
     return args
 

@@ -26,13 +26,21 @@ def test_reproduction_at_toy_size(tmp_path: Path) -> None:
     runs, results = tmp_path / "runs", tmp_path / "results"
     assert reproduce.main(["--methods", "euler,ralston", "--seeds", "0", "--runs-dir",
                            str(runs), "--results-dir", str(results), "--train-extra",
-                           TOY_TRAIN, "--eval-extra", TOY_EVAL, "--poll", "1000"]) == 0
+                           TOY_TRAIN, "--eval-extra", TOY_EVAL, "--poll", "1000",
+                           "--step-size", "0.2", "--common-alpha", "0.1"]) == 0
+    # the other reading: one h, each method adapting with its own α = c2·h
+    ralston_config = json.loads((runs / "nav2d-ralston-s0" / "config.json").read_text())
+    assert ralston_config["h"] == 0.2 and ralston_config["alpha"] == pytest.approx(0.15)
+    common = read_eval(runs / "nav2d-ralston-s0" / "eval-common-alpha.json")
+    assert common["alpha"] == 0.1 and read_eval(
+        runs / "nav2d-ralston-s0" / "eval.json")["alpha"] == pytest.approx(0.15)
+    assert (runs / "nav2d-euler-s0" / "eval-random-common-alpha.json").exists()
     for name in ("euler-s0", "ralston-s0", "oracle-s0"):
         assert (runs / f"nav2d-{name}" / "checkpoint.pt").exists()
         assert (results / "runs" / f"nav2d-{name}" / "eval.json").exists()
         assert (results / "runs" / f"nav2d-{name}" / "eval-maml.json").exists()
     for fig in ("figure5.png", "figure4.png", "figure5-maml.png", "figure4-maml.png",
-                "training.png"):
+                "figure5-common-alpha.png", "training.png"):
         assert (results / fig).stat().st_size > 1000
     assert (results / "figure5.csv").read_text().startswith("label,step,mean")
     text = (results / "README.md").read_text()
@@ -42,7 +50,9 @@ def test_reproduction_at_toy_size(tmp_path: Path) -> None:
     assert "| ralston | 1 | " in text and f"{row['mean']:.1f} ± {half:.1f}" in text
     for label in ("| euler | 1 |", "| random init | 1 |", "| oracle | 1 |"):
         assert label in text
-    assert text.count("| 0 steps | 1 steps | 2 steps | 3 steps |") == 2  # 9 needs --steps 9
+    assert text.count("| 0 steps | 1 steps | 2 steps | 3 steps |") == 3  # 9 needs --steps 9
+    assert "every run evaluated with one α = 0.1" in text
+    assert "α = c2·h with one h = 0.2" in text
     assert "rkmeta-rl train --env nav2d --method ralston --seed 0" in text
     assert "rkmeta-rl train-oracle --env nav2d --seed 0" in text
     history = [json.loads(line) for line in
@@ -54,4 +64,14 @@ def test_unknown_method_fails_before_training(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown method 'rk9'"):
         reproduce.main(["--methods", "euler,rk9", "--runs-dir", str(tmp_path / "r"),
                         "--results-dir", str(tmp_path / "o")])
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flag", ["--step-size", "--common-alpha"])
+def test_a_step_size_that_is_not_positive_is_refused(tmp_path: Path, flag: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main([flag, "-0.1", "--runs-dir", str(tmp_path / "r"),
+                        "--results-dir", str(tmp_path / "o")])
+    assert exit_info.value.code == 2
+    assert f"{flag} must be a finite number > 0, got -0.1" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
