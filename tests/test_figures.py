@@ -4,7 +4,9 @@ process: the figures are written, and what they plot matches an independent comp
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import json
 import math
 import sys
 from pathlib import Path
@@ -146,3 +148,44 @@ def test_plot_sinusoid_adaptation_refuses_bad_input(sinusoid_run, tmp_path, caps
         err = capsys.readouterr().err
         assert message in err.strip().splitlines()[-1], err  # after argparse's usage, if any
     assert not (tmp_path / "x.png").exists()
+
+
+# ------------------------------------------------------------ Figure 3 (few-shot steps)
+
+fewshot = load_script("plot_fewshot_steps")
+
+
+def _fake_eval(path: Path, method: str, ways: int, accuracies: list[float]) -> Path:
+    by_step = [{"step": k, "loss": {"mean": 1.0 - a, "std": 0.1, "ci95": [0.9 - a, 1.1 - a]},
+                "accuracy": {"mean": a, "std": 0.1, "ci95": [a - 0.01, a + 0.01]}}
+               for k, a in enumerate(accuracies)]
+    path.write_text(json.dumps({"benchmark": "omniglot", "method": method, "ways": ways,
+                                "shots": 1, "by_step": by_step}))
+    return path
+
+
+def test_fewshot_figure_averages_seeds_per_method_and_panel(tmp_path):
+    files = [_fake_eval(tmp_path / "m0.json", "midpoint", 5, [0.2, 0.90, 0.95]),
+             _fake_eval(tmp_path / "m1.json", "midpoint", 5, [0.2, 0.80, 0.85]),
+             _fake_eval(tmp_path / "r0.json", "ralston", 5, [0.2, 0.70, 0.75]),
+             _fake_eval(tmp_path / "w0.json", "midpoint", 20, [0.05, 0.5, 0.6, 0.7])]
+    out = tmp_path / "fig3.png"
+    assert fewshot.main([*map(str, files), "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    rows = {(r[0], r[1], int(r[2])): r for r in
+            csv.reader(out.with_suffix(".csv").read_text().splitlines()[1:])}
+    two_seeds = rows[("omniglot 5-way 1-shot", "midpoint", 1)]
+    assert float(two_seeds[3]) == pytest.approx(0.85) and two_seeds[6] == "2"
+    half = 12.706 * 0.05 / 1.0  # t(0.975, 1) · std(0.9, 0.8) / sqrt(2)
+    assert float(two_seeds[5]) - float(two_seeds[3]) == pytest.approx(half, rel=1e-3)
+    one_run = rows[("omniglot 5-way 1-shot", "ralston", 2)]
+    assert float(one_run[3]) == pytest.approx(0.75) and float(one_run[4]) == pytest.approx(0.74)
+    assert ("omniglot 20-way 1-shot", "midpoint", 3) in rows
+
+
+def test_fewshot_figure_refuses_a_file_that_is_not_an_evaluation(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"by_step": []}')
+    with pytest.raises(SystemExit):
+        fewshot.main([str(bad), "--out", str(tmp_path / "f.png")])
+    assert "not an eval JSON of supervised-evaluate" in capsys.readouterr().err
