@@ -78,7 +78,7 @@ def resolve_steps(tableau: Tableau, inner_lr: float | None, step_size: float | N
 def torch_threads(requested: int) -> int:
     """Torch threads for ``--num-threads``: the number given, or with 0 (the default) every
     core this process may use. Measured on a quiet 2-core machine, an exact paper-size
-    nav2d iteration takes 0.56× the time on two threads that it takes on one (README,
+    nav2d iteration takes 0.55× the time on two threads that it takes on one (README,
     "Speed"); a process that shares the cores with another (the reproduction scripts run
     jobs side by side) should ask for 1: two threads on one free core ran 2-4× slower.
     Results do not depend on the number (tests/test_trainer.py)."""

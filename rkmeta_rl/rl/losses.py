@@ -3,7 +3,8 @@
 Every loss averages over a task's valid steps. ``reinforce_loss`` sums over tasks so
 that its gradient with respect to per-task parameters is each task's own gradient (the
 inner step k_i, see ``rkmeta_rl.rk``); the surrogate and KL average over tasks (the
-meta-objective).
+meta-objective). :class:`StageObjective` combines them over the stages: the RK surrogate
+Σ a_i L_i and the weighted KL Σ w_i KL_i that RK-TRPO optimises.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def rk_weights(tableau: Tableau | Scheme) -> tuple[float, ...]:
 
 
 def kl_weights(tableau: Tableau | Scheme) -> list[float]:
+    """w_i = |a_i| / Σ|a_j|, the weights of the stages' KLs (= a_i for non-negative a)."""
     a = rk_weights(tableau)
     total = sum(abs(x) for x in a)
     return [abs(x) / total for x in a]
