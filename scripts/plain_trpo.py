@@ -1,6 +1,6 @@
 """The yardstick of ``bench_meta_step.py``: one exact RK-TRPO meta-step written the
-straightforward way, with no rkmeta-rl machinery beyond the sampler and the generic CG
-and line search of ``rkmeta_rl/rl/trpo.py``.
+straightforward way, with no rkmeta-rl machinery beyond the sampler and the generic CG,
+line search and flat-vector helpers of ``rkmeta_rl/rl/trpo.py``.
 
 Per-task parameters go through ``bmm``; the inner step k_1 = ∇L_1 is taken with
 ``create_graph=True``; conjugate gradient runs on double-backward Hessian-vector products
@@ -20,7 +20,13 @@ from torch import Tensor
 from rkmeta_rl.rl.episodes import Episodes, add_advantages
 from rkmeta_rl.rl.policy import gaussian_kl, gaussian_log_prob
 from rkmeta_rl.rl.trainer import Trainer
-from rkmeta_rl.rl.trpo import backtracking_line_search, natural_step
+from rkmeta_rl.rl.trpo import (
+    backtracking_line_search,
+    flat_grad,
+    flatten,
+    natural_step,
+    unflatten,
+)
 
 Params = dict[str, Tensor]
 
@@ -37,10 +43,6 @@ def forward(params: Params, obs: Tensor, n_layers: int) -> tuple[Tensor, Tensor]
 
 def task_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
-
-
-def flat(tensors) -> Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
 
 
 def plain_meta_step(trainer: Trainer, tasks: list[dict]) -> dict[str, float]:
@@ -108,27 +110,20 @@ def plain_meta_step(trainer: Trainer, tasks: list[dict]) -> dict[str, float]:
         return torch.stack(terms).sum()
 
     loss = surrogate(pts)
-    grad = flat(torch.autograd.grad(loss, list(theta.values()), retain_graph=True))
-    kl_grad = flat(torch.autograd.grad(kl(pts), list(theta.values()), create_graph=True))
+    grad = flat_grad(loss, theta, retain_graph=True)
+    kl_grad = flat_grad(kl(pts), theta, create_graph=True)
 
     def fvp(v: Tensor) -> Tensor:
-        hv = torch.autograd.grad(kl_grad @ v, list(theta.values()), retain_graph=True)
-        return flat(hv) + cfg.cg_damping * v
+        return flat_grad(kl_grad @ v, theta, retain_graph=True) + cfg.cg_damping * v
 
     t1 = time.perf_counter()
     step, expected = natural_step(grad, fvp, cfg.max_kl, cfg.cg_iters)
     t2 = time.perf_counter()
-    x0 = flat(v.detach() for v in theta.values())
-
-    def unflat(x: Tensor) -> Params:
-        out, at = {}, 0
-        for n, v in theta.items():
-            out[n] = x[at:at + v.numel()].view_as(v)
-            at += v.numel()
-        return out
+    fixed = {n: v.detach() for n, v in theta.items()}
+    x0 = flatten(fixed)
 
     def evaluate(x: Tensor) -> tuple[float, float]:
-        p = points({n: v.detach().requires_grad_() for n, v in unflat(x).items()},
+        p = points({n: v.detach().requires_grad_() for n, v in unflatten(x, fixed).items()},
                    create_graph=False)
         with torch.no_grad():
             return surrogate(p).item(), kl(p).item()
@@ -137,7 +132,7 @@ def plain_meta_step(trainer: Trainer, tasks: list[dict]) -> dict[str, float]:
                                   cfg.ls_steps)
     if ls.accepted and torch.isfinite(ls.x).all():
         with torch.no_grad():
-            for n, v in unflat(ls.x).items():
+            for n, v in unflatten(ls.x, fixed).items():
                 theta[n].copy_(v)
     t3 = time.perf_counter()
     return {**seconds, "inner_adaptation": t1 - t0 - seconds["sampling"], "cg": t2 - t1,

@@ -3,6 +3,7 @@
 import contextlib
 import importlib.util
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -39,13 +40,22 @@ def interrupt_on_call(monkeypatch, n: int, trainer_class: type = Trainer) -> Non
     monkeypatch.setattr(trainer_class, "step", step)
 
 
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str):
+    """``scripts/NAME.py`` loaded as the module NAME (registered in ``sys.modules``: its
+    dataclasses look their module up)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def script_main(path: str):
     """The ``main`` of a ``scripts/NAME.py`` file (loaded as a module)."""
-    path = Path(__file__).resolve().parents[1] / path
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_script(Path(path).stem).main
 
 
 def run_in_process(phase, job_list, n_parallel, log_dir, env, poll, cwd) -> float:

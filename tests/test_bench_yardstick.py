@@ -4,23 +4,12 @@ compares different algorithms."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from helpers import load_script
 
 from rkmeta_rl.rl.config import TrainConfig, resolve
 from rkmeta_rl.rl.trainer import Trainer
 from rkmeta_rl.rl.trpo import flatten
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "plain_trpo.py"
-
-
-def _plain_module():
-    spec = importlib.util.spec_from_file_location("plain_trpo", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _trainer(method: str, first_order: bool) -> Trainer:
@@ -33,7 +22,7 @@ def _trainer(method: str, first_order: bool) -> Trainer:
 @pytest.mark.parametrize("method,first_order", [("midpoint", False), ("heun", False),
                                                 ("ralston", True), ("euler", False)])
 def test_plain_yardstick_takes_the_packages_step(method, first_order):
-    plain = _plain_module()
+    plain = load_script("plain_trpo")
     ours, theirs = _trainer(method, first_order), _trainer(method, first_order)
     before = flatten(ours.policy.params()).detach().clone()
     for _ in range(1):  # one iteration: later ones sample from slightly different θ
@@ -56,4 +45,4 @@ def test_plain_yardstick_takes_the_packages_step(method, first_order):
 def test_plain_yardstick_refuses_tableaus_it_does_not_run():
     with pytest.raises(ValueError, match="move by k_1 alone"):
         trainer = _trainer("rk4", False)
-        _plain_module().plain_meta_step(trainer, trainer.family.sample_tasks(4))
+        load_script("plain_trpo").plain_meta_step(trainer, trainer.family.sample_tasks(4))

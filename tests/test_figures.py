@@ -5,32 +5,23 @@ process: the figures are written, and what they plot matches an independent comp
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from helpers import load_script
 from supervised_runs import sinusoid, train
 
 from rkmeta_rl.supervised.evaluate import CHUNK
 from rkmeta_rl.supervised.sinusoid import sample_sinusoid_tasks
 from rkmeta_rl.supervised.trainer import load_supervised_run
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 tableaus = load_script("plot_tableaus")

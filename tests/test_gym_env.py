@@ -7,7 +7,6 @@ refusals, one line each; the example script. Every run is tiny.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import pytest
 import torch
 from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env
-from helpers import interrupt_on_call
+from helpers import interrupt_on_call, load_script
 
 from envs.gym_batch import BatchedGymEnv
 from rkmeta_rl import rundir
@@ -48,12 +47,6 @@ def point_env():
 def without_timing(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith("seconds")} for r in records]
 
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- the example env and the generic loop -------------------------------------------------

@@ -4,7 +4,6 @@ tiny runs trained and evaluated inside the test."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import load_script
 from scipy import stats
 
 from rkmeta_rl.cli import main as cli
@@ -19,18 +19,11 @@ from rkmeta_rl.rl.adapt import adapt_to_tasks
 from rkmeta_rl.rl.tasks import make_family
 from rkmeta_rl.rl.trainer import load_run
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TINY = ["--env", "nav2d", "--meta-iters", "1", "--meta-batch-size", "2",
         "--fast-batch-size", "2", "--hidden", "8", "--no-progress"]
 EVAL = ["--tasks", "3", "--episodes", "2", "--steps", "2", "--no-progress"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 plot_adaptation = load_script("plot_adaptation")

@@ -3,20 +3,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 from rkmeta_rl.rl.evaluate import combine_seeds, read_eval
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_nav2d.py"
-spec = importlib.util.spec_from_file_location("reproduce_nav2d", SCRIPT)
-reproduce = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = reproduce  # its dataclasses look their module up
-spec.loader.exec_module(reproduce)
+reproduce = load_script("reproduce_nav2d")
 
 TOY_TRAIN = "--meta-iters 1 --meta-batch-size 2 --fast-batch-size 2 --hidden 8"
 TOY_EVAL = "--tasks 3 --episodes 2 --steps 3"

@@ -4,23 +4,17 @@ measured beside MAML's published figures."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_in_process, table_row
+from helpers import load_script, run_in_process, table_row
 
 from rkmeta_rl import jobs, rundir
 from rkmeta_rl.rl.evaluate import combine_seeds, read_eval
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_locomotion.py"
-spec = importlib.util.spec_from_file_location("reproduce_locomotion", SCRIPT)
-reproduce = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = reproduce
-spec.loader.exec_module(reproduce)
+reproduce = load_script("reproduce_locomotion")
 
 TOY_TRAIN = "--meta-batch-size 2 --fast-batch-size 2 --hidden 8 --max-episode-steps 10"
 TOY_EVAL = "--tasks 3 --episodes 2"

@@ -10,32 +10,19 @@ the 18 commands would take well over a minute on two busy cores. ``jobs.run_jobs
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import run_in_process, table_row
+from helpers import load_script, run_in_process, table_row
 from supervised_fixtures import omniglot_reproduction_data
 
 from rkmeta_rl import jobs, rundir
 from rkmeta_rl.stats import summarize
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
 
 table2 = load_script("reproduce_table2")
 omniglot = load_script("reproduce_omniglot")

@@ -206,11 +206,11 @@ def stagewise_fvp(
     ``cfg.curvature_fraction`` < 1 only the first ⌈f·E⌉ episodes of each task enter
     G_i and the Hessians inside J_i (an approximation; the points stay exact).
     """
-    num_tasks, n_eps = data[0].obs.shape[:2]
-    keep = max(1, math.ceil(cfg.curvature_fraction * n_eps))
+    num_tasks = data[0].num_tasks
     jac_rep, jac_points = rep, points
-    if keep < n_eps:
-        data = {i: ep.first_episodes(keep) for i, ep in data.items()}
+    subsampled = _curvature_data(data, cfg)
+    if subsampled is not data:
+        data = subsampled
         jac_rep = repeat_params(theta, num_tasks)
         jac_points = stage_points(jac_rep, tableau, h,
                                   lambda i, p: reinforce_loss(policy, p, data[i]),
@@ -265,11 +265,8 @@ def double_backward_fvp(
     stage Jacobians I - Σ_j D_ij ∇²φ_j (D_ij the groups' h_n q_n,ij) are not symmetric, so
     the Gauss-Newton shortcut of :func:`curvature_fvp` does not apply. Exact, and slower.
     ``cfg.curvature_fraction`` subsamples the episodes as there."""
-    num_tasks, n_eps = data[0].obs.shape[:2]
-    keep = max(1, math.ceil(cfg.curvature_fraction * n_eps))
-    if keep < n_eps:
-        data = {i: ep.first_episodes(keep) for i, ep in data.items()}
-    points = stage_points(repeat_params(theta, num_tasks), scheme, None,
+    data = _curvature_data(data, cfg)
+    points = stage_points(repeat_params(theta, data[0].num_tasks), scheme, None,
                           lambda i, p: reinforce_loss(policy, p, data[i]),
                           first_order=cfg.first_order)
     kl = StageObjective(policy, scheme, data, points).kl(points)  # 0 at θ_old, with its graph

@@ -39,13 +39,7 @@ def surrogate_loss(
     policy: GaussianMLPPolicy, params: Params, episodes: Episodes, old_log_probs: Tensor
 ) -> Tensor:
     """mean_tasks -mean_valid(π/π_old · A): TRPO's importance-weighted surrogate."""
-    return surrogate_of(policy(params, episodes.flat()[0]), episodes, old_log_probs)
-
-
-def surrogate_of(outputs: tuple[Tensor, Tensor], episodes: Episodes,
-                 old_log_probs: Tensor) -> Tensor:
-    """:func:`surrogate_loss` from the policy's outputs (mean, log σ) on the episodes."""
-    return _surrogate_terms(outputs, episodes, old_log_probs).mean()
+    return _surrogate_terms(policy(params, episodes.flat()[0]), episodes, old_log_probs).mean()
 
 
 def _surrogate_terms(outputs: tuple[Tensor, Tensor], episodes: Episodes,
@@ -64,12 +58,7 @@ def mean_kl(
     old_log_std: Tensor,
 ) -> Tensor:
     """mean_tasks mean_valid KL(π_old(·|s) || π_params(·|s))."""
-    return kl_of(policy(params, episodes.flat()[0]), episodes, old_mean, old_log_std)
-
-
-def kl_of(outputs: tuple[Tensor, Tensor], episodes: Episodes, old_mean: Tensor,
-          old_log_std: Tensor) -> Tensor:
-    """:func:`mean_kl` from the policy's outputs (mean, log σ) on the episodes."""
+    outputs = policy(params, episodes.flat()[0])
     return _kl_terms(outputs, episodes, old_mean, old_log_std).mean()
 
 

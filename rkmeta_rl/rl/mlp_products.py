@@ -59,6 +59,11 @@ def outer(a: Tensor, d: Tensor, per_task: bool) -> Tensor:
     return a.reshape(-1, a.shape[-1]).T @ d.reshape(-1, d.shape[-1])
 
 
+def bias_sum(delta: Tensor, per_task: bool) -> Tensor:
+    """Σ_n δ_n: per task (T, o), or over every task's steps (o,)."""
+    return delta.sum(-2) if per_task else delta.sum((0, 1))
+
+
 def task_sum(x: Tensor, per_task: bool) -> Tensor:
     return x if per_task else x.sum(0)
 
@@ -118,7 +123,7 @@ class MLPLinearization:
         out: Params = {}
         for layer, delta in enumerate(deltas):
             out[f"w{layer}"] = outer(self.acts[layer], delta, per_task)
-            out[f"b{layer}"] = delta.sum(-2) if per_task else delta.sum((0, 1))
+            out[f"b{layer}"] = bias_sum(delta, per_task)
         return out
 
     def vjp(self, d_mean: Tensor, d_log_std: Tensor, per_task: bool) -> Params:
@@ -126,11 +131,6 @@ class MLPLinearization:
         out = self.weight_grads(self.backward_deltas(d_mean), per_task)
         out["log_std"] = task_sum(d_log_std, per_task)
         return out
-
-
-def bias_sum(delta: Tensor, per_task: bool) -> Tensor:
-    """Σ_n δ_n: per task (T, o), or over every task's steps (o,)."""
-    return delta.sum(-2) if per_task else delta.sum((0, 1))
 
 
 # The few inputs (d + 1 with the bias) times the few actions below which the thin-ends
@@ -187,12 +187,9 @@ class ThinMLPLinearization(MLPLinearization):
         return self.thin_jvp(v)[2]
 
     def vjp(self, d_mean: Tensor, d_log_std: Tensor, per_task: bool) -> Params:
-        x, a1, a2 = self.acts
         d1 = matmul(d_mean, self.w(2).transpose(-1, -2)).mul_(self.gates[1])
-        d0 = self.through_b(d_mean).mul_(self.gates[0])
-        out: Params = {}
-        for layer, (a, d) in enumerate(((x, d0), (a1, d1), (a2, d_mean))):
-            out[f"w{layer}"], out[f"b{layer}"] = outer(a, d, per_task), bias_sum(d, per_task)
+        d0 = self.through_b(d_mean).mul_(self.gates[0])  # the W_1 product, through B
+        out = self.weight_grads([d0, d1, d_mean], per_task)
         out["log_std"] = task_sum(d_log_std, per_task)
         return out
 

@@ -24,6 +24,12 @@ from rkmeta_rl.rl.mlp_products import (
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
 
 
+def _first_rows(v: Params) -> Tensor:
+    """dW̃_0 = (dW_0; db_0), the first layer's tangent on x̃ = (state, 1): (K, w0) or
+    (T, K, w0)."""
+    return torch.cat([v["w0"], v["b0"].unsqueeze(-2)], -2)
+
+
 class ReinforceHessian:
     """v -> ∇²L v for the REINFORCE loss L = Σ_t Σ_n c_tn (½ (u - μ)ᵀ Σ⁻¹ (u - μ) + Σ log σ)
     + const, c_tn = A_tn / (valid steps of t) (``rkmeta_rl.rl.losses.reinforce_loss``), at
@@ -80,7 +86,7 @@ class ReinforceHessian:
         out: Params = {}
         for layer in range(last, 0, -1):  # layer 0 and da_1ᵀδ_1: by the moments
             out[f"w{layer}"] = outer(net.acts[layer], r_delta, per_task)
-            out[f"b{layer}"] = r_delta.sum(-2) if per_task else r_delta.sum((0, 1))
+            out[f"b{layer}"] = bias_sum(r_delta, per_task)
             if layer > 1:
                 out[f"w{layer}"] += outer(das[layer], self.deltas[layer], per_task)
             back = matmul(r_delta, net.w(layer).transpose(-1, -2))
@@ -88,15 +94,19 @@ class ReinforceHessian:
                 add_matmul_(back, self.deltas[layer], v[f"w{layer}"].transpose(-1, -2))
             r_delta = back.mul_(net.gates[layer - 1])
         self._first_layers(v, r_delta, per_task, out)
-        r_log_std = (-2.0 * self.g * d_mean).sum(-2) + d_log_std.squeeze(-2) * self.d2_log_std
-        out["log_std"] = task_sum(r_log_std, per_task)
+        out["log_std"] = self._r_log_std(d_mean, d_log_std, per_task)
         return out
+
+    def _r_log_std(self, d_mean: Tensor, d_log_std: Tensor, per_task: bool) -> Tensor:
+        """R ∂L/∂logσ = Σ_n (-2 g dμ) + dlogσ Σ_n 2 c (u - μ)²/σ²."""
+        r = (-2.0 * self.g * d_mean).sum(-2) + d_log_std.squeeze(-2) * self.d2_log_std
+        return task_sum(r, per_task)
 
     def _first_layers(self, v: Params, r_delta0: Tensor, per_task: bool, out: Params) -> None:
         """Layer 0's gradients and layer 1's da_1ᵀ δ_1 term, through the moments."""
         c = self.moments  # (T, K, w0, w1)
         w1 = v["w1"].unsqueeze(-3)  # (1 or T, 1, w0, w1)
-        w0 = torch.cat([v["w0"], v["b0"].unsqueeze(-2)], -2)  # dW̃_0: (K, w0) or (T, K, w0)
+        w0 = _first_rows(v)
         first = outer(self.x1, r_delta0, per_task) + task_sum((c * w1).sum(-1), per_task)
         out["w0"], out["b0"] = first[..., :-1, :], first[..., -1, :]
         out["w1"] += task_sum((c * w0.unsqueeze(-1)).sum(-3), per_task)
@@ -142,7 +152,7 @@ class ThinReinforceHessian(ReinforceHessian):
         net = self.net
         (_, a1, a2), (m0, m1), w1, w2 = net.acts, net.gates, net.w(1), net.w(2)
         c, d = self.moments, self.d_moments  # (T, K, w0, w1), (T, K, A, w0, w1)
-        v0 = torch.cat([v["w0"], v["b0"].unsqueeze(-2)], -2)  # dW̃_0: (K, w0) or (T, K, w0)
+        v0 = _first_rows(v)
         da1, p, d_mean = net.thin_jvp(v)
         d_log_std = v["log_std"].unsqueeze(-2)
         r_g = self.c_inv_var * d_mean - 2.0 * self.g * d_log_std  # Rδ_2
@@ -165,8 +175,7 @@ class ThinReinforceHessian(ReinforceHessian):
         first = outer(self.x1, net.through_b(r_g).mul_(m0), per_task) + task_sum(via_moments,
                                                                                   per_task)
         out["w0"], out["b0"] = first[..., :-1, :], first[..., -1, :]
-        r_log_std = (-2.0 * self.g * d_mean).sum(-2) + d_log_std.squeeze(-2) * self.d2_log_std
-        out["log_std"] = task_sum(r_log_std, per_task)
+        out["log_std"] = self._r_log_std(d_mean, d_log_std, per_task)
         return out
 
 
@@ -204,4 +213,4 @@ class ChunkedHessian:
     def _join(outs: list[Params], per_task: bool) -> Params:
         if per_task:
             return {n: torch.cat([o[n] for o in outs]) for n in outs[0]}
-        return {n: sum(o[n] for o in outs[1:]) + outs[0][n] for n in outs[0]}
+        return {n: sum(o[n] for o in outs) for n in outs[0]}
