@@ -91,7 +91,9 @@ def render_run(run_dir: str | Path, out: str | Path, task_json: str | None = Non
                                      episodes,
                                      torch.Generator().manual_seed(seed))
     env = TimeLimit(make_locomotion_env(cfg.env, task=task, dynamics=cfg.dynamics,
-                                        render_mode="rgb_array", width=width, height=height),
+                                        render_mode="rgb_array", width=width, height=height,
+                                        camera_name="track"),  # the model's camera that follows
+                                                               # the centre of mass
                     cfg.max_episode_steps)
     try:
         frames, total = play_episode(policy, params, env, family.action_low,
