@@ -1,4 +1,5 @@
-"""A run directory: config.json, metrics.jsonl, TensorBoard events, checkpoint.pt.
+"""A run directory: config.json, metrics.jsonl, TensorBoard events, checkpoint.pt, and
+snapshots/iter-NNNNNN.pt (the policy every few iterations, for ``evaluate --checkpoint``).
 
 What it promises (README, "Reliability"):
 
@@ -34,6 +35,7 @@ from rkmeta_rl.runlock import WriterLock
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
+SNAPSHOTS = "snapshots"
 
 T = TypeVar("T")
 
@@ -118,6 +120,44 @@ def load_checkpoint(run_dir: Path, required: tuple[str, ...] = ("iteration", "po
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         return None
+    return load_state_file(path, required)
+
+
+def snapshot_path(run_dir: Path, iteration: int) -> Path:
+    return Path(run_dir) / SNAPSHOTS / f"iter-{iteration:06d}.pt"
+
+
+def save_snapshot(run_dir: Path, iteration: int, policy: dict[str, Any]) -> None:
+    """The policy after ``iteration`` meta-iterations, written atomically."""
+    path = snapshot_path(run_dir, iteration)
+    path.parent.mkdir(exist_ok=True)
+    atomic_write_bytes(path, lambda f: torch.save({"iteration": iteration, "policy": policy}, f))
+
+
+def snapshot_iterations(run_dir: Path) -> list[int]:
+    """The iterations the run has snapshots of, in order (other files are ignored)."""
+    folder = Path(run_dir) / SNAPSHOTS
+    names = folder.glob("iter-*.pt") if folder.is_dir() else []
+    found = (p.stem.removeprefix("iter-") for p in names)
+    return sorted(int(n) for n in found if len(n) == 6 and n.isdigit())
+
+
+def load_snapshot(run_dir: Path, iteration: int) -> dict[str, Any]:
+    """A snapshot written by :func:`save_snapshot` (ValueError if missing or damaged)."""
+    path = snapshot_path(run_dir, iteration)
+    if not path.exists():
+        have = snapshot_iterations(run_dir)
+        raise ValueError(f"{run_dir} has no snapshot of iteration {iteration}; it has "
+                         f"{', '.join(map(str, have)) if have else 'none'}")
+    state = load_state_file(path, ("iteration", "policy"))
+    if state["iteration"] != iteration:
+        raise ValueError(f"snapshot {path} is corrupt: it holds iteration {state['iteration']}")
+    return state
+
+
+def load_state_file(path: Path, required: tuple[str, ...]) -> dict[str, Any]:
+    """A checkpoint-like file read with ``weights_only=True``; ValueError if it is
+    unreadable, unsafe, lacks one of ``required`` or has no iteration count."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -319,12 +359,13 @@ def continue_run(run_dir: Path, trainer: R, state: dict[str, Any] | None) -> R:
     return trainer
 
 
-def restore(run_dir: Path, load: Callable[[dict[str, Any]], Any], state: dict[str, Any]) -> None:
-    """``load(state)``, with a checkpoint that does not fit the run (wrong names, shapes or
-    types) reported as a one-line ValueError naming it."""
+def restore(run_dir: Path, load: Callable[[dict[str, Any]], Any], state: dict[str, Any],
+            name: str = CHECKPOINT) -> None:
+    """``load(state)``, with a checkpoint (or the snapshot ``name``) that does not fit the
+    run (wrong names, shapes or types) reported as a one-line ValueError naming it."""
     try:
         load(state)
     except (KeyError, IndexError, RuntimeError, TypeError, ValueError, AttributeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"checkpoint {Path(run_dir) / CHECKPOINT} does not fit the run in its "
+        raise ValueError(f"checkpoint {Path(run_dir) / name} does not fit the run in its "
                          f"config.json ({type(e).__name__}: {first})") from None

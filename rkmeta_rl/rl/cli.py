@@ -28,7 +28,7 @@ from rkmeta_rl.arguments import (
 )
 from rkmeta_rl.config import torch_threads
 from rkmeta_rl.rl.config import PRESETS, TrainConfig, preset_values, resolve
-from rkmeta_rl.rl.evaluate import INITS, PROTOCOLS, EvalConfig, evaluate_run
+from rkmeta_rl.rl.evaluate import CHECKPOINTS, INITS, PROTOCOLS, EvalConfig, evaluate_run
 from rkmeta_rl.rl.gym_tasks import FORMS
 from rkmeta_rl.rl.render import render_run
 from rkmeta_rl.rl.tasks import (
@@ -67,6 +67,9 @@ def add_train_args(p: argparse.ArgumentParser, oracle: bool = False) -> None:
                    help="horizon [the family's: " + describe("horizon") + "; Gymnasium "
                         "envs: their spec's max_episode_steps, required if it has none]")
     p.add_argument("--meta-iters", type=int, default=d.meta_iters, help="meta-iterations")
+    p.add_argument("--snapshot-every", type=int, default=d.snapshot_every,
+                   help="keep the policy every N iterations in RUN_DIR/snapshots, for "
+                        "evaluate --checkpoint; 0: never (default: %(default)s)")
     p.add_argument("--meta-batch-size", type=int, default=d.meta_batch_size, help="tasks")
     p.add_argument("--fast-batch-size", type=int, default=d.fast_batch_size,
                    help=f"episodes per task and stage [{describe_episodes()}]")
@@ -103,9 +106,12 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
                    help="; ".join(f"{k}: {v}" for k, v in PROTOCOLS.items()))
     p.add_argument("--init", default=d.init,
                    help="; ".join(f"{k}: {v}" for k, v in INITS.items()))
+    p.add_argument("--checkpoint", default=d.checkpoint,
+                   help="; ".join(f"{k}: {v}" for k, v in CHECKPOINTS.items()))
     p.add_argument("--seed", type=int, default=d.seed, help="held-out tasks and sampling")
     p.add_argument("--out", metavar="FILE",
-                   help="output [RUN_DIR/eval.json; eval-random.json, eval-maml.json, ...]")
+                   help="output [RUN_DIR/eval.json; eval-random.json, eval-maml.json, "
+                        "eval-best.json, ...]")
     p.add_argument("--num-threads", type=int, default=0,
                    help="torch threads; 0: every core this process may use (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -169,7 +175,8 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
 
 def cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     ecfg = EvalConfig(tasks=args.tasks, episodes=args.episodes, steps=args.steps,
-                      alpha=args.alpha, protocol=args.protocol, seed=args.seed, init=args.init)
+                      alpha=args.alpha, protocol=args.protocol, seed=args.seed, init=args.init,
+                      checkpoint=args.checkpoint)
     ecfg.check()
     check_threads(args.num_threads)
     check_run_dir(args.run_dir)

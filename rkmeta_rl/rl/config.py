@@ -67,6 +67,7 @@ class TrainConfig(MetaStepConfig, StoredConfig):
     tableau: dict[str, Any] | None = None  # resolved (a, q, c); filled by resolve()
     layer_methods: str | None = None  # a tableau per parameter group (replaces method)
     meta_iters: int = 100
+    snapshot_every: int = 10  # keep the policy every N iterations (evaluate --checkpoint); 0: never
     preset: str | None = None  # the PRESETS entry these settings started from
     max_episode_steps: int | None = None  # horizon; None: the family's default
     meta_batch_size: int = 40  # tasks per meta-iteration
@@ -114,6 +115,9 @@ def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
         raise ValueError(f"--ls-ratio must be in (0, 1), got {cfg.ls_ratio}")
     if not (math.isfinite(cfg.cg_damping) and cfg.cg_damping >= 0):
         raise ValueError(f"--cg-damping must be a finite number >= 0, got {cfg.cg_damping}")
+    if cfg.snapshot_every < 0:
+        raise ValueError(f"--snapshot-every must be >= 0 (0: no snapshots), got "
+                         f"{cfg.snapshot_every}")
     check_seed(cfg.seed)
     torch_threads(cfg.num_threads)  # ValueError for a negative count
     for name in ("gamma", "gae_lambda"):

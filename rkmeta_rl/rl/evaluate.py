@@ -30,8 +30,13 @@ from rkmeta_rl.rl.trainer import checkpoint_policy, make_policy, run_alpha, run_
 from rkmeta_rl.stats import summarize
 
 PROTOCOLS = {"constant": "α at every step", "maml": "α at the first step, α/2 after"}
-INITS = {"trained": "the run's last checkpoint", "random": "the run's initial weights"}
+INITS = {"trained": "the run's meta-trained weights", "random": "the run's initial weights"}
+CHECKPOINTS = {"last": "the last checkpoint",
+               "best": "the snapshot (or last checkpoint) with the highest mean return after "
+                       "one step on validation tasks, as MAML kept its best iteration",
+               "N": "the snapshot of iteration N"}
 DEFAULT_EVAL_SEED = 20170309  # held-out goals: no training run draws tasks from this stream
+VALIDATION_SEED = 20170310  # validation goals for --checkpoint best, apart from the test goals
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class EvalConfig:
     protocol: str = "constant"
     seed: int = DEFAULT_EVAL_SEED
     init: str = "trained"
+    checkpoint: str = "last"  # a CHECKPOINTS key or an iteration with a snapshot
 
     def check(self) -> None:
         """Raise ValueError naming the bad value and the valid choices."""
@@ -58,6 +64,12 @@ class EvalConfig:
                              f"{', '.join(PROTOCOLS)}")
         if self.init not in INITS:
             raise ValueError(f"unknown init {self.init!r}; valid choices: {', '.join(INITS)}")
+        if self.checkpoint not in ("last", "best") and not self.checkpoint.isdigit():
+            raise ValueError(f"--checkpoint must be last, best or an iteration N with a "
+                             f"snapshot, got {self.checkpoint!r}")
+        if self.init == "random" and self.checkpoint != "last":
+            raise ValueError(f"--checkpoint {self.checkpoint} chooses trained weights; "
+                             "--init random has none")
         check_seed(self.seed)
 
     def default_filename(self) -> str:
@@ -67,6 +79,9 @@ class EvalConfig:
             parts.append(self.init)
         if self.protocol != "constant":
             parts.append(self.protocol)
+        if self.checkpoint != "last":
+            parts.append(self.checkpoint if self.checkpoint == "best"
+                         else f"iter{int(self.checkpoint)}")
         return "-".join(parts) + ".json"
 
 
@@ -90,17 +105,45 @@ def held_out_tasks(family: TaskFamily, n: int, seed: int) -> list[dict]:
 
 
 def evaluation_policy(run_dir: Path, init: str, cfg: TrainConfig | None = None,
-                      family: TaskFamily | None = None
+                      family: TaskFamily | None = None, checkpoint: str = "last"
                       ) -> tuple[TrainConfig, GaussianMLPPolicy, int]:
-    """(config, policy, meta-iterations it had) for ``init`` "trained" or "random";
-    ``cfg`` and ``family``: the run's, when the caller has them already."""
+    """(config, policy, meta-iterations it had) for ``init`` "trained" (from the last
+    checkpoint, or the snapshot of iteration ``checkpoint``) or "random"; ``cfg`` and
+    ``family``: the run's, when the caller has them already."""
     if cfg is None:
         cfg = read_train_config(run_dir)
     if family is None:
         family = run_family(cfg)
     if init == "random":
         return cfg, make_policy(cfg, family), 0
-    return cfg, *checkpoint_policy(run_dir, cfg, family)
+    if checkpoint == "last":
+        return cfg, *checkpoint_policy(run_dir, cfg, family)
+    iteration = int(checkpoint)
+    state = rundir.load_snapshot(run_dir, iteration)
+    policy = make_policy(cfg, family)
+    rundir.restore(run_dir, lambda st: policy.load_state_dict(st["policy"]), state,
+                   rundir.snapshot_path(run_dir, iteration).relative_to(run_dir).as_posix())
+    return cfg, policy, iteration
+
+
+def validation_scores(run_dir: Path, cfg: TrainConfig, family: TaskFamily,
+                      ecfg: EvalConfig) -> tuple[dict[int, float], int]:
+    """Mean return after one step of α on ``ecfg.tasks`` validation tasks (their own seed,
+    not the test goals'), per snapshot and for the last checkpoint; and the last
+    checkpoint's iteration."""
+    iterations = rundir.snapshot_iterations(run_dir)
+    _, last, done = evaluation_policy(run_dir, "trained", cfg, family)
+    tasks = held_out_tasks(family, ecfg.tasks, VALIDATION_SEED)
+    scores = {}
+    for it in sorted({*iterations, done}):
+        policy = last if it == done else evaluation_policy(run_dir, "trained", cfg, family,
+                                                           str(it))[1]
+        alpha = run_alpha(cfg, policy) if ecfg.alpha is None else ecfg.alpha
+        _, returns = adapt_to_tasks(policy, family, tasks, [alpha], 1, ecfg.episodes,
+                                    torch.Generator().manual_seed(VALIDATION_SEED),
+                                    cfg.gamma, cfg.gae_lambda)
+        scores[it] = float(returns[1].mean())
+    return scores, done
 
 
 def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
@@ -110,7 +153,12 @@ def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
     run_dir = Path(run_dir)
     cfg = read_train_config(run_dir)
     family = run_family(cfg)
-    _, policy, iteration = evaluation_policy(run_dir, ecfg.init, cfg, family)
+    chosen, validation = ecfg.checkpoint, None
+    if chosen == "best":
+        validation, done = validation_scores(run_dir, cfg, family, ecfg)
+        best = max(validation, key=lambda it: (validation[it], it))
+        chosen = "last" if best == done else str(best)
+    _, policy, iteration = evaluation_policy(run_dir, ecfg.init, cfg, family, chosen)
     tasks = held_out_tasks(family, ecfg.tasks, ecfg.seed)
     alpha = run_alpha(cfg, policy) if ecfg.alpha is None else ecfg.alpha
     alphas = step_sizes(alpha, ecfg.steps, ecfg.protocol)
@@ -132,6 +180,8 @@ def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
         "train_seed": cfg.seed,
         "meta_iterations": iteration,
         **asdict(ecfg),
+        "validation": None if validation is None else {
+            "seed": VALIDATION_SEED, "after_one_step": {str(k): v for k, v in validation.items()}},
         "alpha": alpha,
         "step_sizes": alphas,
         "tasks_drawn": [{k: np.asarray(v).tolist() for k, v in t.items()} for t in tasks],

@@ -128,6 +128,13 @@ class Trainer:
                   "θ kept", file=sys.stderr)
         return metrics_record(self.iteration, res, time.perf_counter() - t0)
 
+    def save_snapshot(self, done: int) -> None:
+        """The policy after ``done`` iterations, every ``snapshot_every`` of them (written
+        before the checkpoint that counts them, so a resumed run never lacks one)."""
+        every = self.cfg.snapshot_every
+        if every and done % every == 0:
+            rundir.save_snapshot(self.run_dir, done, self.policy.state_dict())
+
     # -- the loop ------------------------------------------------------------
     def run(self, progress: bool = True) -> list[dict[str, Any]]:
         """Train to ``meta_iters``; raises ``RunStopped`` on SIGINT/SIGTERM."""
@@ -145,6 +152,7 @@ class Trainer:
                     rec = self.step()
                     with signals.writing():
                         rundir.log_scalars(writer, self.run_dir, rec, self.iteration)
+                        self.save_snapshot(self.iteration + 1)
                         rundir.save_checkpoint(self.run_dir, self.state(self.iteration + 1))
                         self.iteration += 1
                     records.append(rec)
