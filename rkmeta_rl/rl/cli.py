@@ -84,7 +84,8 @@ def add_train_args(p: argparse.ArgumentParser, oracle: bool = False) -> None:
     p.add_argument("--num-threads", type=int, default=d.num_threads,
                    help="torch threads; 0: every core this process may use; 1 when another "
                    "process shares the cores (default: %(default)s)")
-    p.add_argument("--device", default=d.device, help="cpu or cuda[:N]")
+    p.add_argument("--device", default=d.device,
+                   help="cpu or cuda[:N]: where the meta-step runs (sampling runs on the CPU)")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/ENV-METHOD-sSEED)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own config")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

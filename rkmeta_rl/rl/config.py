@@ -121,19 +121,18 @@ def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
     if not cfg.hidden or any(int(x) <= 0 for x in cfg.hidden):
         raise ValueError(f"--hidden must be positive layer sizes like 100,100, got {cfg.hidden}")
-    _check_device(cfg.device, cfg.env, family.mujoco)
+    _check_device(cfg.device)
     cfg.alpha, cfg.h = resolve_steps(tab, cfg.inner_lr, cfg.step_size, family.inner_lr)
     if cfg.layer_methods is not None:
         parse_layer_methods(cfg.layer_methods)  # the names are checked with the policy
     return cfg
 
 
-def _check_device(device: str, env: str, mujoco: bool) -> None:
+def _check_device(device: str) -> None:
+    """cpu or cuda[:N] (every family: sampling runs on the CPU, the meta-step on the
+    device; ``rkmeta_rl/rl/trainer.py``)."""
     if device != "cpu" and not device.startswith("cuda"):
         raise ValueError(f"--device must be cpu or cuda[:N], got {device!r}")
-    if device != "cpu" and mujoco:
-        raise ValueError(f"--device {device}: the MuJoCo families ({env}) sample and "
-                         "train on the CPU; use --device cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine")
 
