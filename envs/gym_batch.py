@@ -116,7 +116,7 @@ class BatchedGymEnv(EpisodeBatch):
             task, episode = divmod(int(i), self.episodes_per_task)
             what = method.__name__
             step = f" at step {self._steps + 1}" if what == "step" else ""
-            raise EnvError(task, episode, f"{what}{step} raised {type(e).__name__}: "
+            raise EnvError(task, episode, f"{what}(){step} raised {type(e).__name__}: "
                            f"{' '.join(str(e).split())}") from e
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:

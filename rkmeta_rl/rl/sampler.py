@@ -6,10 +6,14 @@ tensors with a leading task dimension), the meta-batch's ``tasks`` and a
 :class:`~rkmeta_rl.rl.streams.StreamKey` naming the call's random streams. Every episode
 draws its exploration noise and reset seed from its own stream, a function of the key, its
 task's index in ``tasks`` and its own index (``rkmeta_rl/rl/streams.py``), so how the tasks
-are spread over processes never changes the episodes. :class:`LocalSampler` steps every
-(task, episode) of the call as one batched env on this machine, evaluating the policy once
-per time step for all of them; a distributed backend runs :func:`sample_share` (the same
-code) on shares of whole tasks and is handed to ``Trainer(..., sampler=...)``.
+are spread over processes never changes the episodes. Two backends, chosen with
+``--sampler`` (README, "Sampling"):
+
+* :class:`LocalSampler` steps every (task, episode) of the call as one batched env on this
+  machine, evaluating the policy once per time step for all of them;
+* :class:`rkmeta_rl.rl.ray_sampler.RaySampler` splits the tasks into one share of whole
+  tasks per Ray worker, each running :func:`sample_share` (the same code) on its share;
+  the episodes are bitwise those of the local sampler.
 
 A sampler may also have ``start()`` (the trainer calls it before its first iteration) and
 ``close()`` (called when training ends, however it ends). An env that fails raises
@@ -18,6 +22,7 @@ A sampler may also have ``start()`` (the trainer calls it before its first itera
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -27,6 +32,9 @@ from rkmeta_rl.rk import Params
 from rkmeta_rl.rl.episodes import Episodes, rollout
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
 from rkmeta_rl.rl.streams import StreamKey, episode_streams
+
+SAMPLERS = {"local": "one batched env in this process",
+            "ray": "whole tasks spread over Ray workers (pip install -e \".[ray]\")"}
 
 
 class SamplingError(RuntimeError):
@@ -78,3 +86,12 @@ class LocalSampler:
                  episodes_per_task: int, key: StreamKey) -> Episodes:
         return sample_share(self.family, policy, params, tasks, episodes_per_task, key)
 
+
+def make_sampler(cfg, family, run_dir: Path | None = None) -> Sampler:
+    """The sampler ``cfg.sampler`` names (a run's config): local over ``family``, or Ray
+    workers building the family themselves (Ray's logs go to ``run_dir``)."""
+    if cfg.sampler == "ray":
+        from rkmeta_rl.rl.ray_sampler import RaySampler  # Ray is an optional extra
+        return RaySampler(cfg.env, cfg.max_episode_steps, cfg.dynamics, cfg.hidden,
+                          cfg.workers, cfg.ray_address, run_dir)
+    return LocalSampler(family)

@@ -6,8 +6,8 @@ between iterations (``rkmeta_rl.stopping``).
 
 Devices: sampling always runs on the CPU, for every family, whatever ``--device``: the
 physics (MuJoCo, a Gymnasium env) lives there, and nav2d follows the same path so that the
-episodes are one function of (θ, tasks, streams) for every device and sampler: a CUDA run
-samples what a CPU run at the same θ samples, and nav2d's sampling is a
+episodes are one function of (θ, tasks, streams) for every device and sampler (local or
+Ray): a CUDA run samples what a CPU run at the same θ samples, and nav2d's sampling is a
 small share of its iteration next to the meta-step, which runs on ``--device``.
 :meth:`Trainer.sample_on_cpu` is the one hand-off: per-task parameters to the CPU, the
 stage's episodes back to the device once.
@@ -34,7 +34,7 @@ from rkmeta_rl.rl.config import TrainConfig, read_train_config, resolve
 from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.meta_step import MetaStepResult, meta_step, rk_weights
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
-from rkmeta_rl.rl.sampler import LocalSampler, Sampler
+from rkmeta_rl.rl.sampler import Sampler, make_sampler
 from rkmeta_rl.rl.streams import StreamKey
 from rkmeta_rl.rl.tasks import TaskFamily, make_family
 from rkmeta_rl.stopping import StopSignals
@@ -87,12 +87,13 @@ def metrics_record(it: int, res: MetaStepResult, seconds: float) -> dict[str, An
 
 class Trainer:
     """Holds a run's policy, task stream, sampler and directory; ``run()`` trains to the
-    end. ``sampler``: a :class:`LocalSampler` of the run's family when None."""
+    end. ``sampler``: the one ``cfg.sampler`` names when None (``make_sampler``)."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, sampler: Sampler | None = None) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.family = run_family(cfg)  # sampling runs on the CPU (module docstring)
-        self.sample_episodes = sampler if sampler is not None else LocalSampler(self.family)
+        self.sample_episodes = (sampler if sampler is not None
+                                else make_sampler(cfg, self.family, self.run_dir))
         self.family.seed(cfg.seed)
         self.policy = make_policy(cfg, self.family).to(cfg.device)
         self.tableau, self.h = run_method(cfg, self.policy)
@@ -158,7 +159,7 @@ class Trainer:
         records = []
         signals = StopSignals()
         try:
-            self._sampler_call("start")  # before the bar: its start-up lines come first
+            self._sampler_call("start")  # before the bar: Ray's start-up lines come first
             bar = ProgressBar(self.cfg.meta_iters, self.iteration) if progress else None
             with signals, signals.stopping(lambda: self.iteration):
                 while self.iteration < self.cfg.meta_iters:
@@ -174,7 +175,7 @@ class Trainer:
                                    post=rec["return_post"], kl=rec["kl"])
         finally:
             try:
-                self._sampler_call("close")
+                self._sampler_call("close")  # Ray's workers, and the instance it started
             finally:
                 writer.close()
                 self.writer_lock.release()
