@@ -10,6 +10,7 @@ which starts and stops its own. Runs are tiny: 2-4 tasks × 2 episodes, an 8-uni
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from rkmeta_rl import rundir  # noqa: E402
 from rkmeta_rl.cli import main  # noqa: E402
 from rkmeta_rl.rl.config import TrainConfig, resolve  # noqa: E402
 from rkmeta_rl.rl.ray_sampler import RaySampler, task_shares  # noqa: E402
+from rkmeta_rl.rl.ray_session import init_keeping_signals  # noqa: E402
 from rkmeta_rl.rl.trainer import prepare_run_dir  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
@@ -47,8 +49,8 @@ def shared_ray(tmp_path_factory):
     saved = dict(os.environ)
     os.environ.update({"PYTHONPATH": _pythonpath(), DIE_MARKER: str(marker)})
     try:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        init_keeping_signals(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                             configure_logging=False)
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -59,6 +61,10 @@ def shared_ray(tmp_path_factory):
 def metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith("seconds")}
             for r in rundir.read_metrics(run)]
+
+
+def test_ray_leaves_the_signal_handlers_as_they_were(shared_ray):
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_task_shares_are_whole_contiguous_and_balanced():

@@ -12,19 +12,38 @@
   leaves it running at the end (its workers are killed, the connection closed).
 * Ray already initialised in this process (a script or a test that called ``ray.init``):
   it is used as it is and left running.
+
+``ray.init`` installs its own SIGTERM handler (``sys.exit``) and leaves it behind after
+``ray.shutdown``; :func:`init_keeping_signals` puts the previous handler back, since the
+trainer handles SIGTERM itself (``rkmeta_rl/stopping.py``) and a library should not
+change a process's handlers for good.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
+from typing import Any
 
 import ray
 
 LOGS = "ray-logs"
 _SHORT_TMP = "/tmp"  # a short parent for Ray's sockets where it exists
+
+
+def init_keeping_signals(**options: Any) -> None:
+    """``ray.init(**options)`` with SIGTERM's handler as it was before (main thread)."""
+    main = threading.current_thread() is threading.main_thread()
+    saved = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        ray.init(**options)
+    finally:
+        if main and saved is not None:
+            signal.signal(signal.SIGTERM, saved)
 
 
 class RaySession:
@@ -43,12 +62,12 @@ class RaySession:
             return
         options = dict(log_to_driver=False, configure_logging=False)
         if self.address is not None:
-            ray.init(address=self.address, **options)
+            init_keeping_signals(address=self.address, **options)
         else:
             parent = _SHORT_TMP if os.path.isdir(_SHORT_TMP) else None
             self.temp_dir = tempfile.mkdtemp(prefix="rkray-", dir=parent)
-            ray.init(num_cpus=self.num_cpus, include_dashboard=False,
-                     _temp_dir=self.temp_dir, **options)
+            init_keeping_signals(num_cpus=self.num_cpus, include_dashboard=False,
+                                 _temp_dir=self.temp_dir, **options)
             self._link_logs()
         self.owned = True
 
