@@ -86,16 +86,27 @@ def affine(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
 def task_by_task(policy: GaussianMLPPolicy, params: Params
                  ) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
     """The policy with per-task ``params`` (leading dimension T) as a function of obs
-    (T, E, d) -> mean (T, E, a), log_std (T, 1, a) that evaluates each task on its own,
-    on fresh copies of its parameters and observations (aligned alike every time): so a
-    task's actions are bitwise the same whatever other tasks are sampled with it, which
-    lets a sample call be split over workers by whole tasks (``tests/test_streams.py``).
-    Run it on one thread: a product's blocking may depend on the thread count."""
-    per_task = [{n: v[t].clone() for n, v in params.items()}
-                for t in range(params["log_std"].shape[0])]
+    (T, E, d) -> mean (T, E, a), log_std (T, 1, a), without a graph, that evaluates each
+    task on its own: :meth:`GaussianMLPPolicy.forward`'s unbatched arithmetic (``addmm``,
+    in-place ReLU) on fresh copies of the task's parameters and observations, aligned
+    alike every time. So a task's actions are bitwise the same whatever other tasks are
+    sampled with it, which lets a sample call be split over workers by whole tasks
+    (``tests/test_streams.py``). Run it on one thread: a product's blocking may depend on
+    the thread count."""
+    tasks, last = params["log_std"].shape[0], policy.n_layers - 1
+    layers = [[(params[f"w{k}"][t].clone(), params[f"b{k}"][t].clone())
+               for k in range(policy.n_layers)] for t in range(tasks)]
 
     def forward(obs: Tensor) -> tuple[Tensor, Tensor]:
-        mean = torch.stack([policy(p, obs[t].clone())[0] for t, p in enumerate(per_task)])
+        mean = obs.new_empty(tasks, obs.shape[1], policy.act_dim)
+        with torch.no_grad():
+            for t, task_layers in enumerate(layers):
+                h = obs[t].clone()
+                for k, (w, b) in enumerate(task_layers):
+                    h = torch.addmm(b, h, w)
+                    if k < last:
+                        h.relu_()
+                mean[t] = h
         return mean, params["log_std"].unsqueeze(-2)
 
     return forward
