@@ -9,6 +9,9 @@ task})``) and a seed of its own, so a batch is a function of its tasks and seeds
 the instances can be reused from batch to batch (:class:`rkmeta_rl.rl.tasks.GymFamily`
 keeps a pool of them).
 
+An exception raised by a copy's ``reset`` or ``step`` becomes :class:`envs.batch.EnvError`
+naming the copy's task and episode (the env's exception as its cause).
+
 Actions arrive in the env's units (the policy's output already scaled to the action Box);
 they are clipped to the Box and cast to its dtype. Ended episodes are frozen: reward 0,
 their last observation, no more ``step`` calls. Episodes still running after
@@ -17,13 +20,14 @@ their last observation, no more ``step`` calls. Episodes still running after
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.batch import EpisodeBatch
+from envs.batch import EnvError, EpisodeBatch
 from envs.checks import check_positive_int
 
 
@@ -70,7 +74,7 @@ class BatchedGymEnv(EpisodeBatch):
         """Reset copy i with its task and seed; every episode alive; obs (T, E, d)."""
         for i, env in enumerate(self.envs):
             task = self.tasks[i // self.episodes_per_task]
-            obs, _ = env.reset(seed=self.seeds[i], options={"task": task})
+            obs, _ = self._call(i, env.reset, seed=self.seeds[i], options={"task": task})
             self._obs[i] = obs
         self.alive = torch.ones(self.batch_shape, dtype=torch.bool, device=self.device)
         self._steps = 0
@@ -93,7 +97,8 @@ class BatchedGymEnv(EpisodeBatch):
         reward, terminated = np.zeros(n), np.zeros(n, dtype=bool)
         env_truncated = np.zeros(n, dtype=bool)
         for i in np.flatnonzero(was_alive):
-            obs, reward[i], terminated[i], env_truncated[i], _ = self.envs[i].step(act[i])
+            obs, reward[i], terminated[i], env_truncated[i], _ = self._call(
+                i, self.envs[i].step, act[i])
             self._obs[i] = obs
         self._steps += 1
         at_horizon = self._steps >= self.max_episode_steps
@@ -101,6 +106,18 @@ class BatchedGymEnv(EpisodeBatch):
         self.alive = self._tensor(was_alive & ~terminated & ~truncated)
         return (self._tensor(self._obs), self._tensor(reward.astype(np.float32)),
                 self._tensor(terminated), self._tensor(truncated))
+
+    def _call(self, i: int, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Copy i's ``method(*args, **kwargs)``; what it raises becomes an
+        :class:`EnvError` naming the row."""
+        try:
+            return method(*args, **kwargs)
+        except Exception as e:  # whatever the user's env raises
+            task, episode = divmod(int(i), self.episodes_per_task)
+            what = method.__name__
+            step = f" at step {self._steps + 1}" if what == "step" else ""
+            raise EnvError(task, episode, f"{what}(){step} raised {type(e).__name__}: "
+                           f"{' '.join(str(e).split())}") from e
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         """(N, ...) -> (T, E, ...) on the batch's device (a copy)."""

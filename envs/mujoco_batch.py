@@ -24,11 +24,12 @@ rest, as array operations over the batch:
   mass).
 * The oracle variant appends the task's values to every observation.
 
-Random stream: a ``numpy.random.Generator`` seeded with ``seed``, owned by the batch and used
-only by :meth:`reset`, which draws the noise of all N·nq positions and then that of all N·nv
-velocities (rows in (task, episode) order), the dynamics' ``reset_model`` distribution
-(Gymnasium's: ``U(-0.1, 0.1)``, then ``0.1·N(0, 1)``); the k-th reset after construction draws
-the k-th block of that stream.
+Random streams: one reset seed per simulation (``seeds``, row-major over (task, episode)).
+:meth:`reset` draws row i's initial-state noise from ``numpy.random.default_rng(seeds[i])``,
+its nq positions and then its nv velocities, the dynamics' ``reset_model`` distribution
+(Gymnasium's: ``U(-0.1, 0.1)``, then ``0.1·N(0, 1)``): the draws of the Gymnasium env's
+``reset(seed=seeds[i])``. Every reset starts the rows from the same states, and a row's
+start does not depend on the other rows.
 
 Episode ends: Ant terminates when unhealthy (torso z outside [0.2, 1.0]; Gymnasium's check)
 and every episode is truncated (if not terminated) after ``max_episode_steps`` steps. Ended
@@ -36,9 +37,10 @@ episodes are frozen: observation unchanged, reward 0, both flags False, no physi
 
 Unstable physics: on a non-finite or huge state MuJoCo warns and resets the simulation to
 the model's default state, which Gymnasium would silently continue from. Here the step
-raises ``RuntimeError`` naming the task, episode and step instead (the engine finds it),
-and leaves every simulation's state as it was before the step (no NaN reaches the others;
-reset() the batch to go on); a non-finite action raises ``ValueError``.
+raises :class:`envs.batch.EnvError` (a ``RuntimeError``) naming the task, episode and step
+instead (the engine finds it), and leaves every simulation's state as it was before the
+step (no NaN reaches the others; reset() the batch to go on); a non-finite action raises
+``ValueError``.
 
 Threads: MuJoCo's pool works only inside :meth:`step`; run torch with one thread while
 sampling (``torch.set_num_threads(1)``) so the two do not oversubscribe the cores. Results
@@ -49,12 +51,13 @@ context manager) to stop the engine's threads. No processes.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import mujoco
 import numpy as np
 import torch
 
-from envs.batch import EpisodeBatch
+from envs.batch import EnvError, EpisodeBatch, check_seeds
 from envs.checks import check_positive_int
 from envs.locomotion import make_locomotion_env
 from envs.locomotion_dynamics import (
@@ -93,7 +96,7 @@ class BatchedLocomotion(EpisodeBatch):
         tasks: T task dicts of the family (``{"velocity": v}``, ...).
         episodes_per_task: E parallel episodes per task.
         max_episode_steps: horizon H after which running episodes are truncated.
-        seed: seed of the batch's own initial-state generator.
+        seeds: T·E reset seeds, one per simulation (row-major over (task, episode)).
         nthread: physics threads (1: everything on the calling thread).
         dynamics: ``"gymnasium"`` or ``"maml"`` (:mod:`envs.locomotion_dynamics`).
 
@@ -110,7 +113,7 @@ class BatchedLocomotion(EpisodeBatch):
         tasks: list[dict],
         episodes_per_task: int,
         max_episode_steps: int,
-        seed: int,
+        seeds: Sequence[int],
         nthread: int = 2,
         dynamics: str = GYMNASIUM,
     ) -> None:
@@ -126,7 +129,7 @@ class BatchedLocomotion(EpisodeBatch):
         self._load_model()
         n = self.num_envs
         self._values = np.repeat(self.spec.task_values(self.tasks), self.episodes_per_task, 0)
-        self._rng = np.random.default_rng(seed)
+        self.seeds = check_seeds(seeds, n)
         self._physics = ENGINES[self.spec.robot](self.model, n, self.frame_skip, self.dt,
                                                  self.nthread, self.dynamics.at_new_state)
         qpos = self._physics.qpos
@@ -157,15 +160,18 @@ class BatchedLocomotion(EpisodeBatch):
 
     # ------------------------------------------------------------------ protocol
     def reset(self) -> torch.Tensor:
-        """Draw every episode's initial state (the dynamics' distribution); obs (T, E, d)."""
-        dq, dv = self.dynamics.reset_noise(self._rng, self.model.nq, self.model.nv,
-                                           self.num_envs)
+        """Draw every episode's initial state from its seed (the dynamics' distribution);
+        obs (T, E, d)."""
+        nq, nv = self.model.nq, self.model.nv
+        noise = [self.dynamics.reset_noise(np.random.default_rng(s), nq, nv)
+                 for s in self.seeds]
+        dq, dv = (np.stack(parts) for parts in zip(*noise, strict=True))
         return self._start(self.init_qpos + dq, self.init_qvel + dv)
 
     def reset_to(self, qpos: np.ndarray, qvel: np.ndarray) -> torch.Tensor:
         """Start every episode from a given state instead: qpos (T, E, nq), qvel (T, E, nv).
 
-        Draws nothing from the generator. Meant for tests and fixed evaluation states.
+        Draws nothing from the seeds. Meant for tests and fixed evaluation states.
         """
         shape = self.batch_shape
         qpos = np.asarray(qpos, dtype=np.float64)
@@ -257,11 +263,11 @@ class BatchedLocomotion(EpisodeBatch):
         moved = self._physics.advance(rows, act)
         if moved.unstable.any():
             task, episode = divmod(int(idx[moved.unstable][0]), self.episodes_per_task)
-            raise RuntimeError(
+            raise EnvError(
+                task, episode,
                 f"{self.spec.name}: the physics became unstable (non-finite or huge state, "
-                f"which MuJoCo resets) in task {task}, episode {episode} at step "
-                f"{self._steps}; {int(moved.unstable.sum())} simulation(s) affected. "
-                "reset() the batch.")
+                f"which MuJoCo resets) at step {self._steps}; "
+                f"{int(moved.unstable.sum())} simulation(s) affected; reset() the batch")
         reward, terminated = self._reward(rows, act, moved)
         self._xy[rows] = moved.xy
         self._obs[rows] = self._observe(rows, moved.state, moved.cfrc)

@@ -17,7 +17,7 @@ Two implementations share exactly the same float32 arithmetic:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -26,7 +26,7 @@ import torch
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
-from envs.batch import EpisodeBatch
+from envs.batch import EpisodeBatch, check_seeds
 from envs.checks import check_positive_int
 
 MAX_ACTION = 0.1
@@ -194,6 +194,7 @@ class BatchedNav2D(EpisodeBatch):
         episodes_per_task: int,
         max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,
         goal_conditioned: bool = False,
+        seeds: Sequence[int] | None = None,
     ) -> None:
         """Create the batch.
 
@@ -202,6 +203,9 @@ class BatchedNav2D(EpisodeBatch):
             episodes_per_task: number ``E`` of parallel episodes per goal (> 0).
             max_episode_steps: horizon after which running episodes are truncated (> 0).
             goal_conditioned: if True, observations are ``[x, y, goal_x, goal_y]``.
+            seeds: ``T·E`` reset seeds, one per row (the batched-env protocol of
+                ``envs/batch.py``); checked and kept, but every episode starts at the
+                origin, so a reset draws nothing.
         """
         goals = torch.as_tensor(goals).detach().to(torch.float32)
         if goals.dim() != 2 or goals.shape[1] != 2 or goals.shape[0] == 0:
@@ -214,6 +218,7 @@ class BatchedNav2D(EpisodeBatch):
         self.goal_conditioned = bool(goal_conditioned)
         self.obs_dim = 4 if self.goal_conditioned else 2
         self.action_dim = 2
+        self.seeds = None if seeds is None else check_seeds(seeds, self.num_envs)
         self.reset()
 
     @property

@@ -13,6 +13,7 @@ from rkmeta_rl import rundir
 from rkmeta_rl.arguments import add_command
 from rkmeta_rl.methods import format_table
 from rkmeta_rl.rl import cli as rl_cli
+from rkmeta_rl.rl.sampler import SamplingError
 from rkmeta_rl.supervised import cli as supervised_cli
 
 
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError) as e:  # bad input or a file problem: one line, no traceback
         print(f"rkmeta-rl: error: {e}", file=sys.stderr)
         return 2
+    except SamplingError as e:  # an env failed while training: one line, files intact
+        print(f"rkmeta-rl: error: {' '.join(str(e).split())}; the last checkpoint is "
+              "intact (continue with --resume once it is fixed)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("rkmeta-rl: interrupted; the last checkpoint is intact (continue with --resume)",
               file=sys.stderr)

@@ -37,6 +37,7 @@ from envs.mujoco_batch import BatchedLocomotion
 from rkmeta_rl.rk import repeat_params
 from rkmeta_rl.rl.episodes import rollout
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
+from rkmeta_rl.rl.streams import StreamKey, episode_streams
 
 FAMILY = {"halfcheetah": "halfcheetah-vel", "ant": "ant-vel"}
 
@@ -56,7 +57,7 @@ def make_batch(robot: str, envs: int, tasks: int, horizon: int,
                threads: int) -> BatchedLocomotion:
     spec = get_spec(FAMILY[robot])
     task_list = spec.sample_tasks(np.random.default_rng(0), tasks)
-    return BatchedLocomotion(spec.name, task_list, envs // tasks, horizon, seed=0,
+    return BatchedLocomotion(spec.name, task_list, envs // tasks, horizon, range(envs),
                              nthread=threads)
 
 
@@ -163,10 +164,13 @@ def policy_rollout(batch: BatchedLocomotion) -> tuple[Callable[[], int], TimedEn
     torch.manual_seed(0)
     policy = GaussianMLPPolicy(batch.obs_dim, batch.action_dim, hidden=(100, 100))
     params = {k: v.detach() for k, v in repeat_params(policy.params(), batch.num_tasks).items()}
-    env, gen = TimedEnv(batch), torch.Generator().manual_seed(0)
+    env = TimedEnv(batch)
+    streams = episode_streams(StreamKey(0), range(batch.num_tasks), batch.episodes_per_task,
+                              batch.max_episode_steps, batch.action_dim)
 
     def run() -> int:
-        episodes = rollout(policy, params, env, batch.action_low, batch.action_high, gen)
+        episodes = rollout(policy, params, env, batch.action_low, batch.action_high,
+                           streams.noise)
         return int(episodes.mask.sum())
 
     return run, env

@@ -65,7 +65,7 @@ def plain_meta_step(trainer: Trainer, tasks: list[dict]) -> dict[str, float]:
     def stage(i: int, params: Params) -> None:
         if i not in data:
             t = time.perf_counter()
-            data[i] = add_advantages(sample({n: v.detach() for n, v in params.items()}),
+            data[i] = add_advantages(sample(i, {n: v.detach() for n, v in params.items()}),
                                      cfg.gamma, cfg.gae_lambda)
             seconds["sampling"] += time.perf_counter() - t
 

@@ -33,20 +33,20 @@ from rkmeta_rl.rl.trainer import load_run, run_alpha
 
 
 def adapted_params(policy: GaussianMLPPolicy, family, task: dict, alphas: list[float],
-                   episodes: int, generator: torch.Generator, gamma: float = 0.99,
+                   episodes: int, seed: int, gamma: float = 0.99,
                    gae_lambda: float = 1.0) -> list[Params]:
-    """Per-task (T=1) parameters after 0, 1, ..., len(alphas) REINFORCE steps."""
+    """Per-task (T=1) parameters after 0, 1, ..., len(alphas) REINFORCE steps (episodes
+    from the streams of ``seed``, as ``rkmeta-rl evaluate``)."""
     history: list[Params] = []
-    adapt_to_tasks(policy, family, [task], alphas, len(alphas), episodes, generator, gamma,
+    adapt_to_tasks(policy, family, [task], alphas, len(alphas), episodes, seed, gamma,
                    gae_lambda, on_step=lambda k, returns, params: history.append(params))
     return history
 
 
 def mean_path(policy: GaussianMLPPolicy, params: Params, family, task: dict) -> np.ndarray:
     """Positions (n, 2) visited with the mean action, from the origin to the final one."""
-    env = family.batched_env([task], 1)
-    batch = rollout(policy, params, env, family.action_low, family.action_high,
-                    torch.Generator(), deterministic=True)
+    env = family.batched_env([task], 1, [0])  # nav2d starts at the origin: no draws
+    batch = rollout(policy, params, env, family.action_low, family.action_high, None)
     valid = batch.mask[0, 0] > 0
     positions = torch.cat([batch.obs[0, 0, valid, :2], env.pos[0, 0].unsqueeze(0)])
     return positions.numpy().astype(np.float64)
@@ -76,8 +76,8 @@ def paths_of(cfg, policy: GaussianMLPPolicy, goal, show_steps: list[int], episod
     goal = default_goal(cfg.env) if goal is None else np.asarray(goal, dtype=np.float64)
     task = {"goal": goal}
     alphas = step_sizes(run_alpha(cfg, policy), max(show_steps), protocol)
-    history = adapted_params(policy, family, task, alphas, episodes,
-                             torch.Generator().manual_seed(seed), cfg.gamma, cfg.gae_lambda)
+    history = adapted_params(policy, family, task, alphas, episodes, seed, cfg.gamma,
+                             cfg.gae_lambda)
     return {k: mean_path(policy, history[k], family, task) for k in sorted(set(show_steps))}
 
 

@@ -32,7 +32,7 @@ def held_out(run_dir: str, tasks: int, episodes: int, seed: int) -> tuple[np.nda
     goals = held_out_tasks(family, tasks, seed)
     _, returns = adapt_to_tasks(policy, family, goals, run_alpha(cfg, policy), steps=1,
                                 episodes_per_task=episodes,
-                                generator=torch.Generator().manual_seed(seed))
+                                seed=seed)
     return returns[0].numpy(), returns[1].numpy()
 
 

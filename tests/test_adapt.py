@@ -51,8 +51,7 @@ def test_adapt_to_tasks_is_seeded_and_returns_every_step() -> None:
     family = make_family("nav2d")
     family.seed(3)
     tasks = family.sample_tasks(2)
-    runs = [adapt_to_tasks(policy, family, tasks, 0.1, 2, 3, torch.Generator().manual_seed(1))
-            for _ in range(2)]
+    runs = [adapt_to_tasks(policy, family, tasks, 0.1, 2, 3, seed=1) for _ in range(2)]
     assert len(runs[0][1]) == 3 and runs[0][1][0].shape == (2,)
     for a, b in zip(runs[0][1], runs[1][1], strict=True):
         assert torch.equal(a, b)

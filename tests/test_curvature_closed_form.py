@@ -28,6 +28,7 @@ from rkmeta_rl.rl.mlp_products import linearize
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
 from rkmeta_rl.rl.reinforce_hessian import ChunkedHessian
 from rkmeta_rl.rl.sampler import LocalSampler
+from rkmeta_rl.rl.streams import StreamKey
 from rkmeta_rl.rl.tasks import Nav2DFamily
 from rkmeta_rl.rl.trpo import flatten
 
@@ -226,10 +227,10 @@ def _meta_step_theta(tableau_or_scheme, h, seed=0):
     family.seed(seed)
     tasks = family.sample_tasks(4)
     sampler = LocalSampler(family)
-    gen = torch.Generator().manual_seed(seed)
 
-    def sample(params):  # sampled in single precision, the step taken in double
-        episodes = sampler(policy, {n: v.float() for n, v in params.items()}, tasks, 5, gen)
+    def sample(stage, params):  # sampled in single precision, the step taken in double
+        episodes = sampler(policy, {n: v.float() for n, v in params.items()}, tasks, 5,
+                           StreamKey(seed, 0, stage))
         return Episodes(episodes.obs.double(), episodes.actions.double(),
                         episodes.rewards.double(), episodes.mask.double())
 

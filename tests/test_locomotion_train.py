@@ -15,6 +15,7 @@ from envs.mujoco_batch import BatchedLocomotion
 from rkmeta_rl import rundir
 from rkmeta_rl.cli import main
 from rkmeta_rl.rl.config import TrainConfig, read_train_config, resolve
+from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.evaluate import EvalConfig, evaluate_run, label_of
 from rkmeta_rl.rl.tasks import FAMILIES, LOCOMOTION, make_family
 from rkmeta_rl.rl.trainer import load_run, prepare_run_dir
@@ -86,10 +87,51 @@ def test_evaluate_locomotion_run_is_deterministic(tmp_path):
     assert all("velocity" in t for t in one["tasks_drawn"]) and len(two["by_step"]) == 2
 
 
-def test_cuda_is_refused_for_mujoco_families(tmp_path, capsys):
-    assert main(["train", "--env", "ant-dir", "--device", "cuda:0", "--out",
-                 str(tmp_path / "x")]) == 2
-    assert "MuJoCo families" in capsys.readouterr().err
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_cuda_without_cuda_is_refused_for_every_family(tmp_path, capsys):
+    for env in ("ant-dir", "nav2d"):
+        assert main(["train", "--env", env, "--device", "cuda:0", "--out",
+                     str(tmp_path / "x")]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_sampling_runs_on_the_cpu_and_each_stage_moves_to_the_device_once(
+        tmp_path, monkeypatch):
+    """The device hand-off (Trainer.sample_on_cpu): the sampler gets CPU parameters, and
+    each stage's episodes move to cfg.device in one Episodes.to call."""
+    trainer = prepare_run_dir(tiny(meta_iters=1), tmp_path)
+    sampled, moved = [], []
+    original_sampler, original_to = trainer.sample_episodes, Episodes.to
+
+    def sampler(policy, params, tasks, episodes_per_task, key):
+        sampled.append(({v.device.type for v in params.values()}, key))
+        return original_sampler(policy, params, tasks, episodes_per_task, key)
+
+    def to(self, device):
+        moved.append(str(device))
+        return original_to(self, device)
+
+    trainer.sample_episodes = sampler
+    monkeypatch.setattr(Episodes, "to", to)
+    trainer.run(progress=False)
+    assert [devices for devices, _ in sampled] == [{"cpu"}, {"cpu"}]  # ralston: 2 stages
+    assert [(k.seed, k.iteration, k.stage) for _, k in sampled] == [(0, 0, 0), (0, 0, 1)]
+    assert moved == [trainer.cfg.device] * 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_halfcheetah_trains_and_resumes_exactly_on_cuda(tmp_path):
+    """MuJoCo sampled on the CPU, the meta-step on the GPU; resume is exact there too."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    records = prepare_run_dir(tiny(device="cuda", dynamics="maml"), a).run(progress=False)
+    assert all(r["accepted"] for r in records)
+    assert load_run(a)[1].params()["w0"].device.type == "cpu"  # checkpoints load anywhere
+    prepare_run_dir(tiny(device="cuda", dynamics="maml", meta_iters=1), b).run(progress=False)
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["meta_iters"] = 2
+    (b / "config.json").write_text(json.dumps(cfg))
+    assert main(["train", "--resume", str(b), "--no-progress"]) == 0
+    assert without_timing(rundir.read_metrics(b)) == without_timing(records)
 
 
 def test_render_writes_a_gif_of_the_adapted_policy(tmp_path, capsys):

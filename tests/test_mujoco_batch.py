@@ -10,6 +10,7 @@ from gymnasium.envs.mujoco.ant_v5 import AntEnv
 from gymnasium.envs.mujoco.half_cheetah_v5 import HalfCheetahEnv
 from helpers import os_thread_ids, threads_left_since
 
+from envs.batch import EnvError
 from envs.locomotion import make_locomotion_env
 from envs.locomotion_dynamics import robot_dynamics
 from envs.locomotion_tasks import get_spec
@@ -26,10 +27,16 @@ TASKS = {
 }
 
 
+def seeds_of(seed: int, n: int) -> list[int]:
+    """n reset seeds made from ``seed``."""
+    return np.random.SeedSequence(seed).generate_state(n).tolist()
+
+
 def make(family: str, episodes: int = 2, horizon: int = 20, seed: int = 0,
          nthread: int = 2, dynamics: str = "gymnasium") -> BatchedLocomotion:
     tasks = TASKS[family.removesuffix("-oracle")]
-    return BatchedLocomotion(family, tasks, episodes, horizon, seed, nthread, dynamics)
+    seeds = seeds_of(seed, len(tasks) * episodes)
+    return BatchedLocomotion(family, tasks, episodes, horizon, seeds, nthread, dynamics)
 
 
 def gym_env(family: str) -> HalfCheetahEnv | AntEnv:
@@ -137,12 +144,27 @@ def test_maml_reset_draws_rllabs_initial_states():
     with make("ant-goal", seed=4, dynamics="maml") as batch:
         batch.reset()
         qpos, qvel = batch.physics_state()
-        rng = np.random.default_rng(4)
         nq, nv = batch.model.nq, batch.model.nv
         init = batch.model.numeric("init_qpos").data  # rllab's Ant pose, not qpos0
-        np.testing.assert_array_equal(qpos.reshape(-1, nq),
-                                      init + 0.01 * rng.standard_normal((4, nq)))
-        np.testing.assert_array_equal(qvel.reshape(-1, nv), 0.1 * rng.standard_normal((4, nv)))
+        for row, seed in enumerate(seeds_of(4, 4)):  # each row from its own seed
+            rng = np.random.default_rng(seed)
+            np.testing.assert_array_equal(qpos.reshape(-1, nq)[row],
+                                          init + 0.01 * rng.standard_normal(nq))
+            np.testing.assert_array_equal(qvel.reshape(-1, nv)[row],
+                                          0.1 * rng.standard_normal(nv))
+
+
+@pytest.mark.parametrize("family", ["halfcheetah-vel", "ant-goal"])
+@pytest.mark.parametrize("dynamics", ["gymnasium", "maml"])
+def test_a_row_resets_as_the_env_does_with_its_seed(family, dynamics):
+    """Row i starts where envs.locomotion's env starts after reset(seed=seeds[i])."""
+    with make(family, dynamics=dynamics) as batch:
+        obs = batch.reset().reshape(batch.num_envs, -1)
+        for row in (0, 3):
+            env = make_locomotion_env(family, batch.tasks[row // 2], dynamics=dynamics)
+            first, _ = env.reset(seed=batch.seeds[row])
+            np.testing.assert_allclose(obs[row].numpy(), first, rtol=1e-6, atol=1e-7)
+            env.close()
 
 
 def run(batch: BatchedLocomotion, steps: int, seed: int = 0) -> list[torch.Tensor]:
@@ -165,8 +187,8 @@ def test_seeds_and_threads(family):
         assert not torch.equal(ra[0], rc[0])
         obs0 = ra[0].reshape(a.num_envs, -1)  # every episode starts from its own noise
         assert len(torch.unique(obs0, dim=0)) == a.num_envs
-        again = a.reset()  # the next reset continues the stream
-        assert not torch.equal(again, ra[0])
+        again = a.reset()  # a batch is a function of its tasks and seeds
+        assert torch.equal(again, ra[0])
 
 
 def test_truncation_freezes_episodes():
@@ -214,7 +236,7 @@ def test_unstable_physics_and_bad_actions_raise(dof):
         qvel[1, 0, dof] = 1e12  # MuJoCo finds it unstable and resets that simulation
         batch.reset_to(qpos, qvel)
         action = torch.zeros(2, 2, batch.action_dim)
-        with pytest.raises(RuntimeError, match="task 1, episode 0 at step 1"):
+        with pytest.raises(EnvError, match=r"unstable.* at step 1;.*\(task 1, episode 0\)"):
             batch.step(action)
         batch.reset()
         action[0, 1, 2] = float("nan")
@@ -225,7 +247,7 @@ def test_unstable_physics_and_bad_actions_raise(dof):
     with pytest.raises(RuntimeError, match="closed"):
         batch.step(torch.zeros(2, 2, batch.action_dim))
     with pytest.raises(ValueError, match="direction"):
-        BatchedLocomotion("halfcheetah-dir", [{"direction": 0.3}], 1, 5, 0)
+        BatchedLocomotion("halfcheetah-dir", [{"direction": 0.3}], 1, 5, [0])
 
 
 @pytest.mark.parametrize("family", ["halfcheetah-dir", "ant-goal"])
@@ -234,8 +256,8 @@ def test_inside_rollout(family):
     with make(family, episodes=3, horizon=horizon) as batch:
         policy = GaussianMLPPolicy(batch.obs_dim, batch.action_dim, hidden=(8,))
         params = repeat_params(policy.params(), batch.num_tasks)
-        gen = torch.Generator().manual_seed(0)
-        ep = rollout(policy, params, batch, batch.action_low, batch.action_high, gen)
+        noise = torch.randn(2, 3, horizon, batch.action_dim)
+        ep = rollout(policy, params, batch, batch.action_low, batch.action_high, noise)
     assert ep.obs.shape == (2, 3, horizon, batch.obs_dim)
     assert ep.actions.shape == (2, 3, horizon, batch.action_dim)
     assert ep.rewards.shape == ep.mask.shape == (2, 3, horizon)
@@ -266,7 +288,7 @@ def test_unstable_step_leaves_every_state_unchanged():
         qpos, qvel = batch.physics_state()
         qvel[0, 1, 4] = 1e12
         batch.reset_to(qpos, qvel)
-        with pytest.raises(RuntimeError, match="task 0, episode 1 at step 1"):
+        with pytest.raises(EnvError, match=r"at step 1;.*\(task 0, episode 1\)"):
             batch.step(torch.full((2, 2, batch.action_dim), 0.3))
         for x, y in zip((qpos, qvel), batch.physics_state(), strict=True):
             np.testing.assert_array_equal(x, y)

@@ -160,14 +160,15 @@ def test_invalid_hidden_raises(hidden):
         GaussianMLPPolicy(2, 2, hidden=hidden)
 
 
-def test_sample_actions_uses_generator():
+def test_sample_actions_scales_the_given_normals():
     g = _gen(9)
     mean = torch.randn(4, 3, generator=g, dtype=DT)
     log_std = torch.randn(3, generator=g, dtype=DT)
-    u = sample_actions(mean, log_std, _gen(10))
     eps = torch.randn(mean.shape, generator=_gen(10), dtype=DT)
+    u = sample_actions(mean, log_std, eps)
     torch.testing.assert_close(u, mean + log_std.exp() * eps, rtol=0, atol=0)
+    eps = torch.randn(20000, 1, generator=_gen(11))
     big = sample_actions(torch.zeros(20000, 1, dtype=DT), torch.tensor([math.log(2.0)],
-                                                                          dtype=DT), _gen(11))
+                                                                          dtype=DT), eps)
     assert abs(big.mean().item()) < 0.06
     assert big.std().item() == pytest.approx(2.0, rel=0.03)

@@ -161,8 +161,8 @@ def test_nan_rewards_leave_theta_unchanged(tmp_path, monkeypatch):
     def nan_sampler(self, tasks):
         sample = original(self, tasks)
 
-        def nan_sample(params):
-            episodes = sample(params)
+        def nan_sample(stage, params):
+            episodes = sample(stage, params)
             episodes.rewards = torch.full_like(episodes.rewards, math.nan)
             return episodes
         return nan_sample
@@ -276,17 +276,31 @@ def test_failing_writer_leaves_no_temporary_file(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
 
 
-def test_trainer_checkpoint_round_trips_the_rng_streams(tmp_path):
+def test_trainer_checkpoint_round_trips_the_task_stream(tmp_path):
     trainer = run_to_end(tmp_path, meta_iters=1)
     state = rundir.load_checkpoint(tmp_path)
     assert state["iteration"] == 1
-    assert torch.equal(state["generator"], trainer.generator.get_state())
+    assert "generator" not in state  # the sampling streams are (seed, iteration, stage)
     assert state["task_rng"] == trainer.family.rng_state()
     resumed = resume_run(tmp_path)
     assert resumed.iteration == 1
-    assert torch.equal(resumed.generator.get_state(), trainer.generator.get_state())
     assert resumed.family.sample_tasks(2)[0]["goal"].tolist() == \
         trainer.family.sample_tasks(2)[0]["goal"].tolist()
+
+
+def test_a_checkpoint_with_the_old_torch_generator_resumes(tmp_path):
+    """Checkpoints written before the per-episode streams hold a torch generator's state:
+    it is ignored, and the run continues as one that never had it."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_to_end(a)
+    with pytest.MonkeyPatch.context() as m:
+        interrupt_on_call(m, 2)
+        with pytest.raises(KeyboardInterrupt):
+            prepare_run_dir(tiny_config(), b).run(progress=False)
+    state = rundir.load_checkpoint(b)
+    rundir.save_checkpoint(b, {**state, "generator": torch.Generator().get_state()})
+    assert main(["train", "--resume", str(b), "--no-progress"]) == 0
+    assert without_timing(rundir.read_metrics(b)) == without_timing(rundir.read_metrics(a))
 
 
 def test_directory_with_run_files_but_no_config_is_refused(tmp_path):

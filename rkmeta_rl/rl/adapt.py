@@ -12,6 +12,7 @@ from rkmeta_rl.rl.episodes import Episodes, add_advantages
 from rkmeta_rl.rl.losses import reinforce_loss
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
 from rkmeta_rl.rl.sampler import LocalSampler, Sampler
+from rkmeta_rl.rl.streams import StreamKey
 
 
 def reinforce_step(
@@ -33,7 +34,7 @@ def adapt_to_tasks(
     alpha: float | dict[str, float] | Sequence[float | dict[str, float]],
     steps: int,
     episodes_per_task: int,
-    generator: torch.Generator,
+    seed: int,
     gamma: float = 0.99,
     gae_lambda: float = 1.0,
     on_step: Callable[[int, Tensor, Params], None] | None = None,
@@ -46,7 +47,8 @@ def adapt_to_tasks(
     Returns the adapted per-task parameters and the per-task mean returns (T,) measured
     before the first step and after each step (``steps + 1`` entries). ``on_step(k,
     returns, params)`` is called as each is measured, with the parameters after k steps.
-    Episodes come from ``sampler`` (default: a :class:`LocalSampler` of ``family``).
+    Episodes come from ``sampler`` (default: a :class:`LocalSampler` of ``family``), step
+    k's from the streams of ``StreamKey(seed, 0, k)`` (``rkmeta_rl/rl/streams.py``).
     """
     alphas = [alpha] * steps if isinstance(alpha, (int, float, dict)) else list(alpha)
     if len(alphas) != steps:
@@ -55,7 +57,7 @@ def adapt_to_tasks(
     params = repeat_params({n: v.detach() for n, v in policy.params().items()}, len(tasks))
     returns = []
     for step in range(steps + 1):
-        episodes = sample(policy, params, tasks, episodes_per_task, generator)
+        episodes = sample(policy, params, tasks, episodes_per_task, StreamKey(seed, 0, step))
         returns.append(episodes.task_returns())
         if on_step is not None:
             on_step(step, returns[-1], params)

@@ -31,6 +31,7 @@ from rkmeta_rl.rl.config import PRESETS, TrainConfig, preset_values, resolve
 from rkmeta_rl.rl.evaluate import CHECKPOINTS, INITS, PROTOCOLS, EvalConfig, evaluate_run
 from rkmeta_rl.rl.gym_tasks import FORMS
 from rkmeta_rl.rl.render import render_run
+from rkmeta_rl.rl.sampler import SAMPLERS
 from rkmeta_rl.rl.tasks import (
     FAMILIES,
     GYM_INNER_LR,
@@ -87,7 +88,16 @@ def add_train_args(p: argparse.ArgumentParser, oracle: bool = False) -> None:
     p.add_argument("--num-threads", type=int, default=d.num_threads,
                    help="torch threads; 0: every core this process may use; 1 when another "
                    "process shares the cores (default: %(default)s)")
-    p.add_argument("--device", default=d.device, help="cpu or cuda[:N]")
+    p.add_argument("--device", default=d.device,
+                   help="cpu or cuda[:N]: where the meta-step runs (sampling runs on the CPU)")
+    p.add_argument("--sampler", default=d.sampler,
+                   help="; ".join(f"{k}: {v}" for k, v in SAMPLERS.items())
+                        + "; the episodes are the same either way")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="Ray workers, one CPU each [0: one per CPU of the Ray instance]")
+    p.add_argument("--ray-address", default=d.ray_address, metavar="ADDR",
+                   help="join the Ray cluster at ADDR (HOST:PORT, or auto) instead of "
+                        "starting a local instance")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/ENV-METHOD-sSEED)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own config")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

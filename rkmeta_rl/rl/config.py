@@ -12,6 +12,7 @@ dynamics existed reads as ``gymnasium``, the dynamics it ran.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from envs.locomotion_dynamics import GYMNASIUM
 from rkmeta_rl import rundir
 from rkmeta_rl.config import StoredConfig, check_seed, resolve_steps, torch_threads
 from rkmeta_rl.layer_methods import parse_layer_methods
+from rkmeta_rl.rl.sampler import SAMPLERS
 from rkmeta_rl.rl.tasks import episodes_of, family_entry, horizon_of
 
 # Named budgets (--preset): they replace these defaults; explicit flags still win.
@@ -79,6 +81,9 @@ class TrainConfig(MetaStepConfig, StoredConfig):
     seed: int = 0
     num_threads: int = 0  # 0: every core this process may use (config.torch_threads)
     device: str = "cpu"
+    sampler: str = "local"  # a SAMPLERS name (rkmeta_rl.rl.sampler)
+    workers: int = 0  # Ray workers; 0: one per CPU of the Ray instance
+    ray_address: str | None = None  # a Ray cluster to join; None: start a local instance
     alpha: float | None = None  # resolved adaptation step α
     h: float | None = None  # resolved RK step h
 
@@ -125,27 +130,48 @@ def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
     if not cfg.hidden or any(int(x) <= 0 for x in cfg.hidden):
         raise ValueError(f"--hidden must be positive layer sizes like 100,100, got {cfg.hidden}")
-    _check_device(cfg.device, cfg.env, family.mujoco)
+    _check_device(cfg.device)
+    _check_sampler(cfg.sampler, cfg.workers, cfg.ray_address)
     cfg.alpha, cfg.h = resolve_steps(tab, cfg.inner_lr, cfg.step_size, family.inner_lr)
     if cfg.layer_methods is not None:
         parse_layer_methods(cfg.layer_methods)  # the names are checked with the policy
     return cfg
 
 
-def _check_device(device: str, env: str, mujoco: bool) -> None:
+def _check_device(device: str) -> None:
+    """cpu or cuda[:N] (every family: sampling runs on the CPU, the meta-step on the
+    device; ``rkmeta_rl/rl/trainer.py``)."""
     if device != "cpu" and not device.startswith("cuda"):
         raise ValueError(f"--device must be cpu or cuda[:N], got {device!r}")
-    if device != "cpu" and mujoco:
-        raise ValueError(f"--device {device}: the MuJoCo families ({env}) sample and "
-                         "train on the CPU; use --device cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine")
 
 
+def _check_sampler(sampler: str, workers: int, address: str | None) -> None:
+    """A known sampler; Ray's settings only with ``ray``, and Ray installed for it."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; valid choices: {', '.join(SAMPLERS)}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"--workers must be >= 0 (0: one per CPU of the Ray instance), "
+                         f"got {workers!r}")
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise ValueError(f"--ray-address must be an address like HOST:6379 or auto, "
+                         f"got {address!r}")
+    if sampler != "ray":
+        given = [f for f, v in (("--workers", workers), ("--ray-address", address)) if v]
+        if given:
+            raise ValueError(f"{' and '.join(given)} need --sampler ray (got --sampler "
+                             f"{sampler})")
+    elif importlib.util.find_spec("ray") is None:
+        raise ValueError('--sampler ray needs Ray, which is not installed: pip install -e '
+                         '".[ray]"')
+
+
 def read_train_config(run_dir: str | Path, check_device: bool = False) -> TrainConfig:
     """The RL run's config.json, every value validated (a one-line ValueError naming the
-    file otherwise); a supervised run is named as such, not misread. The device is only
-    checked when ``check_device`` (training); evaluation runs on the CPU."""
+    file otherwise); a supervised run is named as such, not misread. The device and the
+    sampler are only checked when ``check_device`` (training); evaluation runs on the CPU
+    with the local sampler."""
     path = Path(run_dir) / rundir.CONFIG
     stored = rundir.read_config(Path(run_dir))
     if stored.get("kind") == "supervised":
@@ -155,7 +181,8 @@ def read_train_config(run_dir: str | Path, check_device: bool = False) -> TrainC
         cfg = TrainConfig.from_dict(stored)
         probe = copy.deepcopy(cfg)
         if not check_device:
-            probe.device = "cpu"
+            probe.device, probe.sampler, probe.workers, probe.ray_address = (
+                "cpu", "local", 0, None)
         resolve(probe)
     except (TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"{path}: {e}") from None

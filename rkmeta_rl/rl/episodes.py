@@ -7,6 +7,8 @@ parameters at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +22,7 @@ from rkmeta_rl.rl.baseline import (
     gae,
     normalize_per_task,
 )
-from rkmeta_rl.rl.policy import GaussianMLPPolicy, sample_actions
+from rkmeta_rl.rl.policy import GaussianMLPPolicy, sample_actions, task_by_task
 
 # Rows (steps) per chunk of tasks in the closed-form curvature and the line search's
 # evaluations: a chunk's activations (rows × width floats) stay in cache and are reused
@@ -69,6 +71,18 @@ class Episodes:
         size = max(1, CHUNK_ROWS // max(1, self.obs.shape[1] * self.obs.shape[2]))
         return [slice(a, min(a + size, self.num_tasks)) for a in range(0, self.num_tasks, size)]
 
+    def to(self, device: str | torch.device) -> Episodes:
+        """The episodes on ``device`` (themselves when they are there already)."""
+        adv = None if self.advantages is None else self.advantages.to(device)
+        return Episodes(self.obs.to(device), self.actions.to(device), self.rewards.to(device),
+                        self.mask.to(device), adv)
+
+    @staticmethod
+    def cat(parts: list[Episodes]) -> Episodes:
+        """The episodes of consecutive groups of tasks, as one batch (no advantages)."""
+        return Episodes(*(torch.cat([getattr(p, k) for p in parts])
+                          for k in ("obs", "actions", "rewards", "mask")))
+
     def task_returns(self) -> Tensor:
         """Mean undiscounted episode return per task: (T,)."""
         return (self.rewards * self.mask).sum(-1).mean(-1)
@@ -89,19 +103,31 @@ def rollout(
     env,
     action_low: Tensor,
     action_high: Tensor,
-    generator: torch.Generator,
-    deterministic: bool = False,
+    noise: Tensor | None,
 ) -> Episodes:
     """Run one batched env (all tasks × episodes) to the end with per-task ``params``.
 
     ``env`` follows the batched-env protocol: ``reset() -> obs (T, E, d)``,
     ``alive: (T, E) bool`` (episodes not yet ended), ``step(action (T, E, a)) ->
-    (obs, reward, terminated, truncated)``, ``max_episode_steps``.
+    (obs, reward, terminated, truncated)``, ``max_episode_steps``. ``noise``: every
+    episode's standard normals (T, E, H, a), drawn up front (``rkmeta_rl/rl/streams.py``);
+    None plays the mean action. The policy runs task by task on one torch thread
+    (``policy.task_by_task``), and steps after an episode's end hold zeros (obs, action,
+    reward and mask), so a task's episodes do not depend on the other tasks in the batch.
     """
+    with one_torch_thread():
+        return _rollout(task_by_task(policy, params), env, action_low, action_high, noise)
+
+
+def _rollout(policy: Callable[[Tensor], tuple[Tensor, Tensor]], env, action_low: Tensor,
+             action_high: Tensor, noise: Tensor | None) -> Episodes:
+    """:func:`rollout`'s loop, ``policy``: obs (T, E, d) -> mean, log_std."""
     obs = env.reset()
     horizon = env.max_episode_steps
     t_, e_, d_ = obs.shape
     a_ = action_low.numel()
+    if noise is not None:
+        noise = noise.to(obs.device)
     all_obs = obs.new_zeros(t_, e_, horizon, d_)
     all_act = obs.new_zeros(t_, e_, horizon, a_)
     all_rew = obs.new_zeros(t_, e_, horizon)
@@ -111,16 +137,29 @@ def rollout(
             alive = env.alive.clone()
             if not alive.any():
                 break
-            mean, log_std = policy(params, obs)  # (T, E, a)
-            u = mean if deterministic else sample_actions(mean, log_std, generator)
+            mean, log_std = policy(obs)  # (T, E, a), (T, 1, a)
+            u = mean if noise is None else sample_actions(mean, log_std, noise[:, :, step])
             action = scale_action(u, action_low, action_high)
             next_obs, reward, _, _ = env.step(action)
-            all_obs[:, :, step] = obs
-            all_act[:, :, step] = u
-            all_rew[:, :, step] = reward * alive
+            keep = alive.unsqueeze(-1)
+            all_obs[:, :, step] = torch.where(keep, obs, 0.0)
+            all_act[:, :, step] = torch.where(keep, u, 0.0)
+            all_rew[:, :, step] = torch.where(alive, reward, 0.0)
             all_mask[:, :, step] = alive.float()
             obs = next_obs
     return Episodes(all_obs, all_act, all_rew, all_mask)
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread inside (sampling: the physics has its own threads, and a
+    product's result may depend on the thread count), the previous count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def add_advantages(episodes: Episodes, gamma: float = 0.99, lam: float = 1.0) -> Episodes:

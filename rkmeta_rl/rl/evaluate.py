@@ -2,7 +2,8 @@
 
 The held-out tasks are drawn from the run's task family seeded with the evaluation seed,
 so every run (and the goal-conditioned oracle) meets the same goals. At each step the
-adapted policies sample ``episodes`` fresh episodes per task; the mean return per task
+adapted policies sample ``episodes`` fresh episodes per task (step k's from the streams of
+(evaluation seed, 0, k), ``rkmeta_rl/rl/streams.py``); the mean return per task
 is recorded and then one REINFORCE step is taken (of α, or with the MAML test protocol
 α first and α/2 after). The result is written to ``eval.json`` next to the run.
 """
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from rkmeta_rl import rundir
@@ -168,9 +168,8 @@ def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
         if bar is not None:
             bar.update(k + 1, step=k, mean_return=float(returns.mean()))
 
-    generator = torch.Generator().manual_seed(ecfg.seed)
     _, returns = adapt_to_tasks(policy, family, tasks, alphas, ecfg.steps, ecfg.episodes,
-                                generator, cfg.gamma, cfg.gae_lambda, on_step=on_step)
+                                ecfg.seed, cfg.gamma, cfg.gae_lambda, on_step=on_step)
     result = {
         "run_dir": str(run_dir),
         "env": cfg.env,

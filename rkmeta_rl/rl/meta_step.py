@@ -57,7 +57,7 @@ class MetaStepResult:
 
 def meta_step(
     policy: GaussianMLPPolicy,
-    sample: Callable[[Params], Episodes],
+    sample: Callable[[int, Params], Episodes],
     num_tasks: int,
     tableau: Tableau | Scheme,
     h: float | None,
@@ -65,7 +65,9 @@ def meta_step(
 ) -> MetaStepResult:
     """Sample every stage, take one TRPO step on the RK surrogate, write θ if accepted.
 
-    sample(per_task_params) -> Episodes for the meta-batch's tasks. ``tableau``: one
+    sample(stage, per_task_params) -> Episodes for the meta-batch's tasks, stage i (0-based)
+    for stage i's episodes and stage s for a one-stage tableau's monitoring sample (the
+    stage names the call's random streams, ``rkmeta_rl/rl/streams.py``). ``tableau``: one
     tableau with step ``h``, or a tableau per parameter group (a ``Scheme``, whose groups
     share the weights a; h None). ``return_post`` is stage 2's return; a one-stage tableau
     has no stage 2, so it is measured after one REINFORCE step of α (h for one stage), for
@@ -81,7 +83,7 @@ def meta_step(
         if i not in data:
             t = time.perf_counter()
             detached = {n: v.detach() for n, v in point.items()}
-            data[i] = add_advantages(sample(detached), cfg.gamma, cfg.gae_lambda)
+            data[i] = add_advantages(sample(i, detached), cfg.gamma, cfg.gae_lambda)
             seconds["sampling"] += time.perf_counter() - t
 
     by_k1 = moved_by_k1(tableau)  # points θ - h q_i1 k_1, k_1 in closed form
@@ -189,11 +191,11 @@ def _monitor_post(
     policy: GaussianMLPPolicy,
     theta: Params,
     episodes: Episodes,
-    sample: Callable[[Params], Episodes],
+    sample: Callable[[int, Params], Episodes],
     step: float | dict[str, float],
     num_tasks: int,
 ) -> float:
     """Return after one REINFORCE step of ``step`` (one, or per parameter) from θ (for
-    one-stage tableaus)."""
-    return sample(reinforce_step(policy, repeat_params(theta, num_tasks), episodes, step)
+    one-stage tableaus; sampled as stage 1)."""
+    return sample(1, reinforce_step(policy, repeat_params(theta, num_tasks), episodes, step)
                   ).mean_return()

@@ -12,7 +12,7 @@ Actions live in normalised units: the Gaussian is over ``u``; the environment re
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -72,12 +72,44 @@ class GaussianMLPPolicy(nn.Module):
 
 def affine(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
     """x @ w + b with the bias added inside the matrix product (one pass, not two):
-    x (N, i) or (T, N, i), w (i, o) or (T, i, o), b (o,) or (T, o)."""
+    x (N, i) or (T, N, i), w (i, o) or (T, i, o), b (o,) or (T, o). With per-task weights
+    (``baddbmm``) a task's rows are not always bitwise the same when the batch holds other
+    tasks, or another number of threads runs (seen with few rows and 6 outputs); sampling
+    uses :func:`task_by_task`, which is."""
     if x.dim() == 3 and w.dim() == 3:
         return torch.baddbmm(b.unsqueeze(-2), x, w)
     if w.dim() == 2 and b.dim() == 1:
         return torch.addmm(b, x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[-1])
     return torch.matmul(x, w) + b.unsqueeze(-2)
+
+
+def task_by_task(policy: GaussianMLPPolicy, params: Params
+                 ) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """The policy with per-task ``params`` (leading dimension T) as a function of obs
+    (T, E, d) -> mean (T, E, a), log_std (T, 1, a), without a graph, that evaluates each
+    task on its own: :meth:`GaussianMLPPolicy.forward`'s unbatched arithmetic (``addmm``,
+    in-place ReLU) on fresh copies of the task's parameters and observations, aligned
+    alike every time. So a task's actions are bitwise the same whatever other tasks are
+    sampled with it, which lets a sample call be split over workers by whole tasks
+    (``tests/test_streams.py``). Run it on one thread: a product's blocking may depend on
+    the thread count."""
+    tasks, last = params["log_std"].shape[0], policy.n_layers - 1
+    layers = [[(params[f"w{k}"][t].clone(), params[f"b{k}"][t].clone())
+               for k in range(policy.n_layers)] for t in range(tasks)]
+
+    def forward(obs: Tensor) -> tuple[Tensor, Tensor]:
+        mean = obs.new_empty(tasks, obs.shape[1], policy.act_dim)
+        with torch.no_grad():
+            for t, task_layers in enumerate(layers):
+                h = obs[t].clone()
+                for k, (w, b) in enumerate(task_layers):
+                    h = torch.addmm(b, h, w)
+                    if k < last:
+                        h.relu_()
+                mean[t] = h
+        return mean, params["log_std"].unsqueeze(-2)
+
+    return forward
 
 
 def gaussian_log_prob(mean: Tensor, log_std: Tensor, u: Tensor) -> Tensor:
@@ -93,7 +125,7 @@ def gaussian_kl(mean0: Tensor, log_std0: Tensor, mean1: Tensor, log_std1: Tensor
     return kl.sum(-1)
 
 
-def sample_actions(mean: Tensor, log_std: Tensor, generator: torch.Generator) -> Tensor:
-    """u = mean + std · ε, ε ~ N(0, I) drawn from ``generator``."""
-    eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-    return mean + torch.exp(log_std) * eps
+def sample_actions(mean: Tensor, log_std: Tensor, eps: Tensor) -> Tensor:
+    """u = mean + std · ε for given standard normals ε (shaped like ``mean``; each episode's
+    are drawn up front from its own stream, ``rkmeta_rl/rl/streams.py``)."""
+    return mean + torch.exp(log_std) * eps.to(mean.dtype)

@@ -88,8 +88,7 @@ def render_run(run_dir: str | Path, out: str | Path, task_json: str | None = Non
     family = run_family(cfg)
     task = parse_task(task_json, family)
     params, returns = adapt_to_tasks(policy, family, [task], run_alpha(cfg, policy), steps,
-                                     episodes,
-                                     torch.Generator().manual_seed(seed))
+                                     episodes, seed)
     env = TimeLimit(make_locomotion_env(cfg.env, task=task, dynamics=cfg.dynamics,
                                         render_mode="rgb_array", width=width, height=height,
                                         camera_name="track"),  # the model's camera that follows

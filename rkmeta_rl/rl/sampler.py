@@ -1,44 +1,97 @@
 """Where episodes come from: the one call the trainer and the evaluator sample through.
 
-A sampler is any callable ``sample(policy, params, tasks, episodes_per_task, generator)
--> Episodes`` (shapes in ``rkmeta_rl.rl.episodes``). :class:`LocalSampler` steps every
-(task, episode) pair of the call as one batched env on this machine, evaluating the
-policy once per time step for all of them. A distributed backend implements the same call
-(send the parameters and tasks out, gather the episodes back, draw its exploration noise
-from per-worker streams derived from ``generator``) and is handed to ``Trainer(...,
-sampler=...)``; nothing else changes.
+A sampler is any callable ``sample(policy, params, tasks, episodes_per_task, key) ->
+Episodes`` (shapes in ``rkmeta_rl.rl.episodes``): per-task parameters ``params`` (CPU
+tensors with a leading task dimension), the meta-batch's ``tasks`` and a
+:class:`~rkmeta_rl.rl.streams.StreamKey` naming the call's random streams. Every episode
+draws its exploration noise and reset seed from its own stream, a function of the key, its
+task's index in ``tasks`` and its own index (``rkmeta_rl/rl/streams.py``), so how the tasks
+are spread over processes never changes the episodes. Two backends, chosen with
+``--sampler`` (README, "Sampling"):
+
+* :class:`LocalSampler` steps every (task, episode) of the call as one batched env on this
+  machine, evaluating the policy once per time step for all of them;
+* :class:`rkmeta_rl.rl.ray_sampler.RaySampler` splits the tasks into one share of whole
+  tasks per Ray worker, each running :func:`sample_share` (the same code) on its share;
+  the episodes are bitwise those of the local sampler.
+
+A sampler may also have ``start()`` (the trainer calls it before its first iteration) and
+``close()`` (called when training ends, however it ends). An env that fails raises
+:class:`SamplingError` naming the task (its index and dict), the episode and the worker.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
-import torch
+import numpy as np
 
+from envs.batch import EnvError
 from rkmeta_rl.rk import Params
 from rkmeta_rl.rl.episodes import Episodes, rollout
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
+from rkmeta_rl.rl.streams import StreamKey, episode_streams
+
+SAMPLERS = {"local": "one batched env in this process",
+            "ray": "whole tasks spread over Ray workers (pip install -e \".[ray]\")"}
+
+
+class SamplingError(RuntimeError):
+    """Sampling failed (an env raised, or a worker could not run); the message names the
+    task, episode and worker where that is known."""
 
 
 class Sampler(Protocol):
     def __call__(self, policy: GaussianMLPPolicy, params: Params, tasks: list[dict],
-                 episodes_per_task: int, generator: torch.Generator) -> Episodes: ...
+                 episodes_per_task: int, key: StreamKey) -> Episodes: ...
+
+
+def describe_task(task: dict) -> str:
+    """A task dict as one short line (arrays as lists)."""
+    return str({k: np.asarray(v).tolist() for k, v in task.items()})
+
+
+def sample_share(family, policy: GaussianMLPPolicy, params: Params, tasks: list[dict],
+                 episodes_per_task: int, key: StreamKey, first_task: int = 0,
+                 worker: str = "the local sampler") -> Episodes:
+    """The episodes of ``tasks``, the meta-batch's tasks ``first_task``, ``first_task +
+    1``, ...: one batched env of ``family`` (closed when the call ends, also by an
+    exception or Ctrl-C, so no physics thread outlives it), every row on its own stream.
+    An env's failure becomes a :class:`SamplingError` naming the task and ``worker``."""
+    streams = episode_streams(key, range(first_task, first_task + len(tasks)),
+                              episodes_per_task, family.max_episode_steps, family.act_dim)
+    env = None
+    try:
+        env = family.batched_env(tasks, episodes_per_task, streams.reset_seeds)
+        return rollout(policy, params, env, family.action_low, family.action_high,
+                       streams.noise)
+    except EnvError as e:
+        task = first_task + e.task
+        raise SamplingError(f"sampling failed in task {task} {describe_task(tasks[e.task])}, "
+                            f"episode {e.episode}, on {worker}: {e.what}") from e
+    finally:
+        close = getattr(env, "close", None)
+        if close is not None:
+            close()
 
 
 class LocalSampler:
-    """One batched env per call (the family's ``batched_env``), closed when the call ends,
-    also when it ends by an exception or Ctrl-C, so no physics thread outlives it."""
+    """Every task of a call in one batched env of ``family``, in this process."""
 
     def __init__(self, family) -> None:
         self.family = family
 
     def __call__(self, policy: GaussianMLPPolicy, params: Params, tasks: list[dict],
-                 episodes_per_task: int, generator: torch.Generator) -> Episodes:
-        env = self.family.batched_env(tasks, episodes_per_task)
-        try:
-            return rollout(policy, params, env, self.family.action_low,
-                           self.family.action_high, generator)
-        finally:
-            close = getattr(env, "close", None)
-            if close is not None:
-                close()
+                 episodes_per_task: int, key: StreamKey) -> Episodes:
+        return sample_share(self.family, policy, params, tasks, episodes_per_task, key)
+
+
+def make_sampler(cfg, family, run_dir: Path | None = None) -> Sampler:
+    """The sampler ``cfg.sampler`` names (a run's config): local over ``family``, or Ray
+    workers building the family themselves (Ray's logs go to ``run_dir``)."""
+    if cfg.sampler == "ray":
+        from rkmeta_rl.rl.ray_sampler import RaySampler  # Ray is an optional extra
+        return RaySampler(cfg.env, cfg.max_episode_steps, cfg.dynamics, cfg.hidden,
+                          cfg.workers, cfg.ray_address, run_dir)
+    return LocalSampler(family)

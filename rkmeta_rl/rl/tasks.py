@@ -14,7 +14,7 @@ import path ``module:Class`` of an env following the task protocol
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -34,7 +34,9 @@ from rkmeta_rl.rl.gym_tasks import FORMS, inspect_task_env, is_gym_name, make_ta
 
 class TaskFamily:
     """What every family shares: a Gymnasium env (``self.env``) whose own ``np_random``
-    draws the tasks, its sizes and action bounds. Subclasses add ``batched_env``."""
+    draws the tasks, its sizes and action bounds. Subclasses add ``batched_env(tasks,
+    episodes_per_task, seeds)``, the batched env of T tasks × E episodes whose row i
+    (row-major over (task, episode)) resets from ``seeds[i]`` (``envs/batch.py``)."""
 
     seconds_per_step: float | None = None  # simulated time per env step, where there is one
 
@@ -71,11 +73,12 @@ class Nav2DFamily(TaskFamily):
                                   goal_conditioned=goal_conditioned),
                          max_episode_steps, device)
 
-    def batched_env(self, tasks: list[dict], episodes_per_task: int) -> BatchedNav2D:
+    def batched_env(self, tasks: list[dict], episodes_per_task: int,
+                    seeds: Sequence[int]) -> BatchedNav2D:
         goals = torch.as_tensor(np.stack([t["goal"] for t in tasks]), dtype=torch.float32,
                                 device=self.device)
         return BatchedNav2D(goals, episodes_per_task, self.max_episode_steps,
-                            self.goal_conditioned)
+                            self.goal_conditioned, seeds)
 
 
 class LocomotionFamily(TaskFamily):
@@ -84,9 +87,9 @@ class LocomotionFamily(TaskFamily):
     pool of ``nthread`` threads).
 
     Tasks come from the Gymnasium env's own ``np_random`` (a family and its oracle draw the
-    same ones); each batch's reset noise comes from a seed drawn from that same stream, so a
-    run repeats and resumes exactly. Batches live on the CPU (MuJoCo); ``device`` only
-    places the action bounds.
+    same ones); each episode's reset noise comes from its own seed (the sampler's streams,
+    ``rkmeta_rl/rl/streams.py``), so a run repeats and resumes exactly. Batches live on
+    the CPU (MuJoCo); ``device`` only places the action bounds.
     """
 
     def __init__(self, name: str, max_episode_steps: int = DEFAULT_HORIZON,
@@ -98,20 +101,20 @@ class LocomotionFamily(TaskFamily):
         self.seconds_per_step = float(self.env.dt)
         self.env.reset(seed=0)
 
-    def batched_env(self, tasks: list[dict], episodes_per_task: int) -> BatchedLocomotion:
-        seed = int(self.env.np_random.integers(2**63 - 1))
+    def batched_env(self, tasks: list[dict], episodes_per_task: int,
+                    seeds: Sequence[int]) -> BatchedLocomotion:
         return BatchedLocomotion(self.name, tasks, episodes_per_task, self.max_episode_steps,
-                                 seed=seed, nthread=self.nthread, dynamics=self.dynamics)
+                                 seeds, nthread=self.nthread, dynamics=self.dynamics)
 
 
 class GymFamily(TaskFamily):
     """Any Gymnasium env following the task protocol (``rkmeta_rl/rl/gym_tasks.py``),
     stepped by the generic loop ``envs.gym_batch.BatchedGymEnv``.
 
-    ``self.env`` draws the tasks and, per batch, one reset seed per (task, episode) from
-    its own ``np_random``, so a run repeats and resumes exactly. The episodes run on a pool
-    of further instances of the env, made as needed and reused by every batch: each copy
-    is reset with its task and seed at the start of each batch.
+    ``self.env`` draws the tasks; each (task, episode) resets with its own seed (the
+    sampler's streams, ``rkmeta_rl/rl/streams.py``), so a run repeats and resumes exactly.
+    The episodes run on a pool of further instances of the env, made as needed and reused
+    by every batch: each copy is reset with its task and seed at the start of each batch.
     """
 
     def __init__(self, name: str, max_episode_steps: int,
@@ -124,12 +127,12 @@ class GymFamily(TaskFamily):
     def sample_tasks(self, n: int) -> list[dict]:
         return list(self.env.unwrapped.sample_tasks(n))
 
-    def batched_env(self, tasks: list[dict], episodes_per_task: int) -> BatchedGymEnv:
+    def batched_env(self, tasks: list[dict], episodes_per_task: int,
+                    seeds: Sequence[int]) -> BatchedGymEnv:
         n = len(tasks) * episodes_per_task
-        seeds = self.env.np_random.integers(2**31, size=n)  # (N,), copy t·E + e
         while len(self.pool) < n:
             self.pool.append(make_task_env(self.name, self.max_episode_steps))
-        return BatchedGymEnv(self.pool, tasks, episodes_per_task, seeds.tolist(),
+        return BatchedGymEnv(self.pool, tasks, episodes_per_task, seeds,
                              self.max_episode_steps, self.device)
 
 

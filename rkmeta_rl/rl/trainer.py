@@ -3,12 +3,21 @@
 A trainer that writes holds its run directory's writer lock (``runlock.WriterLock``) from
 ``prepare_run_dir``/``resume_run`` until ``run()`` ends; SIGINT/SIGTERM stop ``run()``
 between iterations (``rkmeta_rl.stopping``).
+
+Devices: sampling always runs on the CPU, for every family, whatever ``--device``: the
+physics (MuJoCo, a Gymnasium env) lives there, and nav2d follows the same path so that the
+episodes are one function of (θ, tasks, streams) for every device and sampler (local or
+Ray): a CUDA run samples what a CPU run at the same θ samples, and nav2d's sampling is a
+small share of its iteration next to the meta-step, which runs on ``--device``.
+:meth:`Trainer.sample_on_cpu` is the one hand-off: per-task parameters to the CPU, the
+stage's episodes back to the device once.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,7 +34,8 @@ from rkmeta_rl.rl.config import TrainConfig, read_train_config, resolve
 from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.meta_step import MetaStepResult, meta_step, rk_weights
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
-from rkmeta_rl.rl.sampler import LocalSampler, Sampler
+from rkmeta_rl.rl.sampler import Sampler, make_sampler
+from rkmeta_rl.rl.streams import StreamKey
 from rkmeta_rl.rl.tasks import TaskFamily, make_family
 from rkmeta_rl.stopping import StopSignals
 from rkmeta_rl.tableau import Tableau
@@ -76,42 +86,53 @@ def metrics_record(it: int, res: MetaStepResult, seconds: float) -> dict[str, An
 
 
 class Trainer:
-    """Holds a run's policy, RNG streams and directory; ``run()`` trains to the end."""
+    """Holds a run's policy, task stream, sampler and directory; ``run()`` trains to the
+    end. ``sampler``: the one ``cfg.sampler`` names when None (``make_sampler``)."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, sampler: Sampler | None = None) -> None:
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        self.family = run_family(cfg, cfg.device)
-        self.sample_episodes = sampler if sampler is not None else LocalSampler(self.family)
+        self.family = run_family(cfg)  # sampling runs on the CPU (module docstring)
+        self.sample_episodes = (sampler if sampler is not None
+                                else make_sampler(cfg, self.family, self.run_dir))
         self.family.seed(cfg.seed)
         self.policy = make_policy(cfg, self.family).to(cfg.device)
         self.tableau, self.h = run_method(cfg, self.policy)
-        self.generator = torch.Generator(device=cfg.device).manual_seed(cfg.seed)
         self.iteration = 0
         self.writer_lock: runlock.WriterLock | None = None
 
     # -- state ---------------------------------------------------------------
     def state(self, iteration: int | None = None) -> dict[str, Any]:
         """Everything a resume needs, as tensors and plain data (``iteration``: the count
-        of finished iterations to record, by default the current one)."""
+        of finished iterations to record, by default the current one). The sampling
+        streams need nothing: they are a function of (seed, iteration, stage)."""
         return {
             "iteration": self.iteration if iteration is None else iteration,
             "policy": self.policy.state_dict(),
-            "generator": self.generator.get_state(),
             "task_rng": self.family.rng_state(),
             "config": self.cfg.to_dict(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Restore ``state`` (a checkpoint from before the streams also holds a torch
+        generator's state, which is not needed and ignored)."""
         self.policy.load_state_dict(state["policy"])
-        self.generator.set_state(state["generator"])
         self.family.set_rng_state(state["task_rng"])
         self.iteration = state["iteration"]  # a count: checked by rundir.load_checkpoint
 
     # -- one iteration -------------------------------------------------------
-    def sampler(self, tasks: list[dict]):
-        def sample(params: Params) -> Episodes:
-            return self.sample_episodes(self.policy, params, tasks, self.cfg.fast_batch_size,
-                                        self.generator)
+    def sample_on_cpu(self, params: Params, tasks: list[dict], key: StreamKey) -> Episodes:
+        """The device hand-off: ``params`` (per task, on ``cfg.device``) go to the CPU,
+        the sampler runs there, its episodes come back to ``cfg.device`` in one move."""
+        cpu = {n: v.detach().to("cpu") for n, v in params.items()}
+        episodes = self.sample_episodes(self.policy, cpu, tasks, self.cfg.fast_batch_size, key)
+        return episodes.to(self.cfg.device)
+
+    def sampler(self, tasks: list[dict]) -> Callable[[int, Params], Episodes]:
+        """``sample(stage, params)`` for this iteration's ``tasks``: the streams of
+        (seed, iteration, stage)."""
+        def sample(stage: int, params: Params) -> Episodes:
+            return self.sample_on_cpu(params, tasks,
+                                      StreamKey(self.cfg.seed, self.iteration, stage))
         return sample
 
     def meta_step(self, tasks: list[dict]) -> MetaStepResult:
@@ -142,10 +163,11 @@ class Trainer:
             self.writer_lock = runlock.WriterLock(self.run_dir)
         torch.set_num_threads(torch_threads(self.cfg.num_threads))
         writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration)
-        bar = ProgressBar(self.cfg.meta_iters, self.iteration) if progress else None
         records = []
         signals = StopSignals()
         try:
+            self._sampler_call("start")  # before the bar: Ray's start-up lines come first
+            bar = ProgressBar(self.cfg.meta_iters, self.iteration) if progress else None
             with signals, signals.stopping(lambda: self.iteration):
                 while self.iteration < self.cfg.meta_iters:
                     signals.check(self.iteration)
@@ -160,10 +182,19 @@ class Trainer:
                         bar.update(self.iteration, pre=rec["return_pre"],
                                    post=rec["return_post"], kl=rec["kl"])
         finally:
-            writer.close()
-            self.writer_lock.release()
-            self.writer_lock = None
+            try:
+                self._sampler_call("close")  # Ray's workers, and the instance it started
+            finally:
+                writer.close()
+                self.writer_lock.release()
+                self.writer_lock = None
         return records
+
+    def _sampler_call(self, name: str) -> None:
+        """The sampler's optional ``start()`` or ``close()``."""
+        method = getattr(self.sample_episodes, name, None)
+        if method is not None:
+            method()
 
 
 def _stored_config(run_dir: Path) -> dict[str, Any]:
