@@ -140,7 +140,7 @@ def validation_scores(run_dir: Path, cfg: TrainConfig, family: TaskFamily,
                                                            str(it))[1]
         alpha = run_alpha(cfg, policy) if ecfg.alpha is None else ecfg.alpha
         _, returns = adapt_to_tasks(policy, family, tasks, [alpha], 1, ecfg.episodes,
-                                    torch.Generator().manual_seed(VALIDATION_SEED),
+                                    VALIDATION_SEED,
                                     cfg.gamma, cfg.gae_lambda)
         scores[it] = float(returns[1].mean())
     return scores, done
