@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     train = train_jobs(args, runs)
     commands = {"train": train, "evaluate": eval_jobs(args, train)}
-    phases, history = run_phases(commands, runs, args.jobs, args.poll, REPO)
+    phases, history = run_phases(commands, runs, args, REPO)
     copy_runs(train, results)
     report(args, train, results, phases, history, commands)
     print(f"wrote {results / 'README.md'}")

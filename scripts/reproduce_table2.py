@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     runs, results = Path(args.runs_dir), Path(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)
     commands = {"train": train_jobs(args, runs), "evaluate": eval_jobs(args, runs)}
-    phases, history = run_phases(commands, runs, args.jobs, args.poll, REPO)
+    phases, history = run_phases(commands, runs, args, REPO)
     copy_runs(commands["train"], results)
     report(args, runs, results, phases, history, commands)
     print(f"wrote {results / 'README.md'}")

@@ -58,11 +58,12 @@ def script_main(path: str):
     return load_script(Path(path).stem).main
 
 
-def run_in_process(phase, job_list, n_parallel, log_dir, env, poll, cwd) -> float:
-    """``rkmeta_rl.jobs.run_jobs`` without subprocesses: each ``rkmeta-rl`` command through
-    ``cli.main`` and each ``python scripts/NAME.py`` through that script's ``main``, its
-    output in the job's log; a failing command fails the test."""
+def run_in_process(phase, job_list, grid, poll, cwd) -> float:
+    """``rkmeta_rl.jobs.run_jobs`` without Ray or subprocesses: each ``rkmeta-rl`` command
+    through ``cli.main`` and each ``python scripts/NAME.py`` through that script's ``main``,
+    its output in the job's log; a failing command fails the test."""
     t0 = time.perf_counter()
+    log_dir = grid.log_dir
     for job in job_list:
         assert job.argv[0] == "rkmeta-rl" or (
             job.argv[0] == "python" and job.argv[1].startswith("scripts/")), job.argv

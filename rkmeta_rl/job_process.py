@@ -1,0 +1,123 @@
+"""One reproduction command as a process group that ends with the Ray task running it.
+
+The worker side of :mod:`rkmeta_rl.jobs`: :func:`run_command` is the body of the Ray task
+of every job. It starts the command in a session (a process group) of its own, its
+output in the job's log, and waits; if the task ends early, cancelled by the script
+(``ray.cancel``, which raises KeyboardInterrupt in the task), or by an error, the whole
+group is stopped (:func:`stop_group`): SIGTERM, which a training answers by stopping
+cleanly (README, "Reliability"), a second SIGTERM, then SIGKILL after :data:`GRACE`
+seconds. Should the worker itself be killed outright (by Ray's memory monitor, say),
+Linux sends the command SIGTERM as its parent dies (``PR_SET_PDEATHSIG``), so no command
+outlives its task.
+
+This module imports no torch and nothing of the package: Ray ships these functions to
+its workers by value (:meth:`rkmeta_rl.grid.Grid.submit`), so a worker starts quickly.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+GRACE = 10.0  # seconds a stopped command gets from the first SIGTERM to SIGKILL
+WORKER_VARIABLES = ("RAY_JOB_ID", "RAY_RAYLET_PID")  # the worker's, not the command's
+
+
+def executable(argv: list[str]) -> list[str]:
+    """The argv to run: ``rkmeta-rl`` through this interpreter (no PATH dependence)."""
+    if argv[0] == "rkmeta-rl":
+        return [sys.executable, "-m", "rkmeta_rl.cli", *argv[1:]]
+    if argv[0] == "python":
+        return [sys.executable, *argv[1:]]
+    return argv
+
+
+def command_env(threads: int) -> dict[str, str]:
+    """This process's environment (Ray's CUDA_VISIBLE_DEVICES included) for the command,
+    with ``threads`` OpenMP threads and without the variables naming the Ray worker."""
+    env = {k: v for k, v in os.environ.items() if k not in WORKER_VARIABLES}
+    return {**env, "OMP_NUM_THREADS": str(threads)}
+
+
+def _parent_death_signal() -> Callable[[int, int], int] | None:
+    """libc's ``prctl`` (Linux), looked up before the fork: the child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+def _die_with_parent(parent: int, prctl: Callable[[int, int], int] | None) -> None:
+    """In the child before exec: SIGTERM when the parent dies, and go at once if it
+    already has."""
+    if prctl is not None:
+        prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(143)
+
+
+def start(argv: list[str], cwd: Path, log: Path, threads: int = 1) -> subprocess.Popen:
+    """Start ``argv`` (as typed: ``rkmeta-rl ...`` or ``python ...``) in ``cwd`` in a
+    session of its own, stdout and stderr to ``log``."""
+    parent, prctl = os.getpid(), _parent_death_signal()
+    with open(log, "w") as out:
+        return subprocess.Popen(executable(argv), stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=command_env(threads), cwd=cwd,
+                                start_new_session=True,
+                                preexec_fn=lambda: _die_with_parent(parent, prctl))
+
+
+def stop_group(proc: subprocess.Popen, grace: float = GRACE) -> None:
+    """Stop the process group of ``proc``: SIGTERM (a training finishes its iteration),
+    SIGTERM again after ``grace / 2`` seconds (it discards the iteration), SIGKILL to what
+    is left after ``grace``. Returns once ``proc`` has ended."""
+    for sig, seconds in ((signal.SIGTERM, grace / 2), (signal.SIGTERM, grace / 2),
+                         (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:  # the group is gone already
+            break
+        try:
+            proc.wait(timeout=seconds)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    proc.wait()
+    _kill_leftovers(proc.pid)
+
+
+def _kill_leftovers(pgid: int) -> None:
+    """SIGKILL what is left of the group once its leader has ended (its own children)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def wait(proc: subprocess.Popen, tick: float = 0.5) -> int:
+    """``proc.wait()`` in short slices, so that a KeyboardInterrupt raised in this thread
+    (Ray's cancellation) is taken at once."""
+    while True:
+        try:
+            return proc.wait(timeout=tick)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_command(argv: list[str], cwd: str, log: str, threads: int = 1) -> tuple[int, float]:
+    """Run one job's command to its end: (exit code, wall seconds). The command is stopped
+    with its process group if this function is left early (see the module docstring)."""
+    t0 = time.perf_counter()
+    proc = start(argv, Path(cwd), Path(log), threads)
+    try:
+        code = wait(proc)
+    finally:
+        if proc.poll() is None:
+            stop_group(proc)
+    _kill_leftovers(proc.pid)
+    return code, time.perf_counter() - t0
