@@ -128,9 +128,9 @@ class Grid:
         """Start the local instance or join the cluster, unless Ray already runs in this
         process (a test's instance); LOG_DIR/ray-session.txt points to Ray's own logs."""
         import ray
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         if ray.is_initialized():
             return
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         local = {} if self.address else {"num_cpus": self.cpus, "include_dashboard": False,
                                          "object_store_memory": OBJECT_STORE_BYTES}
         self.started = True
@@ -146,8 +146,9 @@ class Grid:
         import ray
         total = ray.cluster_resources()
         where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+        each = f"{self.cpus_per_job:g} CPU{'' if self.cpus_per_job == 1 else 's'}"
         return (f"{where} ({total.get('CPU', 0):g} CPUs, {total.get('GPU', 0):g} GPUs; "
-                f"{self.cpus_per_job:g} CPU a command)")
+                f"{each} per command)")
 
     def resources(self, job: Job) -> dict[str, float]:
         """The job's ``num_cpus`` and ``num_gpus`` for Ray: its own, else the grid's."""

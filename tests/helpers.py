@@ -40,6 +40,27 @@ def interrupt_on_call(monkeypatch, n: int, trainer_class: type = Trainer) -> Non
     monkeypatch.setattr(trainer_class, "step", step)
 
 
+def processes_with(marker: str) -> list[str]:
+    """The command lines of this machine's processes that contain ``marker``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if marker in cmdline and int(pid) != os.getpid():
+            found.append(f"{pid}: {cmdline[:200]}")
+    return found
+
+
+def wait_until_gone(marker: str, timeout: float = 20.0) -> list[str]:
+    """``processes_with(marker)`` once none is left, or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return processes_with(marker)
+
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
