@@ -3,8 +3,9 @@
     python scripts/reproduce_locomotion.py --envs halfcheetah-vel,halfcheetah-dir \\
         --methods midpoint,ralston,heun --seeds 0,1 --meta-iters 200 --dynamics maml
 
-Phases, each a list of ``rkmeta-rl`` / ``scripts/`` commands run ``--jobs`` at a time
-(one torch thread each):
+Phases, each a list of ``rkmeta-rl`` / ``scripts/`` commands run as Ray tasks, ``--jobs``
+at a time here or on a cluster with ``--ray-address`` (one CPU and one torch thread each;
+README, "Reproductions on Ray"):
 
 1. train: every env, method and seed at MAML's setting (40 tasks × the family's episodes,
    20 for HalfCheetah; α = 0.1, max KL 0.01, 2×100 ReLU, a 200-step horizon) under

@@ -2,8 +2,9 @@
 
     python scripts/reproduce_nav2d.py                       # 5 methods × 3 seeds + oracles
 
-Phases, each a list of ``rkmeta-rl`` / ``scripts/`` commands run ``--jobs`` at a time
-(one torch thread each):
+Phases, each a list of ``rkmeta-rl`` / ``scripts/`` commands run as Ray tasks, ``--jobs``
+at a time here or on a cluster with ``--ray-address`` (one CPU and one torch thread each;
+README, "Reproductions on Ray"):
 
 1. train: every method and seed at the paper's setting (40 tasks × 20 episodes,
    α = 0.16, max KL 0.01, 100 meta-iterations), and one oracle per seed

@@ -15,7 +15,8 @@ Benchmarks: the 10-shot sinusoid (the benchmark's settings, fewer meta-iteration
 characters, accuracy after the benchmark's 3 test steps). Every run of a benchmark is
 evaluated on the same held-out tasks.
 
-Phases: train (``rkmeta-rl supervised``, ``--jobs`` at a time, one thread each), evaluate
+Phases: train (``rkmeta-rl supervised``, as Ray tasks ``--jobs`` at a time, one thread
+each, or on a cluster with ``--ray-address``: README, "Reproductions on Ray"), evaluate
 (``rkmeta-rl supervised-evaluate``), report (``RESULTS_DIR/README.md``: mean ± 95% CI across
 seeds, paired seed-by-seed differences, the commands and the time taken). Run it again
 after an interruption: finished runs are kept, a killed one resumes, evaluations are
