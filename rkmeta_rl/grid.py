@@ -57,8 +57,8 @@ def add_grid_args(p: argparse.ArgumentParser) -> None:
 def check_grid_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse impossible grid flags (``p.error``); then fail early if Ray is missing."""
     if args.jobs is not None and args.ray_address:
-        p.error("--jobs sets the CPUs of a local Ray instance; with --ray-address the "
-                "cluster's resources decide")
+        p.error("--jobs sets the CPUs of a local Ray instance; with --ray-address (or "
+                "RAY_ADDRESS) the cluster's resources decide")
     if args.jobs is None and not args.ray_address:
         args.jobs = DEFAULT_JOBS
     if args.jobs is not None and args.jobs <= 0:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -63,9 +64,12 @@ def _die_with_parent(parent: int, prctl: Callable[[int, int], int] | None) -> No
 
 def start(argv: list[str], cwd: Path, log: Path, threads: int = 1) -> subprocess.Popen:
     """Start ``argv`` (as typed: ``rkmeta-rl ...`` or ``python ...``) in ``cwd`` in a
-    session of its own, stdout and stderr to ``log``."""
+    session of its own, stdout and stderr to ``log`` after a first line saying what runs
+    where (``$ cd CWD && COMMAND``: the command to run it by hand)."""
     parent, prctl = os.getpid(), _parent_death_signal()
     with open(log, "w") as out:
+        out.write(f"$ cd {shlex.quote(str(cwd))} && {shlex.join(argv)}\n")
+        out.flush()
         return subprocess.Popen(executable(argv), stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=command_env(threads), cwd=cwd,
                                 start_new_session=True,

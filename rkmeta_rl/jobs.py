@@ -83,8 +83,9 @@ def log_tail(job: Job, chars: int = 2000) -> str:
 
 
 def run_jobs(phase: str, jobs: list[Job], grid: Grid, poll: float, cwd: Path) -> float:
-    """Run ``jobs`` as Ray tasks on ``grid``; exit if one fails, stopping the others, or
-    on Ctrl-C/SIGTERM (exit code 128 + the signal). Returns the phase's wall seconds."""
+    """Run ``jobs`` as Ray tasks on ``grid`` in ``cwd``. If one fails, or on Ctrl-C or
+    SIGTERM (exit code 128 + the signal), or any error here, the others are stopped
+    before the script exits. Returns the phase's wall seconds."""
     refs: dict[Any, Job] = {}
     try:
         grid.connect()
@@ -103,12 +104,15 @@ def run_jobs(phase: str, jobs: list[Job], grid: Grid, poll: float, cwd: Path) ->
               f"(logs in {grid.log_dir}); run the same command again to resume",
               file=sys.stderr, flush=True)
         raise SystemExit(128 + signum) from None
+    except BaseException:  # a failed command (SystemExit) or an error of the script
+        cancel(refs)
+        raise
     return time.perf_counter() - t0
 
 
 def follow(refs: dict[Any, Job], poll: float, t0: float) -> None:
     """Wait for every task, printing each one done and a status line every ``poll``
-    seconds; the first failure cancels the rest and exits with the command's log tail."""
+    seconds; exit at the first failure with the command and its log's tail."""
     import ray
     pending, done, total, last_status = dict(refs), 0, len(refs), t0
     while pending:
@@ -116,10 +120,9 @@ def follow(refs: dict[Any, Job], poll: float, t0: float) -> None:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
         for ref in ready:
             job = pending.pop(ref)
-            code, failure = outcome(ref, job)
+            failure = outcome(ref, job)
             done += 1
             if failure:
-                cancel(pending)
                 raise SystemExit(f"{job.shell()} failed ({failure}):\n{log_tail(job)}")
             print(f"  done {job.name} in {job.seconds:.0f}s ({done}/{total})", flush=True)
         if pending and time.perf_counter() - last_status >= poll:
@@ -128,16 +131,17 @@ def follow(refs: dict[Any, Job], poll: float, t0: float) -> None:
             print(status_line(running, done, total, t0, len(pending) - len(running)), flush=True)
 
 
-def outcome(ref: Any, job: Job) -> tuple[int | None, str]:
-    """The task's exit code (its seconds into ``job``) and what went wrong ('' if not)."""
+def outcome(ref: Any, job: Job) -> str:
+    """What went wrong with the finished task: its command's exit code, or how the task
+    failed; '' if nothing (the command's wall seconds go to ``job.seconds``)."""
     import ray
     try:
         code, job.seconds = ray.get(ref)
-    except ray.exceptions.RayTaskError as e:  # run_command raised (no log directory, ...)
-        return None, f"its Ray task raised {type(e.cause).__name__}: {e.cause}"
-    except ray.exceptions.RayError as e:  # the worker died, the task was cancelled, ...
-        return None, f"its Ray task: {type(e).__name__}: {str(e).strip().splitlines()[0]}"
-    return code, "" if code == 0 else str(code)
+    except ray.exceptions.RayTaskError as e:  # run_command raised (no such directory, ...)
+        return f"its Ray task raised {type(e.cause).__name__}: {e.cause}"
+    except ray.exceptions.RayError as e:  # the worker died (out of memory, ...), ...
+        return f"its Ray task: {type(e).__name__}: {str(e).strip().splitlines()[0]}"
+    return "" if code == 0 else str(code)
 
 
 def cancel(refs: dict[Any, Job], grace: float = job_process.GRACE + 10) -> None:

@@ -5,6 +5,7 @@ its own, and nothing of it outlives the task that started it (stopped, interrupt
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -40,7 +41,9 @@ def test_a_command_runs_in_its_directory_in_a_group_of_its_own(tmp_path: Path,
     log = tmp_path / "job.log"
     code, seconds = job_process.run_command(["python", "-c", show], str(tmp_path), str(log), 3)
     assert code == 0 and seconds > 0
-    assert log.read_text().split() == [str(tmp_path), "3", "True", "False"]
+    header, shown = log.read_text().splitlines()
+    assert header == f"$ cd {shlex.quote(str(tmp_path))} && {shlex.join(['python', '-c', show])}"
+    assert shown.split() == [str(tmp_path), "3", "True", "False"]
     assert job_process.run_command(["python", "-c", "import sys; sys.exit(4)"], str(tmp_path),
                                    str(log))[0] == 4
 
