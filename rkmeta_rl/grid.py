@@ -16,6 +16,7 @@ import math
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -94,6 +95,7 @@ class Grid:
     signum: int | None = field(default=None, repr=False)  # SIGTERM once received
     _old_handler: Any = field(default=None, repr=False)
     _task: Any = field(default=None, repr=False)  # the Ray remote function
+    _stop_file: Path | None = field(default=None, repr=False)  # appears: tasks stop
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, runs: Path) -> Grid:
@@ -119,10 +121,12 @@ class Grid:
         if self._old_handler is not None:
             signal.signal(signal.SIGTERM, self._old_handler)
             self._old_handler = None
-        if self.started:
+        if self.started:  # its tasks end with it, so a stop file has done its work
             import ray
             ray.shutdown()
             self.started = False
+            if self._stop_file is not None:
+                self._stop_file.unlink(missing_ok=True)
 
     def connect(self) -> None:
         """Start the local instance or join the cluster, unless Ray already runs in this
@@ -177,13 +181,21 @@ class Grid:
 
     def submit(self, job: Job, cwd: Path) -> Any:
         """Start ``job`` as a Ray task in ``cwd``, output in ``job.log``: an ObjectRef of
-        (exit code, wall seconds). Its function travels by value: a worker imports
-        neither the package nor torch to run it."""
+        (exit code or None if stopped, wall seconds). Its code travels by value: a worker
+        imports neither the package nor torch to run it."""
         import ray
         if self._task is None:
             ray.cloudpickle.register_pickle_by_value(job_process)
-            self._task = ray.remote(job_process.run_command)
+            self._task = ray.remote(job_process.run_task)
+            self._stop_file = (self.log_dir / f".stop-{os.getpid()}-{time.time_ns()}").resolve()
         need = self.resources(job)
         task = self._task.options(name=job.name, max_retries=0, **need)
         threads = max(1, math.floor(need["num_cpus"]))
-        return task.remote(job.argv, str(cwd.resolve()), str(job.log.resolve()), threads)
+        return task.remote(job.argv, str(cwd.resolve()), str(job.log.resolve()), threads,
+                           str(self._stop_file))
+
+    def stop_tasks(self) -> None:
+        """Tell every task to stop its command (the stop file); the ones yet to start
+        never will."""
+        if self._stop_file is not None:
+            self._stop_file.touch()

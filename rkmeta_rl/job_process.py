@@ -1,16 +1,22 @@
 """One reproduction command as a process group that ends with the Ray task running it.
 
-The worker side of :mod:`rkmeta_rl.jobs`: :func:`run_command` is the body of the Ray task
-of every job. It starts the command in a session (a process group) of its own, its
-output in the job's log, and waits; if the task ends early, cancelled by the script
-(``ray.cancel``, which raises KeyboardInterrupt in the task), or by an error, the whole
-group is stopped (:func:`stop_group`): SIGTERM, which a training answers by stopping
-cleanly (README, "Reliability"), a second SIGTERM, then SIGKILL after :data:`GRACE`
-seconds. Should the worker itself be killed outright (by Ray's memory monitor, say),
-Linux sends the command SIGTERM as its parent dies (``PR_SET_PDEATHSIG``), so no command
-outlives its task.
+The worker side of :mod:`rkmeta_rl.jobs`: :func:`run_task` is the body of the Ray task of
+every job. It starts the command in a session (a process group) of its own, its output
+in the job's log, and waits, looking every second for the script's stop file (next to
+the logs). When the file appears (the script was stopped, or another command failed),
+or when the task is left early (its worker told to exit, as when the script's Ray
+instance shuts down), the whole group is stopped (:func:`stop_group`): SIGTERM, which a
+training answers by stopping cleanly (README, "Reliability"), a second SIGTERM, then
+SIGKILL after :data:`GRACE` seconds; a task that starts after the file appeared does not
+start its command. Should the worker itself be killed outright (by Ray's memory monitor,
+say), Linux sends the command SIGTERM as its parent dies (``PR_SET_PDEATHSIG``), so no
+command outlives its task.
 
-This module imports no torch and nothing of the package: Ray ships these functions to
+The script stops its tasks through the file rather than ``ray.cancel``: in Ray 2.60 a
+cancellation that meets a task just finishing can abort the script's process (a failed
+check in Ray's task manager).
+
+This module imports neither Ray nor torch nor anything of the package: Ray ships it to
 its workers by value (:meth:`rkmeta_rl.grid.Grid.submit`), so a worker starts quickly.
 """
 
@@ -103,25 +109,42 @@ def _kill_leftovers(pgid: int) -> None:
         pass
 
 
-def wait(proc: subprocess.Popen, tick: float = 0.5) -> int:
-    """``proc.wait()`` in short slices, so that a KeyboardInterrupt raised in this thread
-    (Ray's cancellation) is taken at once."""
+def wait(proc: subprocess.Popen, stopped: Callable[[], bool], tick: float = 1.0) -> int | None:
+    """``proc``'s exit code, or None as soon as ``stopped()`` says so (asked every ``tick``
+    seconds; the short slices also let a KeyboardInterrupt or SystemExit in this thread
+    be taken at once)."""
     while True:
         try:
             return proc.wait(timeout=tick)
         except subprocess.TimeoutExpired:
-            continue
+            if stopped():
+                return None
 
 
-def run_command(argv: list[str], cwd: str, log: str, threads: int = 1) -> tuple[int, float]:
-    """Run one job's command to its end: (exit code, wall seconds). The command is stopped
-    with its process group if this function is left early (see the module docstring)."""
+def never() -> bool:
+    return False
+
+
+def run_command(argv: list[str], cwd: str, log: str, threads: int = 1,
+                stopped: Callable[[], bool] = never) -> tuple[int | None, float]:
+    """Run one job's command: (exit code, wall seconds), the code None if ``stopped()``
+    said to stop first (the command not started, or stopped with its group). The
+    command is stopped with its group also if this function is left early."""
     t0 = time.perf_counter()
+    if stopped():
+        return None, 0.0
     proc = start(argv, Path(cwd), Path(log), threads)
     try:
-        code = wait(proc)
+        code = wait(proc, stopped)
     finally:
         if proc.poll() is None:
             stop_group(proc)
     _kill_leftovers(proc.pid)
     return code, time.perf_counter() - t0
+
+
+def run_task(argv: list[str], cwd: str, log: str, threads: int,
+             stop_file: str) -> tuple[int | None, float]:
+    """The Ray task of a job: :func:`run_command` until ``stop_file`` exists. (A file, not
+    a Ray call: a task waiting on Ray lends its CPUs to other tasks meanwhile.)"""
+    return run_command(argv, cwd, log, threads, lambda: os.path.exists(stop_file))

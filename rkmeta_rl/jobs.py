@@ -5,7 +5,7 @@ Shared by the ``scripts/reproduce_*.py`` scripts. Every command (``rkmeta-rl ...
 repository) runs as a Ray task that asks for its CPUs and GPUs: one CPU by default
 (``--cpus-per-job``), and ``--gpus-per-job`` (1) GPUs when the command has
 ``--device cuda``. The task starts the command as a process group of its own, its output
-in ``RUNS/logs/PHASE-NAME.log``, and stops that group when it is cancelled
+in ``RUNS/logs/PHASE-NAME.log``, and stops that group when the script tells it to
 (:mod:`rkmeta_rl.job_process`). Without ``--ray-address`` the script starts a local Ray
 instance with ``--jobs`` CPUs; with it, the commands run on that cluster (README,
 "Reproductions on Ray"). The script follows the tasks with ``ray.wait`` and prints a
@@ -99,13 +99,13 @@ def run_jobs(phase: str, jobs: list[Job], grid: Grid, poll: float, cwd: Path) ->
         follow(refs, poll, t0)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (Grid)
         signum = grid.signum or signal.SIGINT
-        cancel(refs)
+        stop(grid, refs)
         print(f"stopped by {signal.Signals(signum).name}: the running commands were stopped "
               f"(logs in {grid.log_dir}); run the same command again to resume",
               file=sys.stderr, flush=True)
         raise SystemExit(128 + signum) from None
     except BaseException:  # a failed command (SystemExit) or an error of the script
-        cancel(refs)
+        stop(grid, refs)
         raise
     return time.perf_counter() - t0
 
@@ -141,17 +141,18 @@ def outcome(ref: Any, job: Job) -> str:
         return f"its Ray task raised {type(e.cause).__name__}: {e.cause}"
     except ray.exceptions.RayError as e:  # the worker died (out of memory, ...), ...
         return f"its Ray task: {type(e).__name__}: {str(e).strip().splitlines()[0]}"
+    if code is None:  # told to stop: only after stop(), which ends the phase
+        return "stopped"
     return "" if code == 0 else str(code)
 
 
-def cancel(refs: dict[Any, Job], grace: float = job_process.GRACE + 10) -> None:
-    """Cancel the tasks (queued ones never start; running ones stop their command's
-    process group) and wait up to ``grace`` seconds for them to end."""
+def stop(grid: Grid, refs: dict[Any, Job], grace: float = job_process.GRACE + 10) -> None:
+    """Stop the tasks (their commands with their process groups; queued ones do not start
+    them) and wait up to ``grace`` seconds for them to end."""
     if not refs:
         return
     import ray
-    for ref in refs:
-        ray.cancel(ref)
+    grid.stop_tasks()
     ray.wait(list(refs), num_returns=len(refs), timeout=grace)
 
 

@@ -67,9 +67,21 @@ def test_a_command_stops_cleanly_on_the_first_sigterm(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGTERM
 
 
+def test_a_command_stops_when_its_flag_says_so_and_never_starts_after(tmp_path: Path) -> None:
+    marker, log = f"flagged-{tmp_path.name}", tmp_path / "job.log"
+    assert job_process.run_command(sleeper(marker), str(tmp_path), str(log),
+                                   stopped=lambda: True) == (None, 0.0)
+    assert not log.exists()
+    answers = iter([False, False])  # at the start, after a second; then True
+    code, seconds = job_process.run_command(sleeper(marker, child=True), str(tmp_path), str(log),
+                                            stopped=lambda: next(answers, True))
+    assert code is None and 1.0 < seconds < 10 and "started" in log.read_text()
+    assert wait_until_gone(marker) == []
+
+
 def test_an_interrupted_task_stops_its_command(tmp_path: Path) -> None:
-    """``ray.cancel`` raises KeyboardInterrupt in the task (``_thread.interrupt_main``):
-    run_command stops the command's group before the interrupt goes on."""
+    """A KeyboardInterrupt in the task's thread (as ``ray.cancel`` raises one) or a
+    SystemExit (a Ray worker told to exit): the command's group is stopped first."""
     marker = f"cancelled-{tmp_path.name}"
     task = (f"import _thread, threading\nfrom rkmeta_rl import job_process\n"
             f"threading.Timer(3.0, _thread.interrupt_main).start()\n"
