@@ -30,10 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def ray_instance():
+    sigterm = signal.getsignal(signal.SIGTERM)  # ray.init takes SIGTERM, shutdown keeps it
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              logging_level="WARNING", object_store_memory=128 * 1024**2)
     yield
     ray.shutdown()
+    signal.signal(signal.SIGTERM, sigterm)
 
 
 def stamped(name: str, out: Path, seconds: float = 1.5) -> Job:
