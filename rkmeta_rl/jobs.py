@@ -1,23 +1,35 @@
-"""Running a reproduction's commands: a few at a time, with progress and timing.
+"""Running a reproduction's commands on Ray: each a Ray task, with progress and timing.
 
-Shared by the ``scripts/reproduce_*.py`` scripts. Each command is run as its own process
-with one torch thread, from the directory ``cwd`` (the repository, for ``python scripts/...``
-commands); a training job's latest metrics record is shown every ``poll`` seconds.
+Shared by the ``scripts/reproduce_*.py`` scripts. Every command (``rkmeta-rl ...`` or
+``python scripts/...``, exactly as printed and as a user may type it by hand in the
+repository) runs as a Ray task that asks for its CPUs and GPUs: one CPU by default
+(``--cpus-per-job``), and ``--gpus-per-job`` (1) GPUs when the command has
+``--device cuda``. The task starts the command as a process group of its own, its output
+in ``RUNS/logs/PHASE-NAME.log``, and stops that group when the script tells it to
+(:mod:`rkmeta_rl.job_process`). Without ``--ray-address`` the script starts a local Ray
+instance with ``--jobs`` CPUs; with it, the commands run on that cluster (README,
+"Reproductions on Ray"). The script follows the tasks with ``ray.wait`` and prints a
+training job's latest metrics every ``--poll`` seconds. A failing command stops the others
+and ends the script with its log's tail; Ctrl-C or SIGTERM stops the running commands,
+and the same command run again resumes (each training command continues its run
+directory).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import os
 import shlex
 import shutil
-import subprocess
+import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from rkmeta_rl import rundir
+from rkmeta_rl import job_process, rundir
+from rkmeta_rl.grid import Grid, add_grid_args, check_grid_args
 
 
 @dataclass
@@ -28,19 +40,17 @@ class Job:
     metric: str = "return_post"  # the metrics key its status line shows
     seconds: float = 0.0
     log: Path | None = None
-    proc: subprocess.Popen | None = field(default=None, repr=False)
+    num_cpus: float | None = None  # None: the grid's --cpus-per-job
+    num_gpus: float | None = None  # None: --gpus-per-job with --device cuda, else 0
 
     def shell(self) -> str:
         return shlex.join(self.argv)
 
-
-def executable(argv: list[str]) -> list[str]:
-    """The argv to run: ``rkmeta-rl`` through this interpreter (no PATH dependence)."""
-    if argv[0] == "rkmeta-rl":
-        return [sys.executable, "-m", "rkmeta_rl.cli", *argv[1:]]
-    if argv[0] == "python":
-        return [sys.executable, *argv[1:]]
-    return argv
+    def uses_cuda(self) -> bool:
+        """Whether the command runs on a GPU (``--device cuda[:N]``)."""
+        pairs = zip(self.argv, [*self.argv[1:], ""], strict=True)
+        return any((a == "--device" and b.startswith("cuda")) or a.startswith("--device=cuda")
+                   for a, b in pairs)
 
 
 def last_record(run_dir: Path) -> dict | None:
@@ -49,7 +59,9 @@ def last_record(run_dir: Path) -> dict | None:
     return records[-1] if records else None
 
 
-def status_line(running: list[Job], done: int, total: int, t0: float) -> str:
+def status_line(running: list[Job], done: int, total: int, t0: float, queued: int = 0) -> str:
+    """Jobs done, seconds since ``t0``, and each running job's iteration and metric (a
+    training) or name; then how many wait for their resources."""
     parts = []
     for job in running:
         rec = last_record(job.run_dir) if job.run_dir else None
@@ -59,45 +71,89 @@ def status_line(running: list[Job], done: int, total: int, t0: float) -> str:
             parts.append(f"{job.name} it {rec['iter'] + 1} {shown}")
         else:
             parts.append(job.name)
-    return f"  {done}/{total} done, {time.perf_counter() - t0:6.0f}s: " + "; ".join(parts)
+    waiting = f" ({queued} waiting)" if queued else ""
+    return f"  {done}/{total} done, {time.perf_counter() - t0:6.0f}s: " + "; ".join(parts) + waiting
 
 
-def job_env() -> dict[str, str]:
-    """The environment of every job: one OpenMP thread (jobs run side by side)."""
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
+def log_tail(job: Job, chars: int = 2000) -> str:
+    try:
+        return job.log.read_text(errors="replace")[-chars:]
+    except OSError:
+        return f"(no log at {job.log})"
 
 
-def run_jobs(phase: str, jobs: list[Job], n_parallel: int, log_dir: Path,
-             env: dict[str, str], poll: float, cwd: Path) -> float:
-    """Run ``jobs`` at most ``n_parallel`` at a time; raise if one fails. Wall seconds."""
-    print(f"== {phase}: {len(jobs)} commands, {n_parallel} at a time", flush=True)
-    t0 = time.perf_counter()
-    pending, running, done = list(jobs), [], 0
-    last_status = t0
-    while pending or running:
-        while pending and len(running) < n_parallel:
-            job = pending.pop(0)
-            job.log = log_dir / f"{phase}-{job.name}.log"
-            job.seconds = time.perf_counter()
-            with open(job.log, "w") as log:
-                job.proc = subprocess.Popen(executable(job.argv), stdout=log,
-                                            stderr=subprocess.STDOUT, env=env, cwd=cwd)
-            running.append(job)
-        time.sleep(0.2)
-        for job in [j for j in running if j.proc.poll() is not None]:
-            running.remove(job)
-            job.seconds = time.perf_counter() - job.seconds
-            done += 1
-            if job.proc.returncode != 0:
-                for other in running:
-                    other.proc.terminate()
-                tail = job.log.read_text()[-2000:]
-                raise SystemExit(f"{job.shell()} failed ({job.proc.returncode}):\n{tail}")
-            print(f"  done {job.name} in {job.seconds:.0f}s ({done}/{len(jobs)})", flush=True)
-        if running and time.perf_counter() - last_status > poll:
-            last_status = time.perf_counter()
-            print(status_line(running, done, len(jobs), t0), flush=True)
+def run_jobs(phase: str, jobs: list[Job], grid: Grid, poll: float, cwd: Path) -> float:
+    """Run ``jobs`` as Ray tasks on ``grid`` in ``cwd``. If one fails, or on Ctrl-C or
+    SIGTERM (exit code 128 + the signal), or any error here, the others are stopped
+    before the script exits. Returns the phase's wall seconds."""
+    refs: dict[Any, Job] = {}
+    try:
+        grid.connect()
+        grid.check(jobs)
+        t0 = time.perf_counter()
+        print(f"== {phase}: {len(jobs)} commands on {grid.describe()}", flush=True)
+        for job in jobs:
+            job.log = grid.log_dir / f"{phase}-{job.name}.log"
+            job.log.unlink(missing_ok=True)  # it appears when the command starts
+            refs[grid.submit(job, cwd)] = job
+        follow(refs, poll, t0)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (Grid)
+        signum = grid.signum or signal.SIGINT
+        stop(grid, refs)
+        print(f"stopped by {signal.Signals(signum).name}: the running commands were stopped "
+              f"(logs in {grid.log_dir}); run the same command again to resume",
+              file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum) from None
+    except BaseException:  # a failed command (SystemExit) or an error of the script
+        stop(grid, refs)
+        raise
     return time.perf_counter() - t0
+
+
+def follow(refs: dict[Any, Job], poll: float, t0: float) -> None:
+    """Wait for every task, printing each one done and a status line every ``poll``
+    seconds; exit at the first failure with the command and its log's tail."""
+    import ray
+    pending, done, total, last_status = dict(refs), 0, len(refs), t0
+    while pending:
+        timeout = max(0.0, last_status + poll - time.perf_counter())
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
+        for ref in ready:
+            job = pending.pop(ref)
+            failure = outcome(ref, job)
+            done += 1
+            if failure:
+                raise SystemExit(f"{job.shell()} failed ({failure}):\n{log_tail(job)}")
+            print(f"  done {job.name} in {job.seconds:.0f}s ({done}/{total})", flush=True)
+        if pending and time.perf_counter() - last_status >= poll:
+            last_status = time.perf_counter()
+            running = [j for j in pending.values() if j.log.exists()]
+            print(status_line(running, done, total, t0, len(pending) - len(running)), flush=True)
+
+
+def outcome(ref: Any, job: Job) -> str:
+    """What went wrong with the finished task: its command's exit code, or how the task
+    failed; '' if nothing (the command's wall seconds go to ``job.seconds``)."""
+    import ray
+    try:
+        code, job.seconds = ray.get(ref)
+    except ray.exceptions.RayTaskError as e:  # run_command raised (no such directory, ...)
+        return f"its Ray task raised {type(e.cause).__name__}: {e.cause}"
+    except ray.exceptions.RayError as e:  # the worker died (out of memory, ...), ...
+        return f"its Ray task: {type(e).__name__}: {str(e).strip().splitlines()[0]}"
+    if code is None:  # told to stop: only after stop(), which ends the phase
+        return "stopped"
+    return "" if code == 0 else str(code)
+
+
+def stop(grid: Grid, refs: dict[Any, Job], grace: float = job_process.GRACE + 10) -> None:
+    """Stop the tasks (their commands with their process groups; queued ones do not start
+    them) and wait up to ``grace`` seconds for them to end."""
+    if not refs:
+        return
+    import ray
+    grid.stop_tasks()
+    ray.wait(list(refs), num_returns=len(refs), timeout=grace)
 
 
 def record_phase(runs: Path, started: str, phase: str, seconds: float) -> list[dict]:
@@ -123,11 +179,9 @@ def job_seconds(job: Job) -> float:
     return sum(r["seconds"] for r in rundir.read_metrics(job.run_dir))
 
 
-
-
-def add_common_args(p, name: str) -> None:
-    """The flags every supervised reproduction script shares (runs/, results/, jobs)."""
-    p.add_argument("--jobs", type=int, default=2, help="commands run at once")
+def add_common_args(p: argparse.ArgumentParser, name: str) -> None:
+    """The flags every supervised reproduction script shares (runs/, results/, Ray)."""
+    add_grid_args(p)
     p.add_argument("--runs-dir", default=f"runs/reproduce-{name}", help="training runs")
     p.add_argument("--results-dir", default=f"results/{name}", help="table and copies")
     p.add_argument("--train-extra", default="", help="extra supervised flags")
@@ -135,27 +189,28 @@ def add_common_args(p, name: str) -> None:
     p.add_argument("--poll", type=float, default=60.0, help="seconds between status lines")
 
 
-def finish_common_args(p, args, argv: list[str] | None) -> None:
-    """Keep the command line for the report, split the extra flags, check --jobs."""
+def finish_common_args(p: argparse.ArgumentParser, args: argparse.Namespace,
+                       argv: list[str] | None) -> None:
+    """Keep the command line for the report, split the extra flags, check the grid's
+    flags (and that Ray is there)."""
     args.argv = list(argv if argv is not None else sys.argv[1:])
     args.train_extra, args.eval_extra = shlex.split(args.train_extra), shlex.split(args.eval_extra)
-    if args.jobs <= 0:
-        p.error(f"--jobs must be > 0, got {args.jobs}")
+    check_grid_args(p, args)
 
 
-def run_phases(commands: dict[str, list[Job]], runs: Path, n_parallel: int, poll: float,
+def run_phases(commands: dict[str, list[Job]], runs: Path, args: argparse.Namespace,
                cwd: Path) -> tuple[dict[str, float], list[dict]]:
-    """Run each phase's jobs in order (one torch thread each); logs go to RUNS/logs.
-    Returns the wall seconds of each phase and the timing history of every invocation."""
-    log_dir = runs / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    env = job_env()
+    """Run each phase's jobs in order on the grid of ``args`` (logs in RUNS/logs), a
+    status line every ``args.poll`` seconds. Returns the wall seconds of each phase and
+    the timing history of every invocation."""
+    (runs / "logs").mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     phases: dict[str, float] = {}
     history: list[dict] = []
-    for phase, jobs in commands.items():
-        phases[phase] = run_jobs(phase, jobs, n_parallel, log_dir, env, poll, cwd)
-        history = record_phase(runs, started, phase, phases[phase])
+    with Grid.from_args(args, runs) as grid:
+        for phase, jobs in commands.items():
+            phases[phase] = run_jobs(phase, jobs, grid, args.poll, cwd)
+            history = record_phase(runs, started, phase, phases[phase])
     return phases, history
 
 

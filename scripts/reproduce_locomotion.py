@@ -3,8 +3,9 @@
     python scripts/reproduce_locomotion.py --envs halfcheetah-vel,halfcheetah-dir \\
         --methods midpoint,ralston,heun --seeds 0,1 --meta-iters 200 --dynamics maml
 
-Phases, each a list of ``rkmeta-rl`` / ``scripts/`` commands run ``--jobs`` at a time
-(one torch thread each):
+Phases, each a list of ``rkmeta-rl`` / ``scripts/`` commands run as Ray tasks, ``--jobs``
+at a time here or on a cluster with ``--ray-address`` (one CPU and one torch thread each;
+README, "Reproductions on Ray"):
 
 1. train: every env, method and seed at MAML's setting (40 tasks × the family's episodes,
    20 for HalfCheetah; α = 0.1, max KL 0.01, 2×100 ReLU, a 200-step horizon) under
@@ -35,6 +36,7 @@ import time
 from pathlib import Path
 
 from envs.locomotion_tasks import SPECS
+from rkmeta_rl.grid import parallelism
 from rkmeta_rl.jobs import (
     Job,
     add_common_args,
@@ -159,7 +161,7 @@ def report(args, phases, history, dirs, results: Path, commands: dict[str, list[
         f"Command: `python scripts/reproduce_locomotion.py {shlex.join(args.argv)}`".rstrip()
         + f"\n\nMethods {', '.join(args.methods)}; seeds {', '.join(map(str, args.seeds))}; "
         f"{args.meta_iters} meta-iterations of {cfg.meta_batch_size} tasks; α = {cfg.alpha}; "
-        f"curvature fraction {args.curvature_fraction}; {args.jobs} jobs at a time, one "
+        f"curvature fraction {args.curvature_fraction}; {parallelism(args)}, one "
         f"torch thread each. Evaluation: MAML's test protocol on {EVAL_TASKS} held-out "
         "tasks, the same for every run (α for the first step, α/2 after; fresh episodes at "
         "every step); ± is the 95% t-interval across seeds (across the tasks when a row has "
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     train, dirs = train_jobs(args, runs)
     commands = {"train": train, "evaluate": eval_jobs(args, dirs),
                 "plot": plot_jobs(args, dirs, results)}
-    phases, history = run_phases(commands, runs, args.jobs, args.poll, REPO)
+    phases, history = run_phases(commands, runs, args, REPO)
     copy_runs(train, results)
     report(args, phases, history, dirs, results, commands)
     print(f"wrote {results / 'README.md'} ({sum(phases.values()) / 60:.1f} min)")

@@ -2,8 +2,9 @@
 
     python scripts/reproduce_nav2d.py                       # 5 methods × 3 seeds + oracles
 
-Phases, each a list of ``rkmeta-rl`` / ``scripts/`` commands run ``--jobs`` at a time
-(one torch thread each):
+Phases, each a list of ``rkmeta-rl`` / ``scripts/`` commands run as Ray tasks, ``--jobs``
+at a time here or on a cluster with ``--ray-address`` (one CPU and one torch thread each;
+README, "Reproductions on Ray"):
 
 1. train: every method and seed at the paper's setting (40 tasks × 20 episodes,
    α = 0.16, max KL 0.01, 100 meta-iterations), and one oracle per seed
@@ -45,7 +46,8 @@ import sys
 import time
 from pathlib import Path
 
-from rkmeta_rl.jobs import Job, history_lines, job_env, job_seconds, record_phase, run_jobs
+from rkmeta_rl.grid import Grid, add_grid_args, check_grid_args, parallelism
+from rkmeta_rl.jobs import Job, history_lines, job_seconds, record_phase, run_jobs
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.rl.evaluate import (
     INITS,
@@ -206,7 +208,7 @@ def report(args, phases, history, dirs, results: Path, commands: dict[str, list[
         "Made by `scripts/reproduce_nav2d.py`; do not edit by hand (rerun it).\n",
         f"Command: `python scripts/reproduce_nav2d.py {shlex.join(sys.argv[1:])}`".rstrip()
         + f"\n\nMethods {', '.join(args.methods)}; seeds {', '.join(map(str, args.seeds))}; "
-        f"curvature fraction {args.curvature_fraction}; {args.jobs} jobs at a time, one torch "
+        f"curvature fraction {args.curvature_fraction}; {parallelism(args)}, one torch "
         "thread each. Evaluation: the same held-out goals for every run, episodes sampled "
         "fresh at every step; ± is the 95% t-interval across seeds (across the tasks when "
         "a row has one run). The oracle row is its return without adaptation.\n",
@@ -250,7 +252,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", default=METHODS, help="comma-separated tableau names")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
-    p.add_argument("--jobs", type=int, default=2, help="commands run at once")
+    add_grid_args(p)
     p.add_argument("--curvature-fraction", type=float, default=0.25,
                    help="1 is the exact TRPO curvature")
     p.add_argument("--step-size", type=float, default=None,
@@ -270,13 +272,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--seeds must be integers like 0,1,2, got {args.seeds!r}")
     if not args.methods or not args.seeds:
         p.error("--methods and --seeds need at least one entry each")
-    if args.jobs <= 0:
-        p.error(f"--jobs must be > 0, got {args.jobs}")
     for flag in ("step_size", "common_alpha"):
         value = getattr(args, flag)
         if value is not None and not (math.isfinite(value) and value > 0):
             p.error(f"--{flag.replace('_', '-')} must be a finite number > 0, got {value}")
     args.train_extra, args.eval_extra = shlex.split(args.train_extra), shlex.split(args.eval_extra)
+    check_grid_args(p, args)
     return args
 
 
@@ -285,20 +286,19 @@ def main(argv: list[str] | None = None) -> int:
     for m in args.methods:
         get_tableau(m)  # an unknown method fails here, before an hour of training
     runs, results = Path(args.runs_dir), Path(args.results_dir)
-    log_dir = runs / "logs"
-    for d in (runs, results, log_dir):
+    for d in (runs, results, runs / "logs"):
         d.mkdir(parents=True, exist_ok=True)
-    env = job_env()
     train, dirs = train_jobs(args, runs)
     commands: dict[str, list[Job]] = {"train": train, "evaluate": eval_jobs(args, dirs),
                                       "plot": []}
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     phases: dict[str, float] = {}
-    for phase, jobs in commands.items():
-        if phase == "plot":  # its file list is known once the evaluations exist
-            jobs.extend(plot_jobs(args, dirs, results))
-        phases[phase] = run_jobs(phase, jobs, args.jobs, log_dir, env, args.poll, REPO)
-        history = record_phase(runs, started, phase, phases[phase])
+    with Grid.from_args(args, runs) as grid:
+        for phase, jobs in commands.items():
+            if phase == "plot":  # its file list is known once the evaluations exist
+                jobs.extend(plot_jobs(args, dirs, results))
+            phases[phase] = run_jobs(phase, jobs, grid, args.poll, REPO)
+            history = record_phase(runs, started, phase, phases[phase])
     copy_provenance(dirs, results)
     report(args, phases, history, dirs, results, commands)
     print(f"wrote {results / 'README.md'} ({sum(phases.values()) / 60:.1f} min)")

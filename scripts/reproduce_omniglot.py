@@ -14,6 +14,10 @@ The budget is far below the paper's (1200 training characters, meta-batch 32, 30
 takes ~1.5 s at 5-way (1 adaptation step) and ~32 s at 20-way (5 adaptation steps). The
 defaults here are meta-batch 16 × 1500 iterations (5-way) and 4 × 400 (20-way); the
 architecture, step sizes and numbers of adaptation steps are the paper's.
+
+Every command runs as a Ray task, ``--jobs`` at a time here or on a cluster with
+``--ray-address`` (README, "Reproductions on Ray"). Run it again after an interruption:
+finished runs are kept, a stopped one resumes, evaluations are recomputed.
 """
 
 from __future__ import annotations
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     train = train_jobs(args, runs)
     commands = {"train": train, "evaluate": eval_jobs(args, train)}
-    phases, history = run_phases(commands, runs, args.jobs, args.poll, REPO)
+    phases, history = run_phases(commands, runs, args, REPO)
     copy_runs(train, results)
     report(args, train, results, phases, history, commands)
     print(f"wrote {results / 'README.md'}")

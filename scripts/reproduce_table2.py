@@ -11,7 +11,8 @@ Both step-size readings (docs/method.md) are run:
 Midpoint trains identically under both readings (α = 0.01, h = 0.02) and euler's training
 never uses α, so those runs are shared; only their test-time α differs.
 
-Phases: train (``rkmeta-rl supervised``, ``--jobs`` at a time, one thread each), evaluate
+Phases: train (``rkmeta-rl supervised``, as Ray tasks ``--jobs`` at a time, one thread
+each, or on a cluster with ``--ray-address``: README, "Reproductions on Ray"), evaluate
 (``rkmeta-rl supervised-evaluate``: 600 held-out sinusoids, the same for every run, MSE
 after 0..10 steps), report (``RESULTS_DIR/README.md``: mean ± 95% CI across seeds next to
 the paper's figures, the commands and the time each phase took). Run it again after an
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     runs, results = Path(args.runs_dir), Path(args.results_dir)
     results.mkdir(parents=True, exist_ok=True)
     commands = {"train": train_jobs(args, runs), "evaluate": eval_jobs(args, runs)}
-    phases, history = run_phases(commands, runs, args.jobs, args.poll, REPO)
+    phases, history = run_phases(commands, runs, args, REPO)
     copy_runs(commands["train"], results)
     report(args, runs, results, phases, history, commands)
     print(f"wrote {results / 'README.md'}")

@@ -15,7 +15,8 @@ Benchmarks: the 10-shot sinusoid (the benchmark's settings, fewer meta-iteration
 characters, accuracy after the benchmark's 3 test steps). Every run of a benchmark is
 evaluated on the same held-out tasks.
 
-Phases: train (``rkmeta-rl supervised``, ``--jobs`` at a time, one thread each), evaluate
+Phases: train (``rkmeta-rl supervised``, as Ray tasks ``--jobs`` at a time, one thread
+each, or on a cluster with ``--ray-address``: README, "Reproductions on Ray"), evaluate
 (``rkmeta-rl supervised-evaluate``), report (``RESULTS_DIR/README.md``: mean ± 95% CI across
 seeds, paired seed-by-seed differences, the commands and the time taken). Run it again
 after an interruption: finished runs are kept, a killed one resumes, evaluations are
@@ -33,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+from rkmeta_rl.grid import parallelism
 from rkmeta_rl.jobs import (
     Job,
     add_common_args,
@@ -296,9 +298,9 @@ def report(args, runs: Path, results: Path, phases, history, commands) -> None:
     per_config = {f"{b} {c}": sum(job_seconds(j) for j in train
                                   if j.name.startswith(f"{b}-{c}-"))
                   for b in args.benchmarks for c in CONFIGS}
-    lines += [f"## Time on this machine ({os.cpu_count()} cores, {args.jobs} job(s) at a time)", "",
+    lines += [f"## Time on this machine ({os.cpu_count()} cores, {parallelism(args)})", "",
               f"- total training time: {total / 60:.1f} min (summed meta-iteration time of "
-              f"the {len(train)} runs, {args.jobs} at a time)",
+              f"the {len(train)} runs, {parallelism(args)})",
               "- per configuration (its seeds summed): " + ", ".join(
                   f"{k} {v / 60:.1f} min" for k, v in per_config.items()),
               "- phases of this invocation: " + ", ".join(
@@ -356,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     train = train_jobs(args, runs)
     commands = {"train": train, "evaluate": eval_jobs(args, train)}
-    phases, history = run_phases(commands, runs, args.jobs, args.poll, REPO)
+    phases, history = run_phases(commands, runs, args, REPO)
     copy_runs(train, results)
     report(args, runs, results, phases, history, commands)
     print(f"wrote {results / 'README.md'}")

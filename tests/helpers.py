@@ -40,6 +40,27 @@ def interrupt_on_call(monkeypatch, n: int, trainer_class: type = Trainer) -> Non
     monkeypatch.setattr(trainer_class, "step", step)
 
 
+def processes_with(marker: str) -> list[str]:
+    """The command lines of this machine's processes that contain ``marker``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if marker in cmdline and int(pid) != os.getpid():
+            found.append(f"{pid}: {cmdline[:200]}")
+    return found
+
+
+def wait_until_gone(marker: str, timeout: float = 20.0) -> list[str]:
+    """``processes_with(marker)`` once none is left, or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return processes_with(marker)
+
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
@@ -58,11 +79,12 @@ def script_main(path: str):
     return load_script(Path(path).stem).main
 
 
-def run_in_process(phase, job_list, n_parallel, log_dir, env, poll, cwd) -> float:
-    """``rkmeta_rl.jobs.run_jobs`` without subprocesses: each ``rkmeta-rl`` command through
-    ``cli.main`` and each ``python scripts/NAME.py`` through that script's ``main``, its
-    output in the job's log; a failing command fails the test."""
+def run_in_process(phase, job_list, grid, poll, cwd) -> float:
+    """``rkmeta_rl.jobs.run_jobs`` without Ray or subprocesses: each ``rkmeta-rl`` command
+    through ``cli.main`` and each ``python scripts/NAME.py`` through that script's ``main``,
+    its output in the job's log; a failing command fails the test."""
     t0 = time.perf_counter()
+    log_dir = grid.log_dir
     for job in job_list:
         assert job.argv[0] == "rkmeta-rl" or (
             job.argv[0] == "python" and job.argv[1].startswith("scripts/")), job.argv

@@ -4,8 +4,8 @@ every phase runs its real ``rkmeta-rl`` commands and the README holds what they 
 By default the commands run in this process (``rkmeta_rl.cli.main`` on the very argv the
 script built, one after another): each subprocess would spend seconds importing torch, and
 the 18 commands would take well over a minute on two busy cores. ``jobs.run_jobs`` itself
-(subprocesses, logs, failure handling) is what tests/test_reproduce.py runs; set
-``RKMETA_RL_SLOW_TESTS=1`` to also run both reproductions through it here (~2 min).
+(Ray tasks, logs, failure handling) is what tests/test_jobs.py and tests/test_reproduce.py
+run; set ``RKMETA_RL_SLOW_TESTS=1`` to also run both reproductions through it here (~2 min).
 """
 
 from __future__ import annotations
