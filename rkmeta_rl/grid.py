@@ -14,22 +14,41 @@ import argparse
 import logging
 import math
 import os
+import shlex
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rkmeta_rl import job_process
-
-if TYPE_CHECKING:
-    from rkmeta_rl.jobs import Job
 
 RAY_MISSING = 'the commands run on Ray, which is not installed: pip install -e ".[ray]"'
 OBJECT_STORE_BYTES = 128 * 1024**2  # a local instance's: the tasks pass a few numbers
 DEFAULT_JOBS = 2
+
+
+@dataclass
+class Job:
+    name: str
+    argv: list[str]  # as a user types it (rkmeta-rl ... or python scripts/...)
+    run_dir: Path | None = None  # a training run, for progress
+    metric: str = "return_post"  # the metrics key its status line shows
+    seconds: float = 0.0
+    log: Path | None = None
+    num_cpus: float | None = None  # None: the grid's --cpus-per-job
+    num_gpus: float | None = None  # None: --gpus-per-job with --device cuda, else 0
+
+    def shell(self) -> str:
+        return shlex.join(self.argv)
+
+    def uses_cuda(self) -> bool:
+        """Whether the command runs on a GPU (``--device cuda[:N]``)."""
+        pairs = zip(self.argv, [*self.argv[1:], ""], strict=True)
+        return any((a == "--device" and b.startswith("cuda")) or a.startswith("--device=cuda")
+                   for a, b in pairs)
 
 
 def require_ray(prog: str) -> None:

@@ -24,33 +24,11 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rkmeta_rl import job_process, rundir
-from rkmeta_rl.grid import Grid, add_grid_args, check_grid_args
-
-
-@dataclass
-class Job:
-    name: str
-    argv: list[str]  # as a user types it (rkmeta-rl ... or python scripts/...)
-    run_dir: Path | None = None  # a training run, for progress
-    metric: str = "return_post"  # the metrics key its status line shows
-    seconds: float = 0.0
-    log: Path | None = None
-    num_cpus: float | None = None  # None: the grid's --cpus-per-job
-    num_gpus: float | None = None  # None: --gpus-per-job with --device cuda, else 0
-
-    def shell(self) -> str:
-        return shlex.join(self.argv)
-
-    def uses_cuda(self) -> bool:
-        """Whether the command runs on a GPU (``--device cuda[:N]``)."""
-        pairs = zip(self.argv, [*self.argv[1:], ""], strict=True)
-        return any((a == "--device" and b.startswith("cuda")) or a.startswith("--device=cuda")
-                   for a, b in pairs)
+from rkmeta_rl.grid import Grid, Job, add_grid_args, check_grid_args
 
 
 def last_record(run_dir: Path) -> dict | None:

@@ -22,7 +22,6 @@ A sampler may also have ``start()`` (the trainer calls it before its first itera
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -85,13 +84,3 @@ class LocalSampler:
     def __call__(self, policy: GaussianMLPPolicy, params: Params, tasks: list[dict],
                  episodes_per_task: int, key: StreamKey) -> Episodes:
         return sample_share(self.family, policy, params, tasks, episodes_per_task, key)
-
-
-def make_sampler(cfg, family, run_dir: Path | None = None) -> Sampler:
-    """The sampler ``cfg.sampler`` names (a run's config): local over ``family``, or Ray
-    workers building the family themselves (Ray's logs go to ``run_dir``)."""
-    if cfg.sampler == "ray":
-        from rkmeta_rl.rl.ray_sampler import RaySampler  # Ray is an optional extra
-        return RaySampler(cfg.env, cfg.max_episode_steps, cfg.dynamics, cfg.hidden,
-                          cfg.workers, cfg.ray_address, run_dir)
-    return LocalSampler(family)

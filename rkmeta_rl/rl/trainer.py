@@ -34,7 +34,7 @@ from rkmeta_rl.rl.config import TrainConfig, read_train_config, resolve
 from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.meta_step import MetaStepResult, meta_step, rk_weights
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
-from rkmeta_rl.rl.sampler import Sampler, make_sampler
+from rkmeta_rl.rl.sampler import LocalSampler, Sampler
 from rkmeta_rl.rl.streams import StreamKey
 from rkmeta_rl.rl.tasks import TaskFamily, make_family
 from rkmeta_rl.stopping import StopSignals
@@ -83,6 +83,16 @@ def metrics_record(it: int, res: MetaStepResult, seconds: float) -> dict[str, An
     for k, v in res.seconds.items():
         rec[f"seconds_{k}"] = v
     return rec
+
+
+def make_sampler(cfg: TrainConfig, family: TaskFamily, run_dir: Path | None = None) -> Sampler:
+    """The sampler ``cfg.sampler`` names (a run's config): local over ``family``, or Ray
+    workers building the family themselves (Ray's logs go to ``run_dir``)."""
+    if cfg.sampler == "ray":
+        from rkmeta_rl.rl.ray_sampler import RaySampler  # Ray is an optional extra
+        return RaySampler(cfg.env, cfg.max_episode_steps, cfg.dynamics, cfg.hidden,
+                          cfg.workers, cfg.ray_address, run_dir)
+    return LocalSampler(family)
 
 
 class Trainer:
