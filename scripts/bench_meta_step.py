@@ -5,6 +5,7 @@
     python scripts/bench_meta_step.py --fractions 1,0.5,0.25      # exact vs subsampled curvature
     python scripts/bench_meta_step.py --impl rkmeta-rl,plain --threads 1,2   # the yardstick
     python scripts/bench_meta_step.py --tasks 10,20,40,80 --hidden "64,64;100,100;200,200"
+    python scripts/bench_meta_step.py --method midpoint,rk3,rk4,ralston-fo   # cost per tableau
     python scripts/bench_meta_step.py --rates           # the machine's bmm and add rates
     python scripts/bench_meta_step.py --profile         # where one iteration's time goes
 
@@ -54,21 +55,22 @@ def make_trainer(cfg: TrainConfig, impl: str) -> Trainer:
     return trainer
 
 
-def bench(cfg: TrainConfig, iters: int, impls: list[str]) -> dict[str, dict[str, float]]:
-    """Median seconds per phase of each implementation, their iterations taken in turn
-    (A B A B ...: a machine whose speed drifts slows them alike), each from the same seed;
-    the first iteration of each is a warm-up and dropped."""
-    trainers = {impl: make_trainer(cfg, impl) for impl in impls}
-    rows: dict[str, list[dict[str, float]]] = {impl: [] for impl in impls}
+def bench(cfgs: dict[str, TrainConfig], iters: int, impls: list[str]
+          ) -> dict[tuple[str, str], dict[str, float]]:
+    """Median seconds per phase of each (method, implementation), their iterations taken
+    in turn (A B A B ...: a machine whose speed drifts slows them alike), each from the
+    same seed; the first iteration of each is a warm-up and dropped."""
+    trainers = {(m, impl): make_trainer(cfg, impl) for m, cfg in cfgs.items() for impl in impls}
+    rows: dict[tuple[str, str], list[dict[str, float]]] = {key: [] for key in trainers}
     for _ in range(iters + 1):
-        for impl, trainer in trainers.items():
-            tasks = trainer.family.sample_tasks(cfg.meta_batch_size)
+        for (m, impl), trainer in trainers.items():
+            tasks = trainer.family.sample_tasks(cfgs[m].meta_batch_size)
             t0 = time.perf_counter()
             seconds = (plain_meta_step(trainer, tasks) if impl == "plain"
                        else trainer.meta_step(tasks).seconds)
-            rows[impl].append({**seconds, "total": time.perf_counter() - t0})
-    return {impl: {k: statistics.median(r.get(k, 0.0) for r in rs[1:])
-                   for k in (*PHASES, "total")} for impl, rs in rows.items()}
+            rows[m, impl].append({**seconds, "total": time.perf_counter() - t0})
+    return {key: {k: statistics.median(r.get(k, 0.0) for r in rs[1:])
+                  for k in (*PHASES, "total")} for key, rs in rows.items()}
 
 
 def rates(tasks: int, steps: int, hidden: int) -> None:
@@ -115,7 +117,8 @@ def profile_one(cfg: TrainConfig, rows: int = 12) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--method", default="ralston")
+    p.add_argument("--method", default="ralston",
+                   help="comma list of tableaus, taken in turn; NAME-fo: first order")
     p.add_argument("--tasks", default="40", help="comma list of meta-batch sizes")
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--hidden", default="100,100", help="';'-separated list, e.g. '64,64;100,100'")
@@ -133,7 +136,8 @@ def main() -> None:
     impls = args.impl.split(",")
     if any(c not in IMPLS for c in impls):
         p.error(f"--impl must be among {', '.join(IMPLS)}, got {args.impl}")
-    print(f"method {args.method}, {args.episodes} episodes x 100 steps per task, first_order "
+    methods = args.method.split(",")
+    print(f"methods {args.method}, {args.episodes} episodes x 100 steps per task, first_order "
           f"{args.first_order}, torch {torch.__version__}, device {args.device}")
     if args.rates:
         for threads in (int(t) for t in args.threads.split(",")):
@@ -142,27 +146,32 @@ def main() -> None:
             rates(tasks[0], args.episodes * 100, hiddens[0][0])
         return
 
-    def config(n: int, hidden: list[int], frac: float) -> TrainConfig:
-        return resolve(TrainConfig(method=args.method, meta_batch_size=n,
+    def config(n: int, hidden: list[int], frac: float, method: str = methods[0]
+               ) -> TrainConfig:
+        name = method.removesuffix("-fo")
+        return resolve(TrainConfig(method=name, meta_batch_size=n,
                                    fast_batch_size=args.episodes, hidden=hidden,
-                                   curvature_fraction=frac, first_order=args.first_order,
+                                   curvature_fraction=frac,
+                                   first_order=args.first_order or name != method,
                                    device=args.device))
 
     if args.profile:
         torch.set_num_threads(int(args.threads.split(",")[0]))
         profile_one(config(tasks[0], hiddens[0], float(args.fractions.split(",")[0])))
         return
-    print(f"{'threads':>7} {'tasks':>5} {'hidden':>8} {'fraction':>8} {'impl':>10} "
+    print(f"{'threads':>7} {'tasks':>5} {'hidden':>8} {'fraction':>8} {'method':>12} "
+          f"{'impl':>10} "
           + " ".join(f"{k:>16}" for k in PHASES) + f" {'total s/iter':>12} {'ratio':>6}")
     base = None
     grid = itertools.product((int(t) for t in args.threads.split(",")), tasks, hiddens,
                              (float(f) for f in args.fractions.split(",")))
     for threads, n, hidden, frac in grid:
         torch.set_num_threads(threads)
-        for impl, r in bench(config(n, hidden, frac), args.iters, impls).items():
+        cfgs = {m: config(n, hidden, frac, m) for m in methods}
+        for (m, impl), r in bench(cfgs, args.iters, impls).items():
             base = base or r["total"]
             print(f"{threads:>7} {n:>5} {'x'.join(map(str, hidden)):>8} {frac:>8.2f} "
-                  f"{impl:>10} " + " ".join(f"{r[k]:>16.3f}" for k in PHASES)
+                  f"{m:>12} {impl:>10} " + " ".join(f"{r[k]:>16.3f}" for k in PHASES)
                   + f" {r['total']:>12.2f} {r['total'] / base:>6.2f}", flush=True)
 
 if __name__ == "__main__":
