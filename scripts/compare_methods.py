@@ -71,6 +71,9 @@ def differences(method: dict[int, dict], base: dict[int, dict], step: int
             raise ValueError(f"--steps {step}: the runs of seed {s} were evaluated after "
                              f"0..{n - 1} steps")
         a, b = method[s]["by_step"][step], base[s]["by_step"][step]
+        if "per_task" not in a or "per_task" not in b:
+            raise ValueError(f"seed {s}: an evaluation without per-task values (the copies "
+                             "under results/ drop them): point at the run directories")
         if method[s]["tasks_drawn"] != base[s]["tasks_drawn"]:
             raise ValueError(f"seed {s}: the two runs were evaluated on different tasks")
         per_task.append(np.asarray(a["per_task"]) - np.asarray(b["per_task"]))
