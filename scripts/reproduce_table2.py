@@ -8,8 +8,9 @@ Both step-size readings (docs/method.md) are run:
 * ``h``: one RK step h = 0.02 for every method (α = c2·h: midpoint 0.01, ralston 0.015,
   heun 0.02, itb 0.03; euler, which has no second stage, adapts with α = h).
 
-Midpoint trains identically under both readings (α = 0.01, h = 0.02) and euler's training
-never uses α, so those runs are shared; only their test-time α differs.
+Tableaus with c2 = 1/2 (midpoint, rk3, rk4) train identically under both readings (α = 0.01,
+h = 0.02) and euler's training never uses α, so those runs are shared; only their test-time α
+differs.
 
 Phases: train (``rkmeta-rl supervised``, as Ray tasks ``--jobs`` at a time, one thread
 each, or on a cluster with ``--ray-address``: README, "Reproductions on Ray"), evaluate
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -52,8 +54,11 @@ READINGS = {"alpha": f"α = {ALPHA} for every method (h = α / c2)",
 
 
 def trains_separately(reading: str, method: str) -> bool:
-    """Under the h reading only heun, ralston and itb train differently from the α reading."""
-    return reading == "alpha" or method not in ("euler", "midpoint")
+    """Whether the h reading trains differently from the α reading: not for euler (its
+    training never uses α) nor for a tableau with c2 = 1/2 (midpoint, rk3, rk4: α = h/2 is
+    the α reading's α)."""
+    tab = get_tableau(method)
+    return reading == "alpha" or (tab.stages > 1 and not math.isclose(tab.c[1] * H, ALPHA))
 
 
 def test_alpha(reading: str, method: str) -> float:
