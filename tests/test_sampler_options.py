@@ -34,8 +34,8 @@ def test_the_local_sampler_is_the_default_and_recorded(tmp_path):
 @pytest.mark.parametrize("flags, names", [
     (["--sampler", "dask"], ("unknown sampler 'dask'", "valid choices: local, ray")),
     (["--sampler", "ray", "--workers", "-1"], ("--workers must be >= 0", "-1")),
-    (["--workers", "2"], ("--workers need --sampler ray", "local")),
-    (["--ray-address", "head:6379"], ("--ray-address need --sampler ray",)),
+    (["--workers", "2"], ("--workers needs --sampler ray", "local")),
+    (["--ray-address", "head:6379"], ("--ray-address needs --sampler ray",)),
     (["--sampler", "ray", "--ray-address", " "], ("--ray-address must be", "auto")),
 ])
 def test_bad_sampler_settings_are_refused_before_anything_is_written(tmp_path, capsys,

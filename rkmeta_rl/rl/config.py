@@ -160,7 +160,8 @@ def _check_sampler(sampler: str, workers: int, address: str | None) -> None:
     if sampler != "ray":
         given = [f for f, v in (("--workers", workers), ("--ray-address", address)) if v]
         if given:
-            raise ValueError(f"{' and '.join(given)} need --sampler ray (got --sampler "
+            verb = "needs" if len(given) == 1 else "need"
+            raise ValueError(f"{' and '.join(given)} {verb} --sampler ray (got --sampler "
                              f"{sampler})")
     elif importlib.util.find_spec("ray") is None:
         raise ValueError('--sampler ray needs Ray, which is not installed: pip install -e '
