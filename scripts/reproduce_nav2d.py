@@ -25,6 +25,13 @@ run evaluated again with one α = A:
     python scripts/reproduce_nav2d.py --methods midpoint,ralston,heun,itb --step-size 0.32 \
         --common-alpha 0.16 --runs-dir runs/reproduce-nav2d-h --results-dir results/nav2d-h
 
+A method ``NAME-fo`` trains tableau NAME with the first-order meta-gradient; ``--no-oracle``
+leaves the oracles out, for a study that adds methods to runs that already have them (the
+runs directory is shared, finished runs are kept):
+
+    python scripts/reproduce_nav2d.py --methods midpoint,ralston,ralston-fo,rk3 \
+        --step-size 0.32 --runs-dir runs/reproduce-nav2d-h --results-dir results/nav2d-rk3
+
 Interrupted? Run the same command again: finished training runs are kept, a killed one
 resumes from its last checkpoint, evaluations are recomputed (they are deterministic).
 
@@ -61,6 +68,7 @@ from rkmeta_rl.rl.evaluate import (
 REPO = Path(__file__).resolve().parent.parent
 
 METHODS = "euler,midpoint,heun,ralston,itb"
+FIRST_ORDER = "-fo"  # a method NAME-fo trains tableau NAME with --first-order
 COMMON_ALPHA_FILES = ("eval-common-alpha.json", "eval-random-common-alpha.json")
 TABLE_STEPS = (0, 1, 2, 3, 9)
 MAML_PAPER = {  # Finn et al. (2017), Figure 5 numbers: mean return at 0/1/2/3 steps
@@ -77,14 +85,16 @@ def train_jobs(args: argparse.Namespace, runs: Path) -> tuple[list[Job], dict[st
     step = [] if args.step_size is None else ["--step-size", str(args.step_size)]
     jobs, dirs = [], {}
     for method in args.methods:  # longest (two-stage) first keeps both workers busy
+        tableau = method.removesuffix(FIRST_ORDER)
+        order = ["--first-order"] if tableau != method else []
         for seed in args.seeds:
             name = f"{method}-s{seed}"
             dirs[name] = runs / f"nav2d-{name}"
-            jobs.append(Job(name, ["rkmeta-rl", "train", "--env", "nav2d", "--method", method,
-                                   "--seed", str(seed), "--out", str(dirs[name]), *step,
-                                   *common], dirs[name]))
+            jobs.append(Job(name, ["rkmeta-rl", "train", "--env", "nav2d", "--method", tableau,
+                                   *order, "--seed", str(seed), "--out", str(dirs[name]),
+                                   *step, *common], dirs[name]))
     jobs.sort(key=lambda j: j.name.startswith("euler"))
-    for seed in args.seeds:
+    for seed in args.seeds if args.oracle else []:
         name = f"oracle-s{seed}"
         dirs[name] = runs / f"nav2d-{name}"
         jobs.append(Job(name, ["rkmeta-rl", "train-oracle", "--env", "nav2d", "--seed",
@@ -250,7 +260,8 @@ def report(args, phases, history, dirs, results: Path, commands: dict[str, list[
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default=METHODS, help="comma-separated tableau names")
+    p.add_argument("--methods", default=METHODS,
+                   help="comma-separated tableau names; NAME-fo: tableau NAME, first order")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     add_grid_args(p)
     p.add_argument("--curvature-fraction", type=float, default=0.25,
@@ -259,6 +270,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="one h for every method, each adapting with α = c2·h [one α]")
     p.add_argument("--common-alpha", type=float, default=None,
                    help="also evaluate every run with this one α (a control)")
+    p.add_argument("--no-oracle", dest="oracle", action="store_false",
+                   help="train and show no oracle (another study of the runs has them)")
     p.add_argument("--runs-dir", default="runs/reproduce-nav2d", help="training runs")
     p.add_argument("--results-dir", default="results/nav2d", help="figures, table, copies")
     p.add_argument("--train-extra", default="", help="extra train flags, e.g. '--meta-iters 5'")
@@ -284,7 +297,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for m in args.methods:
-        get_tableau(m)  # an unknown method fails here, before an hour of training
+        get_tableau(m.removesuffix(FIRST_ORDER))  # unknown: fails before any training
     runs, results = Path(args.runs_dir), Path(args.results_dir)
     for d in (runs, results, runs / "logs"):
         d.mkdir(parents=True, exist_ok=True)

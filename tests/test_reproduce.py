@@ -70,3 +70,23 @@ def test_a_step_size_that_is_not_positive_is_refused(tmp_path: Path, flag: str, 
     assert exit_info.value.code == 2
     assert f"{flag} must be a finite number > 0, got -0.1" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_first_order_methods_and_no_oracle_make_the_right_commands(tmp_path: Path) -> None:
+    args = reproduce.parse_args(["--methods", "midpoint,ralston-fo", "--seeds", "3",
+                                 "--no-oracle", "--runs-dir", str(tmp_path)])
+    jobs, dirs = reproduce.train_jobs(args, tmp_path)
+    assert sorted(dirs) == ["midpoint-s3", "ralston-fo-s3"]  # no oracle
+    by_name = {j.name: j.argv for j in jobs}
+    fo = by_name["ralston-fo-s3"]
+    assert fo[fo.index("--method") + 1] == "ralston" and "--first-order" in fo
+    assert fo[fo.index("--out") + 1] == str(tmp_path / "nav2d-ralston-fo-s3")
+    assert "--first-order" not in by_name["midpoint-s3"]
+    with_oracle = reproduce.parse_args(["--methods", "midpoint", "--seeds", "3"])
+    assert "oracle-s3" in reproduce.train_jobs(with_oracle, tmp_path)[1]
+
+
+def test_an_unknown_first_order_method_fails_before_training(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown method 'rk9'"):
+        reproduce.main(["--methods", "rk9-fo", "--runs-dir", str(tmp_path / "r"),
+                        "--results-dir", str(tmp_path / "o")])
