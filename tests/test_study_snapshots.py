@@ -1,0 +1,60 @@
+"""scripts/study_snapshots.py at a toy size: every snapshot and the validation pick are
+evaluated with the real ``rkmeta-rl evaluate`` and tabulated by group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import load_script
+
+from rkmeta_rl.cli import main as cli
+from rkmeta_rl.rl.evaluate import combine_seeds, read_eval
+
+study = load_script("study_snapshots")
+
+TOY = ["--meta-iters", "2", "--meta-batch-size", "2", "--fast-batch-size", "2",
+       "--hidden", "8", "--snapshot-every", "1", "--no-progress", "--num-threads", "1"]
+
+
+def train(out: Path, seed: int) -> None:
+    assert cli(["train", "--env", "nav2d", "--method", "midpoint", "--seed", str(seed),
+                "--out", str(out), *TOY]) == 0
+
+
+def test_every_snapshot_and_the_best_pick_are_tabulated(tmp_path: Path) -> None:
+    runs = [tmp_path / "nav2d-midpoint-s0", tmp_path / "nav2d-midpoint-s1"]
+    for seed, d in enumerate(runs):
+        train(d, seed)
+    out = tmp_path / "report" / "snapshots"
+    assert study.main([*map(str, runs), "--eval-extra", "--tasks 2 --episodes 2",
+                       "--reference", "paper=-40,-11", "--jobs", "1", "--poll", "1000",
+                       "--out", str(out)]) == 0
+    text = out.with_suffix(".md").read_text()
+    assert "## nav2d-midpoint" in text and "Reference paper: -40, -11" in text
+    # the row of iteration 2 is the two runs' evaluations of their snapshot 2, combined
+    evals = [read_eval(d / "snapshot-evals" / "maml-2.json") for d in runs]
+    assert [e["meta_iterations"] for e in evals] == [2, 2]
+    rows = combine_seeds(evals)
+    half = [(r["ci95"][1] - r["ci95"][0]) / 2 for r in rows]
+    assert ("| 2 | 2 | " + " | ".join(f"{r['mean']:.1f} ± {h:.1f}" for r, h in
+                                      zip(rows, half, strict=True)) + " |") in text
+    best = [read_eval(d / "snapshot-evals" / "maml-best.json") for d in runs]
+    for e in best:  # the pick is the snapshot with the highest validation score
+        scores = e["validation"]["after_one_step"]
+        assert e["meta_iterations"] == int(max(scores, key=lambda k: (scores[k], int(k))))
+    assert "| best (" + ", ".join(str(e["meta_iterations"]) for e in best) + ") | 2 |" in text
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_a_run_without_snapshots_is_refused(tmp_path: Path, capsys) -> None:
+    (tmp_path / "r").mkdir()
+    with pytest.raises(SystemExit):
+        study.main([str(tmp_path / "r"), "--out", str(tmp_path / "o")])
+    assert "has no snapshots (train with --snapshot-every N)" in capsys.readouterr().err
+
+
+def test_a_malformed_reference_is_refused(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        study.main([str(tmp_path), "--reference", "MAML=-3,x", "--out", str(tmp_path / "o")])
+    assert "--reference must look like NAME=v0,v1,..., got 'MAML=-3,x'" in capsys.readouterr().err
