@@ -11,8 +11,8 @@ snapshot, and the validation pick ``best``, is evaluated with ``rkmeta-rl evalua
 first step, α/2 after), as Ray tasks on ``--jobs`` CPUs or a cluster. The evaluations go
 to RUN/snapshot-evals/ and are reused when they exist (they are deterministic).
 
-Runs are grouped by their directory name without its ``-sSEED`` ending, so one call can
-compare, say, two curvature settings. Written to OUT.md: per group, the mean ± 95%
+Runs are grouped by PARENT/NAME, their path without its ``-sSEED`` ending, so one call can
+compare, say, two studies' midpoint runs. Written to OUT.md: per group, the mean ± 95%
 t-interval across seeds at every snapshot, and the best pick with the iterations it
 chose; to OUT.png: return after each step against the meta-iteration, one panel per step,
 with the ``--reference`` figures as dashed lines.
@@ -42,7 +42,8 @@ EVALS = "snapshot-evals"
 
 
 def group_of(run_dir: Path) -> str:
-    return re.sub(r"-s\d+$", "", run_dir.name)
+    """PARENT/NAME of a run directory PARENT/NAME-sSEED: the seeds of one setting."""
+    return f"{run_dir.parent.name}/{re.sub(r'-s[0-9]+$', '', run_dir.name)}"
 
 
 def eval_path(run_dir: Path, protocol: str, checkpoint: str) -> Path:

@@ -31,7 +31,7 @@ def test_every_snapshot_and_the_best_pick_are_tabulated(tmp_path: Path) -> None:
                        "--reference", "paper=-40,-11", "--jobs", "1", "--poll", "1000",
                        "--out", str(out)]) == 0
     text = out.with_suffix(".md").read_text()
-    assert "## nav2d-midpoint" in text and "Reference paper: -40, -11" in text
+    assert f"## {tmp_path.name}/nav2d-midpoint\n" in text and "Reference paper: -40, -11" in text
     # the row of iteration 2 is the two runs' evaluations of their snapshot 2, combined
     evals = [read_eval(d / "snapshot-evals" / "maml-2.json") for d in runs]
     assert [e["meta_iterations"] for e in evals] == [2, 2]
