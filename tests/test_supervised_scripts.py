@@ -155,7 +155,7 @@ def omniglot_toy(data: Path, tmp_path: Path, *extra: str) -> list[str]:
     return ["--data", str(data), "--runs-dir", str(tmp_path / "runs"), "--results-dir",
             str(tmp_path / "results"), "--iters-5", "2", "--iters-20", "1", "--batch-5", "2",
             "--batch-20", "1", "--train-extra", "--filters 4 --eval-tasks 2", "--eval-extra",
-            "--tasks 4", "--poll", "1", *extra]
+            "--tasks 4", "--figure-steps", "4", "--poll", "1", *extra]
 
 
 def test_omniglot_at_toy_size(runner, tmp_path: Path, capsys) -> None:
@@ -173,6 +173,10 @@ def test_omniglot_at_toy_size(runner, tmp_path: Path, capsys) -> None:
             ev = json.loads((runs / name / "eval.json").read_text())
             assert ev["tasks"] == 4 and len(ev["by_step"]) == (4 if ways == 5 else 6)
             assert (results / "runs" / name / "eval.json").exists()
+            # Figure 3's evaluation: the same held-out tasks, 0..--figure-steps steps
+            fig = json.loads((runs / name / omniglot.FIGURE_EVAL).read_text())
+            assert len(fig["by_step"]) == 5 and fig["by_step"][0] == ev["by_step"][0]
+            assert (results / "runs" / name / omniglot.FIGURE_EVAL).exists()
             cells = [c.strip() for c in next(
                 line for line in text.splitlines()
                 if line.startswith(f"| {ways}-way 1-shot | {method} |")).strip("|").split("|")]
@@ -186,6 +190,7 @@ def test_omniglot_at_toy_size(runner, tmp_path: Path, capsys) -> None:
                 assert "one_shot_runs" not in ev and cells[4] == "-"
             assert cells[5] == omniglot.PAPER[(ways, method)]
     assert text.count("-way 1-shot |") == 4
+    assert (results / "figure3.png").stat().st_size > 1000 and "![Figure 3](figure3.png)" in text
     assert "--runs " + str(data / "all_runs.zip") in text
     assert "wrote" in capsys.readouterr().out
 
