@@ -18,6 +18,9 @@ seed and per task. Printed per method and step, as a Markdown table:
   the spread between seeds, so it is narrower and no substitute for the first);
 * each seed's difference.
 
+``--baseline-eval-file`` reads another evaluation for the baseline's runs only: e.g. each
+method with one common α against the baseline with a smaller α.
+
 An interval that excludes 0 is marked with a star. ``--out FILE`` also writes the table.
 """
 
@@ -103,12 +106,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
     p.add_argument("--eval-file", default="eval.json", help="the evaluation in each run")
     p.add_argument("--baseline", default="midpoint", help="the method the others are set against")
+    p.add_argument("--baseline-eval-file", default=None,
+                   help="the baseline's evaluation, when it differs (e.g. another --alpha) "
+                        "[--eval-file]")
     p.add_argument("--steps", default="0,1,2,3", help="comma-separated adaptation steps")
     p.add_argument("--out", type=Path, help="also write the table here")
     args = p.parse_args(argv)
     try:
         steps = [int(s) for s in args.steps.split(",") if s]
-        text = table(load(args.run_dirs, args.eval_file), args.baseline, steps)
+        by_method = load(args.run_dirs, args.eval_file)
+        if args.baseline_eval_file is not None:
+            by_method[args.baseline] = load(args.run_dirs, args.baseline_eval_file).get(
+                args.baseline, {})
+            by_method = {m: runs for m, runs in by_method.items() if runs}
+        text = table(by_method, args.baseline, steps)
     except (ValueError, KeyError) as e:
         print(f"compare_methods.py: {e}", file=sys.stderr)
         return 2

@@ -68,3 +68,18 @@ def test_runs_on_different_tasks_are_refused(tmp_path, capsys) -> None:
     write_eval(tmp_path / "b", "ralston", 0, [[1, 2, 3]], tasks=[[5], [6], [7]])
     assert compare.main([str(tmp_path / "a"), str(tmp_path / "b"), "--steps", "0"]) == 2
     assert "different tasks" in capsys.readouterr().err
+
+
+def test_the_baseline_can_read_another_evaluation(runs, capsys) -> None:
+    for d in runs:  # the baseline's other evaluation: every per-task value 1 lower
+        e = json.loads((d / "eval.json").read_text())
+        for row in e["by_step"]:
+            row["per_task"] = [v - 1 for v in row["per_task"]]
+        (d / "eval-small-alpha.json").write_text(json.dumps(e))
+    assert compare.main([*map(str, runs), "--steps", "0", "--baseline-eval-file",
+                         "eval-small-alpha.json"]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ralston")]
+    # as in the test above (per seed +1, 0), plus the 1 the baseline lost: +2, +1
+    half = T_1DF / 2
+    assert rows == [f"| ralston | 0 | 2 | +1.50 | [{1.5 - half:+.2f}, {1.5 + half:+.2f}] | "
+                    "[+1.50, +1.50] * | +2.00 / +1.00 |"]
