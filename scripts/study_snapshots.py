@@ -50,14 +50,16 @@ def eval_path(run_dir: Path, protocol: str, checkpoint: str) -> Path:
     return run_dir / EVALS / f"{protocol}-{checkpoint}.json"
 
 
-def checkpoints(run_dir: Path) -> list[str]:
-    return [str(it) for it in snapshot_iterations(run_dir)] + ["best"]
+def checkpoints(run_dir: Path, only: list[int] | None) -> list[str]:
+    """The snapshots to evaluate (those in ``only``, when given), then the best pick."""
+    its = [it for it in snapshot_iterations(run_dir) if only is None or it in only]
+    return [str(it) for it in its] + ["best"]
 
 
 def eval_jobs(args: argparse.Namespace) -> list[Job]:
     jobs = []
     for d in args.run_dirs:
-        for ck in checkpoints(d):
+        for ck in checkpoints(d, args.iterations):
             out = eval_path(d, args.protocol, ck)
             if out.exists():
                 continue
@@ -72,7 +74,7 @@ def collect(args: argparse.Namespace) -> dict[str, dict[str, list[dict]]]:
     """{group: {checkpoint: [evaluation per run]}}."""
     table: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for d in args.run_dirs:
-        for ck in checkpoints(d):
+        for ck in checkpoints(d, args.iterations):
             table[group_of(d)][ck].append(read_eval(eval_path(d, args.protocol, ck)))
     return table
 
@@ -138,6 +140,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("run_dirs", nargs="+", type=Path)
     p.add_argument("--protocol", default="maml", choices=list(PROTOCOLS))
     p.add_argument("--steps", type=int, default=3, help="adaptation steps evaluated")
+    p.add_argument("--iterations", default=None,
+                   help="comma-separated snapshot iterations to evaluate [all of them]")
     p.add_argument("--reference", type=parse_reference, action="append", default=[],
                    help="NAME=v0,v1,...: published returns after 0, 1, ... steps, drawn")
     p.add_argument("--eval-extra", default="", help="extra evaluate flags, e.g. '--tasks 5'")
@@ -147,6 +151,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.steps < 1:
         p.error(f"--steps must be >= 1, got {args.steps}")
+    if args.iterations is not None:
+        try:
+            args.iterations = [int(i) for i in args.iterations.split(",") if i]
+        except ValueError:
+            p.error(f"--iterations must be integers like 10,20, got {args.iterations!r}")
     for d in args.run_dirs:
         if not snapshot_iterations(d):
             p.error(f"{d} has no snapshots (train with --snapshot-every N)")

@@ -45,6 +45,12 @@ def test_every_snapshot_and_the_best_pick_are_tabulated(tmp_path: Path) -> None:
         assert e["meta_iterations"] == int(max(scores, key=lambda k: (scores[k], int(k))))
     assert "| best (" + ", ".join(str(e["meta_iterations"]) for e in best) + ") | 2 |" in text
     assert out.with_suffix(".png").stat().st_size > 1000
+    # --iterations keeps the listed snapshots only; the evaluations on disk are reused
+    only = tmp_path / "report" / "only-1"
+    assert study.main([*map(str, runs), "--iterations", "1", "--out", str(only)]) == 0
+    rows = [line.split("|")[1].strip() for line in only.with_suffix(".md").read_text()
+            .splitlines() if line.startswith("| ") and not line.startswith("| iteration")]
+    assert rows[0] == "1" and rows[1].startswith("best (") and len(rows) == 2
 
 
 def test_a_run_without_snapshots_is_refused(tmp_path: Path, capsys) -> None:
@@ -58,3 +64,9 @@ def test_a_malformed_reference_is_refused(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         study.main([str(tmp_path), "--reference", "MAML=-3,x", "--out", str(tmp_path / "o")])
     assert "--reference must look like NAME=v0,v1,..., got 'MAML=-3,x'" in capsys.readouterr().err
+
+
+def test_iterations_that_are_not_integers_are_refused(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        study.main([str(tmp_path), "--iterations", "10,x", "--out", str(tmp_path / "o")])
+    assert "--iterations must be integers like 10,20, got '10,x'" in capsys.readouterr().err
