@@ -127,15 +127,26 @@ def eval_jobs(args: argparse.Namespace, dirs: dict[str, Path]) -> list[Job]:
     return jobs
 
 
-def common_alpha_files(dirs: dict[str, Path]) -> list[Path]:
-    """Every evaluation file of the runs with the common α (trained and random init)."""
-    return sorted(d / n for d in dirs.values() for n in COMMON_ALPHA_FILES if (d / n).exists())
+def common_alpha_files(dirs: dict[str, Path], first: str) -> list[Path]:
+    """Every evaluation file of the runs with the common α: the trained runs', and the
+    random initialisations' of the ``first`` method's runs (where eval_jobs put them)."""
+    trained, random = COMMON_ALPHA_FILES
+    return _existing(dirs, first, trained, random)
 
 
-def eval_files(dirs: dict[str, Path], protocol: str) -> list[Path]:
-    """Every evaluation file of the runs under ``protocol`` (trained and random init)."""
-    names = [EvalConfig(init=init, protocol=protocol).default_filename() for init in INITS]
-    return sorted(d / n for d in dirs.values() for n in names if (d / n).exists())
+def eval_files(dirs: dict[str, Path], protocol: str, first: str) -> list[Path]:
+    """Every evaluation file of the runs under ``protocol``: the trained runs', and the
+    random initialisations' of the ``first`` method's runs. Another study sharing the runs
+    may have left random-init files in other runs, adapted with their method's α."""
+    trained, random = (EvalConfig(init=init, protocol=protocol).default_filename()
+                       for init in INITS)
+    return _existing(dirs, first, trained, random)
+
+
+def _existing(dirs: dict[str, Path], first: str, trained: str, random: str) -> list[Path]:
+    paths = [d / trained for d in dirs.values()]
+    paths += [d / random for name, d in dirs.items() if name.startswith(f"{first}-s")]
+    return sorted(p for p in paths if p.exists())
 
 
 def plot_jobs(args: argparse.Namespace, dirs: dict[str, Path], results: Path) -> list[Job]:
@@ -146,7 +157,8 @@ def plot_jobs(args: argparse.Namespace, dirs: dict[str, Path], results: Path) ->
         tag = "" if protocol == "constant" else f"-{protocol}"
         steps = PROTOCOLS[protocol]
         jobs.append(Job(f"figure5{tag}", [
-            "python", "scripts/plot_adaptation.py", *map(str, eval_files(dirs, protocol)),
+            "python", "scripts/plot_adaptation.py",
+            *map(str, eval_files(dirs, protocol, args.methods[0])),
             "--order", ",".join(args.methods), "--out", str(results / f"figure5{tag}.png"),
             "--title", f"2D navigation, 40 held-out goals: {steps}"]))
         jobs.append(Job(f"figure4{tag}", [
@@ -154,7 +166,8 @@ def plot_jobs(args: argparse.Namespace, dirs: dict[str, Path], results: Path) ->
             "--protocol", protocol, "--out", str(results / f"figure4{tag}.png")]))
     if args.common_alpha is not None:
         jobs.append(Job("figure5-common-alpha", [
-            "python", "scripts/plot_adaptation.py", *map(str, common_alpha_files(dirs)),
+            "python", "scripts/plot_adaptation.py",
+            *map(str, common_alpha_files(dirs, args.methods[0])),
             "--order", ",".join(args.methods), "--out", str(results / "figure5-common-alpha.png"),
             "--title", f"2D navigation, 40 held-out goals: one α = {args.common_alpha}"]))
     jobs.append(Job("training", [
@@ -203,7 +216,7 @@ def common_alpha_section(args: argparse.Namespace, dirs: dict[str, Path]) -> lis
     if args.common_alpha is None:
         return []
     return [f"## The control: every run evaluated with one α = {args.common_alpha}\n",
-            table(common_alpha_files(dirs), args.methods) + "\n",
+            table(common_alpha_files(dirs, args.methods[0]), args.methods) + "\n",
             "![Figure 5, one α](figure5-common-alpha.png)\n"]
 
 
@@ -223,10 +236,10 @@ def report(args, phases, history, dirs, results: Path, commands: dict[str, list[
         "fresh at every step; ± is the 95% t-interval across seeds (across the tasks when "
         "a row has one run). The oracle row is its return without adaptation.\n",
         f"## Mean return after k gradient steps of α (each run's own α{reading})\n",
-        table(eval_files(dirs, "constant"), args.methods) + "\n",
+        table(eval_files(dirs, "constant", args.methods[0]), args.methods) + "\n",
         "![Figure 5](figure5.png)\n\n![Figure 4](figure4.png)\n",
         "## The same with MAML's test protocol: α for the first step, α/2 after\n",
-        table(eval_files(dirs, "maml"), args.methods) + "\n",
+        table(eval_files(dirs, "maml", args.methods[0]), args.methods) + "\n",
         "![Figure 5, MAML protocol](figure5-maml.png)\n\n"
         "![Figure 4, MAML protocol](figure4-maml.png)\n",
         *common_alpha_section(args, dirs),

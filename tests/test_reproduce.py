@@ -90,3 +90,23 @@ def test_an_unknown_first_order_method_fails_before_training(tmp_path: Path) -> 
     with pytest.raises(ValueError, match="unknown method 'rk9'"):
         reproduce.main(["--methods", "rk9-fo", "--runs-dir", str(tmp_path / "r"),
                         "--results-dir", str(tmp_path / "o")])
+
+
+def test_random_init_files_count_from_the_first_method_only(tmp_path: Path) -> None:
+    # another study on the same runs left random-init evaluations in ralston's runs
+    dirs = {name: tmp_path / f"nav2d-{name}" for name in
+            ("midpoint-s0", "ralston-s0", "ralston-fo-s0")}
+    for d in dirs.values():
+        d.mkdir()
+        for f in ("eval-maml.json", "eval-random-maml.json", "eval-common-alpha.json",
+                  "eval-random-common-alpha.json"):
+            (d / f).write_text("{}")
+    names = {p.relative_to(tmp_path).as_posix()
+             for p in reproduce.eval_files(dirs, "maml", "midpoint")}
+    assert names == {"nav2d-midpoint-s0/eval-maml.json", "nav2d-ralston-s0/eval-maml.json",
+                     "nav2d-ralston-fo-s0/eval-maml.json",
+                     "nav2d-midpoint-s0/eval-random-maml.json"}
+    common = {p.relative_to(tmp_path).as_posix()
+              for p in reproduce.common_alpha_files(dirs, "ralston")}
+    assert "nav2d-ralston-s0/eval-random-common-alpha.json" in common
+    assert "nav2d-ralston-fo-s0/eval-random-common-alpha.json" not in common and len(common) == 4
