@@ -9,7 +9,8 @@ Each run needs snapshots (``rkmeta-rl train --snapshot-every N``, 10 by default)
 snapshot, and the validation pick ``best``, is evaluated with ``rkmeta-rl evaluate
 --checkpoint N`` on the same held-out tasks (``--protocol maml`` by default: α for the
 first step, α/2 after), as Ray tasks on ``--jobs`` CPUs or a cluster. The evaluations go
-to RUN/snapshot-evals/ and are reused when they exist (they are deterministic).
+to RUN/snapshot-evals/, named by protocol, steps and ``--eval-extra``, and are reused while
+they are newer than the run's checkpoint (they are deterministic).
 
 Runs are grouped by PARENT/NAME, their path without its ``-sSEED`` ending, so one call can
 compare, say, two studies' midpoint runs. Written to OUT.md: per group, the mean ± 95%
@@ -21,6 +22,7 @@ with the ``--reference`` figures as dashed lines.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import shlex
 import sys
@@ -46,8 +48,18 @@ def group_of(run_dir: Path) -> str:
     return f"{run_dir.parent.name}/{re.sub(r'-s[0-9]+$', '', run_dir.name)}"
 
 
-def eval_path(run_dir: Path, protocol: str, checkpoint: str) -> Path:
-    return run_dir / EVALS / f"{protocol}-{checkpoint}.json"
+def eval_path(run_dir: Path, args: argparse.Namespace, checkpoint: str) -> Path:
+    """RUN/snapshot-evals/PROTOCOL-kSTEPS[-HASH of --eval-extra]-CHECKPOINT.json."""
+    extra = " ".join(args.eval_extra)
+    tag = f"-{hashlib.sha1(extra.encode()).hexdigest()[:8]}" if extra else ""
+    return run_dir / EVALS / f"{args.protocol}-k{args.steps}{tag}-{checkpoint}.json"
+
+
+def is_current(path: Path, run_dir: Path) -> bool:
+    """An evaluation written after the run's last checkpoint (a run trained further
+    since, or a new ``best``, needs a new one)."""
+    last = run_dir / "checkpoint.pt"
+    return path.exists() and (not last.exists() or path.stat().st_mtime >= last.stat().st_mtime)
 
 
 def checkpoints(run_dir: Path, only: list[int] | None) -> list[str]:
@@ -60,8 +72,8 @@ def eval_jobs(args: argparse.Namespace) -> list[Job]:
     jobs = []
     for d in args.run_dirs:
         for ck in checkpoints(d, args.iterations):
-            out = eval_path(d, args.protocol, ck)
-            if out.exists():
+            out = eval_path(d, args, ck)
+            if is_current(out, d):
                 continue
             jobs.append(Job(f"{d.name}-{ck}", [
                 "rkmeta-rl", "evaluate", str(d), "--checkpoint", ck, "--protocol",
@@ -75,7 +87,7 @@ def collect(args: argparse.Namespace) -> dict[str, dict[str, list[dict]]]:
     table: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for d in args.run_dirs:
         for ck in checkpoints(d, args.iterations):
-            table[group_of(d)][ck].append(read_eval(eval_path(d, args.protocol, ck)))
+            table[group_of(d)][ck].append(read_eval(eval_path(d, args, ck)))
     return table
 
 

@@ -3,6 +3,7 @@ evaluated with the real ``rkmeta-rl evaluate`` and tabulated by group."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -33,13 +34,15 @@ def test_every_snapshot_and_the_best_pick_are_tabulated(tmp_path: Path) -> None:
     text = out.with_suffix(".md").read_text()
     assert f"## {tmp_path.name}/nav2d-midpoint\n" in text and "Reference paper: -40, -11" in text
     # the row of iteration 2 is the two runs' evaluations of their snapshot 2, combined
-    evals = [read_eval(d / "snapshot-evals" / "maml-2.json") for d in runs]
+    args = study.parse_args([*map(str, runs), "--eval-extra", "--tasks 2 --episodes 2",
+                             "--out", str(out)])
+    evals = [read_eval(study.eval_path(d, args, "2")) for d in runs]
     assert [e["meta_iterations"] for e in evals] == [2, 2]
     rows = combine_seeds(evals)
     half = [(r["ci95"][1] - r["ci95"][0]) / 2 for r in rows]
     assert ("| 2 | 2 | " + " | ".join(f"{r['mean']:.1f} ± {h:.1f}" for r, h in
                                       zip(rows, half, strict=True)) + " |") in text
-    best = [read_eval(d / "snapshot-evals" / "maml-best.json") for d in runs]
+    best = [read_eval(study.eval_path(d, args, "best")) for d in runs]
     for e in best:  # the pick is the snapshot with the highest validation score
         scores = e["validation"]["after_one_step"]
         assert e["meta_iterations"] == int(max(scores, key=lambda k: (scores[k], int(k))))
@@ -47,10 +50,18 @@ def test_every_snapshot_and_the_best_pick_are_tabulated(tmp_path: Path) -> None:
     assert out.with_suffix(".png").stat().st_size > 1000
     # --iterations keeps the listed snapshots only; the evaluations on disk are reused
     only = tmp_path / "report" / "only-1"
-    assert study.main([*map(str, runs), "--iterations", "1", "--out", str(only)]) == 0
+    assert study.main([*map(str, runs), "--iterations", "1", "--eval-extra",
+                       "--tasks 2 --episodes 2", "--jobs", "1", "--out", str(only)]) == 0
     rows = [line.split("|")[1].strip() for line in only.with_suffix(".md").read_text()
             .splitlines() if line.startswith("| ") and not line.startswith("| iteration")]
     assert rows[0] == "1" and rows[1].startswith("best (") and len(rows) == 2
+    # other evaluate flags make other files; an evaluation older than the checkpoint is stale
+    other = study.parse_args([*map(str, runs), "--eval-extra", "--tasks 3", "--out", str(out)])
+    assert study.eval_path(runs[0], other, "2") != study.eval_path(runs[0], args, "2")
+    path = study.eval_path(runs[0], args, "2")
+    assert study.is_current(path, runs[0])
+    os.utime(path, (0, 0))
+    assert not study.is_current(path, runs[0])
 
 
 def test_a_run_without_snapshots_is_refused(tmp_path: Path, capsys) -> None:
