@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     table = collect(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     text = report(args, table)
-    args.out.with_suffix(".md").write_text(text)
-    plot(args, table, args.out.with_suffix(".png"))
+    args.out.parent.joinpath(args.out.name + ".md").write_text(text)  # OUT may hold a dot
+    plot(args, table, args.out.parent / (args.out.name + ".png"))
     print(text)
     return 0
 

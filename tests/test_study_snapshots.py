@@ -27,11 +27,11 @@ def test_every_snapshot_and_the_best_pick_are_tabulated(tmp_path: Path) -> None:
     runs = [tmp_path / "nav2d-midpoint-s0", tmp_path / "nav2d-midpoint-s1"]
     for seed, d in enumerate(runs):
         train(d, seed)
-    out = tmp_path / "report" / "snapshots"
+    out = tmp_path / "report" / "snapshots-alpha0.5"  # a dot in OUT stays
     assert study.main([*map(str, runs), "--eval-extra", "--tasks 2 --episodes 2",
                        "--reference", "paper=-40,-11", "--jobs", "1", "--poll", "1000",
                        "--out", str(out)]) == 0
-    text = out.with_suffix(".md").read_text()
+    text = out.parent.joinpath(out.name + ".md").read_text()
     assert f"## {tmp_path.name}/nav2d-midpoint\n" in text and "Reference paper: -40, -11" in text
     # the row of iteration 2 is the two runs' evaluations of their snapshot 2, combined
     args = study.parse_args([*map(str, runs), "--eval-extra", "--tasks 2 --episodes 2",
@@ -47,13 +47,14 @@ def test_every_snapshot_and_the_best_pick_are_tabulated(tmp_path: Path) -> None:
         scores = e["validation"]["after_one_step"]
         assert e["meta_iterations"] == int(max(scores, key=lambda k: (scores[k], int(k))))
     assert "| best (" + ", ".join(str(e["meta_iterations"]) for e in best) + ") | 2 |" in text
-    assert out.with_suffix(".png").stat().st_size > 1000
+    assert out.parent.joinpath(out.name + ".png").stat().st_size > 1000
     # --iterations keeps the listed snapshots only; the evaluations on disk are reused
     only = tmp_path / "report" / "only-1"
     assert study.main([*map(str, runs), "--iterations", "1", "--eval-extra",
                        "--tasks 2 --episodes 2", "--jobs", "1", "--out", str(only)]) == 0
-    rows = [line.split("|")[1].strip() for line in only.with_suffix(".md").read_text()
-            .splitlines() if line.startswith("| ") and not line.startswith("| iteration")]
+    lines = only.parent.joinpath(only.name + ".md").read_text().splitlines()
+    rows = [line.split("|")[1].strip() for line in lines
+            if line.startswith("| ") and not line.startswith("| iteration")]
     assert rows[0] == "1" and rows[1].startswith("best (") and len(rows) == 2
     # other evaluate flags make other files; an evaluation older than the checkpoint is stale
     other = study.parse_args([*map(str, runs), "--eval-extra", "--tasks 3", "--out", str(out)])
