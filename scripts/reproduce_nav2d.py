@@ -29,8 +29,8 @@ A method ``NAME-fo`` trains tableau NAME with the first-order meta-gradient; ``-
 leaves the oracles out, for a study that adds methods to runs that already have them (the
 runs directory is shared, finished runs are kept):
 
-    python scripts/reproduce_nav2d.py --methods midpoint,ralston,ralston-fo,rk3 \
-        --step-size 0.32 --runs-dir runs/reproduce-nav2d-h --results-dir results/nav2d-rk3
+    python scripts/reproduce_nav2d.py --methods midpoint,ralston,ralston-fo --step-size 0.32 \
+        --runs-dir runs/reproduce-nav2d-h --results-dir results/nav2d-fo
 
 Interrupted? Run the same command again: finished training runs are kept, a killed one
 resumes from its last checkpoint, evaluations are recomputed (they are deterministic).

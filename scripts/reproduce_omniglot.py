@@ -108,7 +108,7 @@ def report(args, train: list[Job], results: Path, phases, history, commands) -> 
     for job in train:
         ways, method = int(job.name.split("way")[0]), job.name.split("-")[1]
         ev = json.loads((job.run_dir / "eval.json").read_text())
-        steps = ev["by_step"][:ev["steps"] + 1]
+        steps = ev["by_step"]
         standard = pct(ev["one_shot_runs"]["accuracy"]) if "one_shot_runs" in ev else "-"
         lines.append(f"| {ways}-way 1-shot | {method} | {pct(steps[0]['accuracy'])} | "
                      f"{pct(steps[-1]['accuracy'])} ({len(steps) - 1} steps) | {standard} | "
