@@ -48,7 +48,13 @@ from rkmeta_rl.jobs import (
 )
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.rl.config import TrainConfig, resolve
-from rkmeta_rl.rl.evaluate import combine_seeds, describe_horizon, label_of, read_eval
+from rkmeta_rl.rl.evaluate import (
+    combine_seeds,
+    describe_horizon,
+    format_row,
+    label_of,
+    read_eval,
+)
 from rkmeta_rl.rl.tasks import episodes_of
 
 REPO = Path(__file__).resolve().parent.parent
@@ -124,11 +130,6 @@ def plot_jobs(args: argparse.Namespace, dirs: dict[str, Path], results: Path) ->
     return jobs
 
 
-def fmt(row: dict) -> str:
-    lo, hi = row["ci95"]
-    return f"{row['mean']:.1f} ± {(hi - lo) / 2:.1f}"
-
-
 def env_table(args: argparse.Namespace, dirs: dict[str, Path], env: str) -> tuple[str, str]:
     """The env's table (methods, random init, oracle, MAML's figures) and its setting."""
     groups: dict[str, list[dict]] = {}
@@ -141,7 +142,7 @@ def env_table(args: argparse.Namespace, dirs: dict[str, Path], env: str) -> tupl
     lines = [head, "|---|---|" + "---|" * (STEPS + 1)]
     for label in [m for m in args.methods if m in groups] + ["random init", "oracle"]:
         rows = combine_seeds(groups.get(label, []))[:1 if label == "oracle" else None]
-        cells = [fmt(r) for r in rows] + [""] * (STEPS + 1 - len(rows))
+        cells = [format_row(r) for r in rows] + [""] * (STEPS + 1 - len(rows))
         lines.append(f"| {label} | {len(groups[label])} | " + " | ".join(cells) + " |")
     published = MAML_PUBLISHED.get(env)
     if published is not None:

@@ -61,6 +61,7 @@ from rkmeta_rl.rl.evaluate import (
     PROTOCOLS,
     EvalConfig,
     combine_seeds,
+    format_row,
     label_of,
     read_eval,
 )
@@ -177,11 +178,6 @@ def plot_jobs(args: argparse.Namespace, dirs: dict[str, Path], results: Path) ->
     return jobs
 
 
-def fmt(row: dict) -> str:
-    lo, hi = row["ci95"]
-    return f"{row['mean']:.1f} ± {(hi - lo) / 2:.1f}"
-
-
 def table(files: list[Path], order: list[str]) -> str:
     groups: dict[str, list[dict]] = {}
     for path in files:
@@ -197,9 +193,9 @@ def table(files: list[Path], order: list[str]) -> str:
             continue
         rows = combine_seeds(groups[label])
         if label == "oracle":  # the ceiling: its return without adaptation
-            cells = [fmt(rows[0])] + [""] * (len(steps) - 1)
+            cells = [format_row(rows[0])] + [""] * (len(steps) - 1)
         else:
-            cells = [fmt(rows[k]) for k in steps]
+            cells = [format_row(rows[k]) for k in steps]
         lines.append(f"| {label} | {rows[0]['runs']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

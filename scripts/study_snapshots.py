@@ -36,8 +36,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from rkmeta_rl.grid import Grid, add_grid_args, check_grid_args  # noqa: E402
 from rkmeta_rl.jobs import Job, run_jobs  # noqa: E402
-from rkmeta_rl.rl.evaluate import PROTOCOLS, combine_seeds, read_eval  # noqa: E402
-from rkmeta_rl.rundir import snapshot_iterations  # noqa: E402
+from rkmeta_rl.rl.evaluate import PROTOCOLS, combine_seeds, format_row, read_eval  # noqa: E402
+from rkmeta_rl.rundir import CHECKPOINT, snapshot_iterations  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 EVALS = "snapshot-evals"
@@ -58,7 +58,7 @@ def eval_path(run_dir: Path, args: argparse.Namespace, checkpoint: str) -> Path:
 def is_current(path: Path, run_dir: Path) -> bool:
     """An evaluation written after the run's last checkpoint (a run trained further
     since, or a new ``best``, needs a new one)."""
-    last = run_dir / "checkpoint.pt"
+    last = run_dir / CHECKPOINT
     return path.exists() and (not last.exists() or path.stat().st_mtime >= last.stat().st_mtime)
 
 
@@ -91,11 +91,6 @@ def collect(args: argparse.Namespace) -> dict[str, dict[str, list[dict]]]:
     return table
 
 
-def cell(row: dict) -> str:
-    lo, hi = row["ci95"]
-    return f"{row['mean']:.1f} ± {(hi - lo) / 2:.1f}"
-
-
 def report(args: argparse.Namespace, table: dict[str, dict[str, list[dict]]]) -> str:
     steps = range(args.steps + 1)
     head = "| iteration | runs | " + " | ".join(f"{k} steps" for k in steps) + " |"
@@ -112,7 +107,7 @@ def report(args: argparse.Namespace, table: dict[str, dict[str, list[dict]]]) ->
                 picked = ", ".join(str(e["meta_iterations"]) for e in evals)
                 label = f"best ({picked})"
             lines.append(f"| {label} | {len(evals)} | "
-                         + " | ".join(cell(rows[k]) for k in steps) + " |")
+                         + " | ".join(format_row(rows[k]) for k in steps) + " |")
     return "\n".join(lines) + "\n"
 
 

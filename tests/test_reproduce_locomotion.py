@@ -45,9 +45,9 @@ def test_reproduction_at_toy_size(tmp_path: Path, monkeypatch) -> None:
     text = (results / "README.md").read_text()
     assert "## halfcheetah-dir (maml dynamics, 10 steps × 0.01 s = 0.1 s)" in text
     ralston = combine_seeds([read_eval(runs / "halfcheetah-dir-ralston-s0" / "eval-maml.json")])
-    assert table_row(text, "ralston")[2:] == [reproduce.fmt(r) for r in ralston]
+    assert table_row(text, "ralston")[2:] == [reproduce.format_row(r) for r in ralston]
     oracle = read_eval(runs / "halfcheetah-dir-oracle-s0" / "eval-maml.json")
-    assert table_row(text, "oracle")[2] == reproduce.fmt(combine_seeds([oracle])[0])
+    assert table_row(text, "oracle")[2] == reproduce.format_row(combine_seeds([oracle])[0])
     assert table_row(text, "random init")[1] == "1"
     assert table_row(text, "MAML (published)")[2:4] == ["-50.7", "293.2"]
     assert table_row(text, "oracle (published)")[2] == "442.7"

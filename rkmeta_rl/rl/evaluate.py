@@ -245,6 +245,12 @@ def label_of(evaluation: dict[str, Any]) -> str:
     return evaluation["method"] + ("-fo" if evaluation.get("first_order") else "")
 
 
+def format_row(row: dict[str, Any]) -> str:
+    """A row of :func:`combine_seeds` as "mean ± half-width of its 95% interval"."""
+    lo, hi = row["ci95"]
+    return f"{row['mean']:.1f} ± {(hi - lo) / 2:.1f}"
+
+
 def combine_seeds(evaluations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per step: mean over runs (seeds) of their mean returns and a t-based 95% interval
     across runs; a single run keeps its own interval across tasks."""
