@@ -1,4 +1,4 @@
-"""Reproduce the paper's 2D-navigation experiment (Figures 4 and 5) from scratch.
+r"""Reproduce the paper's 2D-navigation experiment (Figures 4 and 5) from scratch.
 
     python scripts/reproduce_nav2d.py                       # 5 methods × 3 seeds + oracles
 
