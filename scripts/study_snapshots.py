@@ -163,9 +163,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             args.iterations = [int(i) for i in args.iterations.split(",") if i]
         except ValueError:
             p.error(f"--iterations must be integers like 10,20, got {args.iterations!r}")
+    have: set[int] = set()
     for d in args.run_dirs:
-        if not snapshot_iterations(d):
+        its = snapshot_iterations(d)
+        if not its:
             p.error(f"{d} has no snapshots (train with --snapshot-every N)")
+        have.update(its)
+    missing = [i for i in args.iterations or [] if i not in have]
+    if missing:
+        p.error(f"--iterations {','.join(map(str, missing))}: no run has a snapshot there; "
+                f"they have {','.join(map(str, sorted(have)))}")
     args.reference = dict(args.reference)
     args.eval_extra = shlex.split(args.eval_extra)
     check_grid_args(p, args)

@@ -82,3 +82,18 @@ def test_iterations_that_are_not_integers_are_refused(tmp_path: Path, capsys) ->
     with pytest.raises(SystemExit):
         study.main([str(tmp_path), "--iterations", "10,x", "--out", str(tmp_path / "o")])
     assert "--iterations must be integers like 10,20, got '10,x'" in capsys.readouterr().err
+
+
+def test_iterations_that_no_run_has_are_refused(tmp_path: Path, capsys) -> None:
+    runs = [tmp_path / "a-s0", tmp_path / "b-s0"]
+    for d, its in zip(runs, ((10, 20), (10, 20, 30, 40)), strict=True):
+        (d / "snapshots").mkdir(parents=True)
+        for it in its:
+            (d / "snapshots" / f"iter-{it:06d}.pt").write_bytes(b"")
+    out = ["--out", str(tmp_path / "o")]
+    # a snapshot that only some runs have is fine: the others leave that row out
+    assert study.parse_args([*map(str, runs), "--iterations", "20,40", *out]).iterations == [20, 40]
+    with pytest.raises(SystemExit):
+        study.parse_args([*map(str, runs), "--iterations", "20,25,50", *out])
+    assert ("--iterations 25,50: no run has a snapshot there; they have 10,20,30,40"
+            in capsys.readouterr().err)
