@@ -71,6 +71,17 @@ def resume_dir(args: argparse.Namespace, argv: list[str]) -> Path:
     return Path(args.resume)
 
 
+def run_script(main: Callable[[], int]) -> NoReturn:
+    """A script's entry point, as ``rkmeta-rl``'s: bad input (ValueError) or a file problem
+    (OSError) ends in one line on stderr and exit 2; anything else keeps its traceback."""
+    try:
+        code = main()
+    except (ValueError, OSError) as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
 def check_run_dir(path: str) -> Path:
     """A run directory given on the command line must exist."""
     if not Path(path).is_dir():

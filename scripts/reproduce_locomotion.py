@@ -31,11 +31,11 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 import time
 from pathlib import Path
 
 from envs.locomotion_tasks import SPECS
+from rkmeta_rl.arguments import run_script
 from rkmeta_rl.grid import parallelism
 from rkmeta_rl.jobs import (
     Job,
@@ -248,4 +248,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -53,6 +53,7 @@ import sys
 import time
 from pathlib import Path
 
+from rkmeta_rl.arguments import run_script
 from rkmeta_rl.grid import Grid, add_grid_args, check_grid_args, parallelism
 from rkmeta_rl.jobs import Job, history_lines, job_seconds, record_phase, run_jobs
 from rkmeta_rl.methods import get_tableau
@@ -328,4 +329,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -26,9 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import sys
 from pathlib import Path
 
+from rkmeta_rl.arguments import run_script
 from rkmeta_rl.jobs import (
     Job,
     add_common_args,
@@ -171,4 +171,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -26,11 +26,11 @@ import argparse
 import json
 import math
 import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from rkmeta_rl.arguments import run_script
 from rkmeta_rl.jobs import (
     Job,
     add_common_args,
@@ -204,4 +204,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from helpers import load_script
 
+from rkmeta_rl.arguments import run_script
 from rkmeta_rl.rl.evaluate import combine_seeds, read_eval
 
 reproduce = load_script("reproduce_nav2d")
@@ -110,3 +113,34 @@ def test_random_init_files_count_from_the_first_method_only(tmp_path: Path) -> N
               for p in reproduce.common_alpha_files(dirs, "ralston")}
     assert "nav2d-ralston-s0/eval-random-common-alpha.json" in common
     assert "nav2d-ralston-fo-s0/eval-random-common-alpha.json" not in common and len(common) == 4
+
+
+def test_a_bad_method_on_the_command_line_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    # the user's view: run as a script, no traceback, nothing written
+    script = Path(__file__).resolve().parent.parent / "scripts" / "reproduce_nav2d.py"
+    done = subprocess.run([sys.executable, str(script), "--methods", "midpoint,rk9",
+                           "--runs-dir", str(tmp_path / "r"), "--results-dir",
+                           str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.startswith("reproduce_nav2d.py: error: unknown method 'rk9'; valid "
+                                  "choices: euler (pretrain), midpoint (maml)")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_script_keeps_tracebacks_for_anything_but_bad_input(capsys) -> None:
+    def bad_input() -> int:
+        raise ValueError("--x must be > 0, got -1")
+
+    def bug() -> int:
+        raise KeyError("k")
+
+    with pytest.raises(SystemExit) as stop:
+        run_script(bad_input)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.endswith(": error: --x must be > 0, got -1\n")
+    with pytest.raises(SystemExit) as stop:
+        run_script(lambda: 0)
+    assert stop.value.code == 0
+    with pytest.raises(KeyError):
+        run_script(bug)
