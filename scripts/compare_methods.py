@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", default="0,1,2,3", help="comma-separated adaptation steps")
     p.add_argument("--out", type=Path, help="also write the table here")
     args = p.parse_args(argv)
+    missing = [str(d) for d in args.run_dirs if not d.is_dir()]
+    if missing:
+        p.error(f"no such run directory: {', '.join(missing)}")
     try:
         steps = [int(s) for s in args.steps.split(",") if s]
         by_method = load(args.run_dirs, args.eval_file)

@@ -63,6 +63,13 @@ def test_bad_requests_are_one_line_errors(runs, argv, words, capsys) -> None:
     assert len(err.splitlines()) == 1 and all(w in err for w in words), err
 
 
+def test_a_missing_run_directory_is_named(runs, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        compare.main([*map(str, runs), str(tmp_path / "nav2d-typo-s0")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f": error: no such run directory: {tmp_path / 'nav2d-typo-s0'}")
+
+
 def test_runs_on_different_tasks_are_refused(tmp_path, capsys) -> None:
     write_eval(tmp_path / "a", "midpoint", 0, [[1, 2, 3]])
     write_eval(tmp_path / "b", "ralston", 0, [[1, 2, 3]], tasks=[[5], [6], [7]])
