@@ -60,15 +60,27 @@ def given_flags(argv: list[str]) -> set[str]:
     return {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
 
 
+RESUME_SETTINGS = ("meta_iters", "num_threads")  # what --resume may change
+
+
 def resume_dir(args: argparse.Namespace, argv: list[str]) -> Path:
-    """The --resume directory, refusing other settings (the run keeps its own config)."""
-    given = [a for a in argv if a.startswith("--") and a.split("=")[0] not in
-             ("--resume", "--no-progress")]
+    """The --resume directory, refusing other settings (the run keeps its own config, except
+    ``--meta-iters`` to extend it and ``--num-threads``: :func:`resume_settings`)."""
+    allowed = ("--resume", "--no-progress",
+               *(f"--{n.replace('_', '-')}" for n in RESUME_SETTINGS))
+    given = [a for a in argv if a.startswith("--") and a.split("=")[0] not in allowed]
     if given:
-        raise ValueError(f"--resume continues a run with its own config; drop {given}")
+        raise ValueError(f"--resume continues a run with its own config; drop {given} (it "
+                         "takes --meta-iters N to train to N and --num-threads)")
     if not Path(args.resume).is_dir():
         raise ValueError(f"--resume {args.resume}: no such run directory")
     return Path(args.resume)
+
+
+def resume_settings(args: argparse.Namespace, argv: list[str]) -> dict[str, int]:
+    """The settings a --resume command line changes (``rundir.change_on_resume``)."""
+    given = given_flags(argv)
+    return {n: getattr(args, n) for n in RESUME_SETTINGS if n in given}
 
 
 def run_script(main: Callable[[], int]) -> NoReturn:

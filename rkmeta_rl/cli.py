@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from rkmeta_rl import rundir
 from rkmeta_rl.arguments import add_command
@@ -48,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args, argv)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _one_line_warning
+            return args.handler(args, argv)
     except (ValueError, OSError) as e:  # bad input or a file problem: one line, no traceback
         print(f"rkmeta-rl: error: {e}", file=sys.stderr)
         return 2
@@ -60,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         print("rkmeta-rl: interrupted; the last checkpoint is intact (continue with --resume)",
               file=sys.stderr)
         return 130
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, file=None, line: str | None = None) -> None:
+    """A warning as one line on stderr, as errors are (no file and line of the source)."""
+    print(f"rkmeta-rl: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":

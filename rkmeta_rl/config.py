@@ -53,14 +53,30 @@ class StoredConfig:
         return tab
 
 
+@dataclasses.dataclass(frozen=True)
+class SettingNames:
+    """How errors name the step-size settings: the CLI's flags, or a Python API's
+    arguments (:data:`PYTHON_NAMES`)."""
+
+    inner_lr: str = "--inner-lr"
+    step_size: str = "--step-size"
+    layer_methods: str = "--layer-methods"
+
+
+CLI_NAMES = SettingNames()
+PYTHON_NAMES = SettingNames("inner_lr", "step_size", "layer_methods")
+
+
 def resolve_steps(tableau: Tableau, inner_lr: float | None, step_size: float | None,
-                  default_inner_lr: float) -> tuple[float, float]:
+                  default_inner_lr: float, names: SettingNames = CLI_NAMES
+                  ) -> tuple[float, float]:
     """(α, h) under one of the two readings of α = c2·h: α given (h = α / c2, the default,
     ``default_inner_lr`` when neither is given) or h given (α = c2·h). One-stage
-    tableaus have no c2: α and h coincide."""
+    tableaus have no c2: α and h coincide. Errors name the settings by ``names``."""
     if inner_lr is not None and step_size is not None:
-        raise ValueError("give either --inner-lr (α) or --step-size (h), not both")
-    for flag, value in (("--inner-lr", inner_lr), ("--step-size", step_size)):
+        raise ValueError(f"give either {names.inner_lr} (α) or {names.step_size} (h), "
+                         "not both")
+    for flag, value in ((names.inner_lr, inner_lr), (names.step_size, step_size)):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise ValueError(f"{flag} must be a positive number, got {value}")
     c2 = tableau.c[1] if tableau.stages > 1 else 1.0
@@ -70,7 +86,7 @@ def resolve_steps(tableau: Tableau, inner_lr: float | None, step_size: float | N
     if c2 <= 0:
         raise ValueError(
             f"tableau {tableau.name!r} has c2 = {c2}, so h = α / c2 is undefined; "
-            "give --step-size h instead"
+            f"give {names.step_size} h instead"
         )
     return alpha, alpha / c2
 
@@ -81,7 +97,8 @@ def torch_threads(requested: int) -> int:
     nav2d iteration takes 0.55× the time on two threads that it takes on one (README,
     "Speed"); a process that shares the cores with another (the reproduction scripts run
     jobs side by side) should ask for 1: two threads on one free core ran 2-4× slower.
-    Results do not depend on the number (tests/test_trainer.py)."""
+    The same number repeats a run's metrics; another may change their last bits on some
+    CPUs (docs/method.md, "Reproducibility")."""
     if requested < 0:
         raise ValueError(f"--num-threads must be >= 0 (0: every core this process may use), "
                          f"got {requested}")

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
-from rkmeta_rl.config import StoredConfig, resolve_steps
+from rkmeta_rl.config import CLI_NAMES, SettingNames, StoredConfig, resolve_steps
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.rk import Scheme
 from rkmeta_rl.tableau import Tableau
@@ -40,16 +40,18 @@ def method_tableau(name: str) -> Tableau:
     return get_tableau(name)
 
 
-def parse_layer_methods(text: str) -> Rules:
-    """``"head=midpoint,*=ralston"`` -> ((pattern, tableau), ...), in the order given."""
+def parse_layer_methods(text: str, names: SettingNames = CLI_NAMES) -> Rules:
+    """``"head=midpoint,*=ralston"`` -> ((pattern, tableau), ...), in the order given
+    (errors name the setting by ``names``)."""
+    flag = names.layer_methods
     rules: list[tuple[str, Tableau]] = []
     for part in (p.strip() for p in text.split(",")):
         pattern, sep, method = (x.strip() for x in part.partition("="))
         if not (sep and pattern and method):
-            raise ValueError(f"--layer-methods: expected PATTERN=METHOD[,PATTERN=METHOD...] "
+            raise ValueError(f"{flag}: expected PATTERN=METHOD[,PATTERN=METHOD...] "
                              f"like 'head=midpoint,*=ralston', got {part!r}")
         if pattern in (p for p, _ in rules):
-            raise ValueError(f"--layer-methods: pattern {pattern!r} is given twice")
+            raise ValueError(f"{flag}: pattern {pattern!r} is given twice")
         rules.append((pattern, method_tableau(method)))
     return tuple(rules)
 
@@ -58,17 +60,18 @@ def _matches(pattern: str, name: str) -> bool:
     return fnmatchcase(name, pattern) or fnmatchcase(name, pattern + ".*")
 
 
-def assign(rules: Rules, names: Iterable[str]) -> dict[str, Tableau]:
+def assign(rules: Rules, names: Iterable[str], setting: SettingNames = CLI_NAMES
+           ) -> dict[str, Tableau]:
     """Each parameter's tableau; ValueError unless every parameter is matched exactly once
     and every pattern matches one."""
-    names = list(names)
+    names, flag = list(names), setting.layer_methods
     explicit = [(p, t) for p, t in rules if p != "*"]
     fallback = dict(rules).get("*")
     out: dict[str, Tableau] = {}
     for name in names:
         hits = [(p, t) for p, t in explicit if _matches(p, name)]
         if len(hits) > 1:
-            raise ValueError(f"--layer-methods: parameter {name!r} is matched by "
+            raise ValueError(f"{flag}: parameter {name!r} is matched by "
                              f"{' and '.join(repr(p) for p, _ in hits)}; give each parameter "
                              "one pattern")
         if hits:
@@ -77,28 +80,33 @@ def assign(rules: Rules, names: Iterable[str]) -> dict[str, Tableau]:
             out[name] = fallback
     missing = [n for n in names if n not in out]
     if missing:
-        raise ValueError(f"--layer-methods: no pattern matches {', '.join(missing)}; add one "
+        raise ValueError(f"{flag}: no pattern matches {', '.join(missing)}; add one "
                          f"or a '*=METHOD' fallback (parameters: {', '.join(names)})")
     unused = [p for p, _ in explicit if not any(_matches(p, n) for n in names)]
     if unused:
-        raise ValueError(f"--layer-methods: pattern(s) {', '.join(map(repr, unused))} match no "
+        raise ValueError(f"{flag}: pattern(s) {', '.join(map(repr, unused))} match no "
                          f"parameter (parameters: {', '.join(names)})")
     return out
 
 
 def group_step(tableau: Tableau, inner_lr: float | None, step_size: float | None,
-               default_inner_lr: float) -> float:
-    """A group's h under the run's reading; 0 for a group that never moves."""
-    if all(v == 0.0 for row in tableau.q for v in row):
+               default_inner_lr: float, names: SettingNames = CLI_NAMES) -> float:
+    """A group's h under the run's reading; 0 for a group that never moves: a
+    ``frozen:METHOD`` group, or a tableau of several stages none of which moves (it has no
+    c2). One stage (Euler) moves at test time by α = h, so it gets its h like any method."""
+    if tableau.name.startswith(FROZEN) or (
+            tableau.stages > 1 and all(v == 0.0 for row in tableau.q for v in row)):
         return 0.0
-    return resolve_steps(tableau, inner_lr, step_size, default_inner_lr)[1]
+    return resolve_steps(tableau, inner_lr, step_size, default_inner_lr, names)[1]
 
 
 def build_scheme(rules: Rules, names: Iterable[str], inner_lr: float | None,
-                 step_size: float | None, default_inner_lr: float) -> Scheme:
-    """The per-parameter scheme of ``rules`` for parameters ``names``."""
-    tableaus = assign(rules, names)
-    steps = {n: group_step(t, inner_lr, step_size, default_inner_lr)
+                 step_size: float | None, default_inner_lr: float,
+                 setting: SettingNames = CLI_NAMES) -> Scheme:
+    """The per-parameter scheme of ``rules`` for parameters ``names`` (errors name the
+    settings by ``setting``)."""
+    tableaus = assign(rules, names, setting)
+    steps = {n: group_step(t, inner_lr, step_size, default_inner_lr, setting)
              for n, t in tableaus.items()}
     return Scheme(tableaus, steps)
 

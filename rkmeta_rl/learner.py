@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from rkmeta_rl.config import resolve_steps
+from rkmeta_rl.config import PYTHON_NAMES, resolve_steps
 from rkmeta_rl.layer_methods import Rules, adaptation_steps, build_scheme, parse_layer_methods
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.rk import Params, Scheme, combined_gradient, rk_combination, stage_points
@@ -62,15 +62,17 @@ class RKMetaLearner(nn.Module):
                              "there is nothing to meta-learn")
         if inner_lr is None and step_size is None:
             raise ValueError("give inner_lr (the adaptation step α) or step_size (h)")
+        if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 1:
+            raise ValueError(f"inner_steps must be an integer >= 1, got {inner_steps!r}")
         self.first_order, self.inner_steps = first_order, inner_steps
         if layer_methods is not None:
-            rules = (parse_layer_methods(layer_methods) if isinstance(layer_methods, str)
-                     else layer_methods)
+            rules = (parse_layer_methods(layer_methods, PYTHON_NAMES)
+                     if isinstance(layer_methods, str) else layer_methods)
             self.scheme = build_scheme(rules, self.names, inner_lr, step_size,
-                                       inner_lr or 0.0)
+                                       inner_lr or 0.0, PYTHON_NAMES)
         else:
             tab = tableau if tableau is not None else get_tableau(method)
-            _, h = resolve_steps(tab, inner_lr, step_size, inner_lr or 0.0)
+            _, h = resolve_steps(tab, inner_lr, step_size, inner_lr or 0.0, PYTHON_NAMES)
             self.scheme = Scheme.uniform(tab, h, self.names)
         self.alphas = adaptation_steps(self.scheme)  # each parameter's test-time step
 

@@ -22,6 +22,7 @@ import math
 import os
 import pickle
 import shutil
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import IO, Any, Protocol, TypeVar
 import numpy as np
 import torch
 
+from rkmeta_rl.config import torch_threads
 from rkmeta_rl.runlock import WriterLock
 
 CONFIG = "config.json"
@@ -357,6 +359,45 @@ def continue_run(run_dir: Path, trainer: R, state: dict[str, Any] | None) -> R:
     trainer.writer_lock = WriterLock(run_dir)
     truncate_metrics(run_dir, trainer.iteration)
     return trainer
+
+
+def change_on_resume(run_dir: Path, trainer: Any, meta_iters: int | None = None,
+                     num_threads: int | None = None) -> None:
+    """What ``--resume DIR`` may change of a run positioned by :func:`continue_run`.
+
+    ``meta_iters``: train to that many iterations, at least those done (a finished run is
+    extended; config.json records the new target). The iterations are the same as a run
+    given that many from the start would have made. ``num_threads``: for this process only;
+    when the count differs from the run's own, the continued run may differ in the last bits
+    from an uninterrupted one (docs/method.md, "Reproducibility"), which a warning says."""
+    try:
+        _change(run_dir, trainer, meta_iters, num_threads)
+    except BaseException:
+        trainer.writer_lock.release()  # nothing written: the run is as it was
+        trainer.writer_lock = None
+        raise
+
+
+def _change(run_dir: Path, trainer: Any, meta_iters: int | None,
+            num_threads: int | None) -> None:
+    cfg = trainer.cfg
+    if num_threads is not None:
+        torch_threads(num_threads)  # ValueError for a negative count
+    if meta_iters is not None:
+        if isinstance(meta_iters, bool) or not isinstance(meta_iters, int) or \
+                meta_iters < max(1, trainer.iteration):
+            raise ValueError(f"--meta-iters {meta_iters}: the run in {run_dir} has done "
+                             f"{trainer.iteration} iterations; give at least that many "
+                             "(and at least 1) to continue or extend it")
+        stored = read_config(run_dir)
+        stored["meta_iters"] = cfg.meta_iters = meta_iters
+        write_config(run_dir, stored)
+    if num_threads is not None:
+        if torch_threads(num_threads) != torch_threads(cfg.num_threads):
+            warnings.warn(f"--num-threads {num_threads} differs from the run's own "
+                          f"({cfg.num_threads}): the continued run may differ in the last "
+                          "bits from one that was never interrupted", stacklevel=3)
+        cfg.num_threads = num_threads
 
 
 def restore(run_dir: Path, load: Callable[[dict[str, Any]], Any], state: dict[str, Any],

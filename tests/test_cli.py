@@ -350,7 +350,7 @@ def test_resume_of_a_directory_without_config_is_refused(tmp_path, capsys):
     assert not missing.exists()
 
 
-@pytest.mark.parametrize("extra", [["--seed", "3"], ["--seed=3"], ["--meta-iters", "5"]])
+@pytest.mark.parametrize("extra", [["--seed", "3"], ["--seed=3"], ["--hidden", "4,4"]])
 def test_resume_with_extra_settings_is_refused(capsys, existing_run, extra):
     before = snapshot(existing_run)
     _check_refused(["train", "--resume", str(existing_run), *extra], capsys,

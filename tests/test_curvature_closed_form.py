@@ -150,7 +150,8 @@ def test_closed_form_curvature_equals_double_backward_through_the_kl(method, fir
                           lambda i, p: reinforce_loss(policy, p, data[i]),
                           first_order=first_order)
     fast = curvature_fvp(policy, tab, h, data, points, theta, cfg)
-    slow = double_backward_fvp(policy, Scheme.uniform(tab, h, theta), data, theta, cfg)
+    slow = double_backward_fvp(policy, Scheme.uniform(tab, h, theta), data, points, theta,
+                               cfg)
     g = torch.Generator().manual_seed(8)
     for _ in range(3):
         v = torch.randn(flatten(theta).numel(), generator=g, dtype=DT)

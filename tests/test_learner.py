@@ -18,6 +18,7 @@ from rkmeta_rl.methods import METHOD_NAMES, get_tableau
 from rkmeta_rl.supervised.fewshot import FewShotBatch
 from rkmeta_rl.supervised.meta import meta_gradient
 from rkmeta_rl.supervised.models import MLP, ConvNet
+from rkmeta_rl.tableau import Tableau
 
 DT = torch.float64
 ALPHA = 0.05
@@ -183,9 +184,15 @@ class TorchConvNet(nn.Module):
 
 
 def _compare(functional, module, batch, method, classification):
+    """In double precision, so that the two paths' different order of float operations
+    (which in float32 differs by CPU and BLAS kernel) cannot hide a real difference."""
     tab = get_tableau(method)
     h = ALPHA / tab.c[1]
-    params = functional.init_params(torch.Generator().manual_seed(0))
+    params = {n: v.to(DT) for n, v in
+              functional.init_params(torch.Generator().manual_seed(0)).items()}
+    batch = FewShotBatch(*(x.to(DT) if x.is_floating_point() else x for x in
+                           (batch.xs, batch.ys, batch.xq, batch.yq)))
+    module = module.to(DT)
     theta = {n: v.clone().requires_grad_() for n, v in params.items()}
     builtin = meta_gradient(functional, theta, batch, tab, h, inner_steps=2)
     lossf = F.cross_entropy if classification else F.mse_loss
@@ -193,8 +200,9 @@ def _compare(functional, module, batch, method, classification):
     tasks = list(zip(batch.xs, batch.ys, batch.xq, batch.yq, strict=True))
     got = learner_grads(learner, tasks, lambda m, t: lossf(m(t[0]), t[1]),
                         lambda m, t: lossf(m(t[2]), t[3]))
+    assert max(g.abs().max() for g in builtin.values()) > 1e-3
     for n in params:
-        torch.testing.assert_close(got[n], builtin[n], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(got[n], builtin[n], rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("method", ["midpoint", "ralston", "rk3"])
@@ -251,6 +259,49 @@ def test_adapt_takes_plain_gradient_steps_of_each_groups_alpha():
     for n in expected:
         torch.testing.assert_close(adapted[n], expected[n])
     assert learner.adapt(task, support, steps=0)["0.weight"].equal(net[0].weight.detach())
+
+
+@pytest.mark.parametrize("spec", ["*=euler", "2=euler,*=frozen:euler"])
+def test_an_euler_group_adapts_by_its_alpha(spec):
+    """Euler's q is all zero but it is not frozen: its group adapts by α = h at test time,
+    as RKMetaLearner(net, "euler") does (a frozen:euler group does not move)."""
+    net, task = small_net(), mse_tasks(1)[0]
+    learner = RKMetaLearner(net, layer_methods=spec, inner_lr=ALPHA)
+    whole = RKMetaLearner(net, "euler", inner_lr=ALPHA)
+    moves = {n: spec == "*=euler" or n.startswith("2.") for n in learner.names}
+    assert learner.alphas == {n: whole.alphas[n] if moves[n] else 0.0 for n in learner.names}
+    theta = {n: p.detach().clone().requires_grad_() for n, p in net.named_parameters()}
+    call = lambda p: lambda x: torch.func.functional_call(net, p, (x,))  # noqa: E731
+    grads = torch.autograd.grad(support(call(theta), task), list(theta.values()))
+    adapted = learner.adapt(task, support, steps=1)
+    for (n, v), g in zip(theta.items(), grads, strict=True):
+        torch.testing.assert_close(adapted[n], (v - (ALPHA if moves[n] else 0.0) * g).detach())
+
+
+def test_an_euler_group_takes_h_under_the_step_size_reading():
+    learner = RKMetaLearner(small_net(), layer_methods="2=euler,*=midpoint", step_size=0.2)
+    assert learner.alphas == {"0.weight": 0.1, "0.bias": 0.1, "2.weight": 0.2, "2.bias": 0.2}
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"inner_lr": 0.1, "step_size": 0.2}, "give either inner_lr (α) or step_size (h), not both"),
+    ({"inner_lr": -1.0}, "inner_lr must be a positive number, got -1.0"),
+    ({"step_size": float("nan")}, "step_size must be a positive number, got nan"),
+    ({"tableau": "no-c2", "inner_lr": 0.1}, "c2 = 0.0, so h = α / c2 is undefined; give "
+                                           "step_size h instead"),
+    ({"layer_methods": "midpoint", "inner_lr": 0.1}, "layer_methods: expected PATTERN=METHOD"),
+    ({"layer_methods": "9=midpoint", "inner_lr": 0.1}, "layer_methods: no pattern matches"),
+    ({"inner_lr": 0.1, "inner_steps": 0}, "inner_steps must be an integer >= 1, got 0"),
+])
+def test_python_users_get_errors_in_python_terms_at_construction(kwargs, message):
+    """The argument names a Python user passed, never the CLI's flags; and at construction,
+    not at the first call."""
+    if kwargs.get("tableau") == "no-c2":
+        kwargs["tableau"] = Tableau(name="no-c2", a=(0.5, 0.5), q=((0.0, 0.0), (0.0, 0.0)))
+    with pytest.raises(ValueError) as err:
+        RKMetaLearner(small_net(), **kwargs)
+    assert message in str(err.value)
+    assert "--" not in str(err.value)
 
 
 def test_clear_errors():

@@ -86,6 +86,18 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, monkeypatch, 
     assert metrics(tmp_path / "cut") == cut
 
 
+def test_resume_extends_a_finished_run_as_if_it_had_been_given_more(tmp_path, capsys):
+    from rkmeta_rl.cli import main
+    train(sinusoid(), tmp_path / "whole")
+    train(sinusoid(meta_iters=10), tmp_path / "short")  # ends on a log and eval iteration
+    assert main(["supervised", "--resume", str(tmp_path / "short"), "--meta-iters", "20",
+                 "--no-progress"]) == 0
+    assert metrics(tmp_path / "short") == metrics(tmp_path / "whole")
+    whole, extended = final_params(tmp_path / "whole"), final_params(tmp_path / "short")
+    assert all(torch.equal(whole[k], extended[k]) for k in whole)
+    assert rundir.read_config(tmp_path / "short")["meta_iters"] == 20
+
+
 def test_a_different_config_in_the_same_dir_is_refused(tmp_path):
     train(sinusoid(meta_iters=5), tmp_path / "run")
     before = (tmp_path / "run" / rundir.METRICS).read_text()

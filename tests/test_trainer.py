@@ -343,16 +343,58 @@ def test_groups_with_their_own_weights_are_refused_by_trpo(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_the_number_of_threads_does_not_change_the_metrics(tmp_path):
+def test_the_same_seed_and_number_of_threads_repeat_the_metrics(tmp_path):
+    """What README promises: the same seed and --num-threads give the same metrics. (Another
+    thread count may change the last bits on some CPUs: BLAS may split a long product by
+    thread; on Intel Xeon the first KL differed in the fifth digit.)"""
     runs = []
-    for n in (1, 2):
-        # 2x100: a parameter vector long enough for BLAS to split a dot product by thread
-        trainer = prepare_run_dir(tiny_config(num_threads=n, meta_batch_size=8,
+    for name in ("a", "b"):
+        # 2x100 and two threads: long enough products for BLAS to split them by thread
+        trainer = prepare_run_dir(tiny_config(num_threads=2, meta_batch_size=8,
                                               fast_batch_size=5, hidden=[100, 100],
-                                              meta_iters=2), tmp_path / f"t{n}")
+                                              meta_iters=2), tmp_path / name)
         trainer.run(progress=False)
-        runs.append(without_timing(rundir.read_metrics(tmp_path / f"t{n}")))
-    assert runs[0] == runs[1]
+        runs.append(without_timing(rundir.read_metrics(tmp_path / name)))
+    assert len(runs[0]) == 2 and runs[0] == runs[1]
+
+
+def test_resume_extends_a_finished_run_as_if_it_had_been_given_more(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_to_end(a, meta_iters=5)
+    run_to_end(b, meta_iters=3)
+    assert main(["train", "--resume", str(b), "--meta-iters", "5", "--no-progress"]) == 0
+    assert "iteration 3/5" in capsys.readouterr().err
+    assert without_timing(rundir.read_metrics(b)) == without_timing(rundir.read_metrics(a))
+    assert_params_equal(params_of(load_run(a)[1]), params_of(load_run(b)[1]))
+    assert rundir.read_config(b)["meta_iters"] == 5
+    assert main(["train", "--resume", str(b), "--no-progress"]) == 0  # done: nothing to do
+    assert rundir.load_checkpoint(b)["iteration"] == 5
+
+
+@pytest.mark.parametrize("value", ["2", "0", "-1"])
+def test_resume_refuses_fewer_iterations_than_done(tmp_path, capsys, value):
+    run_to_end(tmp_path, meta_iters=3)
+    before = (tmp_path / "config.json").read_bytes(), rundir.read_metrics(tmp_path)
+    assert main(["train", "--resume", str(tmp_path), "--meta-iters", value]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--meta-iters {value}" in err and "done 3" in err
+    assert ((tmp_path / "config.json").read_bytes(), rundir.read_metrics(tmp_path)) == before
+    assert resume_run(tmp_path).writer_lock is not None  # the lock was released
+
+
+def test_resume_takes_another_number_of_threads_and_says_it_may_differ(tmp_path, capsys):
+    prepare_run_dir(tiny_config(num_threads=1, meta_iters=2), tmp_path)  # nothing done yet
+    assert main(["train", "--resume", str(tmp_path), "--num-threads", "2",
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert ("rkmeta-rl: warning: --num-threads 2 differs from the run's own (1): the "
+            "continued run may differ in the last bits") in err
+    assert rundir.read_config(tmp_path)["num_threads"] == 1  # the run's own setting stays
+    assert [r["iter"] for r in rundir.read_metrics(tmp_path)] == [0, 1]
+    run_to_end(tmp_path / "same", num_threads=1, meta_iters=1)
+    assert main(["train", "--resume", str(tmp_path / "same"), "--num-threads", "1",
+                 "--meta-iters", "2", "--no-progress"]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_num_threads_zero_means_every_core_this_process_may_use(monkeypatch):

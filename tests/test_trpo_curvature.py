@@ -318,6 +318,12 @@ def _scheme(setup, head_method: str, body_method: str) -> Scheme:
                              for n, t in tableaus.items()})
 
 
+def _points(setup, scheme: Scheme, data=None) -> list:
+    data = setup.data if data is None else data
+    return stage_points(repeat_params(setup.policy.params(), N_TASKS), scheme, None,
+                        lambda i, p: reinforce_loss(setup.policy, p, data[i]))
+
+
 def test_double_backward_fvp_for_a_tableau_per_group(setup):
     """ANIL (midpoint head, frozen body): the KL Hessian through θ_2 = θ - (h/2) P_head k_1,
     built here by hand, against the scheme's double-backward product."""
@@ -336,8 +342,8 @@ def test_double_backward_fvp_for_a_tableau_per_group(setup):
     xx = setup.x_old.clone().requires_grad_()
     grad = torch.autograd.grad(mean_kl(policy, point2(xx), data[1], *old), xx,
                                create_graph=True)[0]
-    fvp = curvature.double_backward_fvp(policy, scheme, data, policy.params(),
-                                               MetaStepConfig(cg_damping=0.0))
+    fvp = curvature.double_backward_fvp(policy, scheme, data, _points(setup, scheme),
+                                        policy.params(), MetaStepConfig(cg_damping=0.0))
     for v in _probe_vectors(setup.x_old.numel()):
         expected = torch.autograd.grad(grad.dot(v), xx, retain_graph=True)[0]
         assert expected.abs().max() > 1e-4
@@ -348,8 +354,87 @@ def test_double_backward_fvp_equals_the_fast_product_for_one_tableau(setup):
     policy, data = setup.policy, setup.data
     theta = policy.params()
     cfg = MetaStepConfig(cg_damping=0.0)
-    slow = curvature.double_backward_fvp(policy, _scheme(setup, "midpoint", "midpoint"),
-                                                data, theta, cfg)
+    scheme = _scheme(setup, "midpoint", "midpoint")
+    slow = curvature.double_backward_fvp(policy, scheme, data, _points(setup, scheme), theta,
+                                         cfg)
     fast = _library_fvp(setup, setup.tab, "closed-form", cg_damping=0.0)
     for v in _probe_vectors(setup.x_old.numel()):
         torch.testing.assert_close(slow(v), fast(v), rtol=1e-8, atol=1e-10)
+
+
+# --- --curvature-fraction on every path, against the definition ---------------------------
+
+
+def _first_episodes(ep: Episodes, keep: int) -> Episodes:
+    return Episodes(*(x[:, :keep] for x in (ep.obs, ep.actions, ep.rewards, ep.mask,
+                                              ep.advantages)))
+
+
+def _definition_fvp(setup, method, data, fraction):
+    """The curvature docs/method.md defines, by plain double backward: the Hessian at θ_old
+    of Σ_i w_i KL(π_{θ_i} || π_{θ_i + θ̃_i(θ) - θ̃_i(θ_old)}) on the first ⌈f·E⌉ episodes'
+    states, with θ_i the exact stage points (all episodes) and θ̃_i the stage construction
+    rebuilt on the subsample."""
+    policy, like, x_old = setup.policy, setup.like, setup.x_old
+    keep = math.ceil(fraction * N_EP)
+    sub = {i: _first_episodes(ep, keep) for i, ep in data.items()}
+    h = None if isinstance(method, Scheme) else STEP_H
+    tab = next(iter(method.tableaus.values())) if isinstance(method, Scheme) else method
+    weights = [abs(a) / sum(abs(b) for b in tab.a) for a in tab.a]
+
+    def points(x, d):
+        return stage_points(repeat_params(unflatten(x, like), N_TASKS), method, h,
+                            lambda i, p: reinforce_loss(policy, p, d[i]))
+
+    def values(d):
+        return [{n: v.detach() for n, v in p.items()}
+                for p in points(x_old.clone().requires_grad_(), d)]
+
+    exact, sub_old = values(data), values(sub)
+    with torch.no_grad():
+        old = [policy(exact[i], sub[i].flat()[0]) for i in range(tab.stages)]
+
+    def kl(x):
+        moving = points(x, sub)
+        return sum(w * mean_kl(policy, {n: exact[i][n] + moving[i][n] - sub_old[i][n]
+                                        for n in like}, sub[i], *old[i])
+                   for i, w in enumerate(weights) if w)
+
+    xx = x_old.clone().requires_grad_()
+    grad = torch.autograd.grad(kl(xx), xx, create_graph=True)[0]
+    return lambda v: torch.autograd.grad(grad.dot(v), xx, retain_graph=True)[0]
+
+
+PATHS = [("closed-form", "midpoint"), ("closed-form", "heun"), ("stagewise", "midpoint"),
+         ("stagewise", "rk3"), ("double-backward", "midpoint/frozen:midpoint"),
+         ("double-backward", "rk3/rk3")]
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5, 0.3])
+@pytest.mark.parametrize("path,method", PATHS)
+def test_every_curvature_path_and_fraction_equals_the_definition(setup, path, method,
+                                                                 fraction):
+    """Each product (closed form, stagewise, double backward for a tableau per group) with
+    --curvature-fraction f against the defined curvature written here by double backward:
+    exact points, the subsample's states and stage Jacobians."""
+    policy = setup.policy
+    tab = (_scheme(setup, *method.split("/")) if path == "double-backward"
+           else get_tableau(method))
+    data = {i: setup.data[i % 2] for i in range(tab.stages)}
+    theta = policy.params()
+    cfg = MetaStepConfig(cg_damping=0.0, curvature_fraction=fraction)
+    rep = repeat_params(theta, N_TASKS)
+    h = None if path == "double-backward" else STEP_H
+    points = stage_points(rep, tab, h, lambda i, p: reinforce_loss(policy, p, data[i]))
+    if path == "closed-form":
+        assert curvature.moved_by_first_stage_only(tab, cfg)
+        fvp = curvature.curvature_fvp(policy, tab, STEP_H, data, points, theta, cfg)
+    elif path == "stagewise":
+        fvp = curvature.stagewise_fvp(policy, tab, STEP_H, data, rep, points, theta, cfg)
+    else:
+        fvp = curvature.double_backward_fvp(policy, tab, data, points, theta, cfg)
+    expected = _definition_fvp(setup, tab, data, fraction)
+    for v in _probe_vectors(setup.x_old.numel()):
+        want = expected(v)
+        assert want.abs().max() > 1e-4
+        torch.testing.assert_close(fvp(v), want, rtol=1e-9, atol=1e-11)

@@ -25,6 +25,7 @@ from rkmeta_rl.arguments import (
     layer_sizes,
     report_stop,
     resume_dir,
+    resume_settings,
 )
 from rkmeta_rl.config import torch_threads
 from rkmeta_rl.rl.config import PRESETS, TrainConfig, preset_values, resolve
@@ -159,7 +160,7 @@ def run_name(env: str) -> str:
 
 def cmd_train(args: argparse.Namespace, argv: list[str]) -> int:
     if args.resume:
-        trainer = resume_run(resume_dir(args, argv))
+        trainer = resume_run(resume_dir(args, argv), **resume_settings(args, argv))
     else:
         cfg = config_from_args(args, argv)
         name = ("oracle" if args.command == "train-oracle"

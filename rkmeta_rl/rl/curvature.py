@@ -257,6 +257,7 @@ def double_backward_fvp(
     policy: GaussianMLPPolicy,
     scheme: Scheme,
     data: dict[int, Episodes],
+    points: list[Params],
     theta: Params,
     cfg: MetaStepConfig,
 ) -> Callable[[Tensor], Tensor]:
@@ -264,12 +265,21 @@ def double_backward_fvp(
     backward through the stage construction: for a tableau per parameter group, whose
     stage Jacobians I - Σ_j D_ij ∇²φ_j (D_ij the groups' h_n q_n,ij) are not symmetric, so
     the Gauss-Newton shortcut of :func:`curvature_fvp` does not apply. Exact, and slower.
-    ``cfg.curvature_fraction`` subsamples the episodes as there."""
-    data = _curvature_data(data, cfg)
-    points = stage_points(repeat_params(theta, data[0].num_tasks), scheme, None,
-                          lambda i, p: reinforce_loss(policy, p, data[i]),
+
+    ``points`` are the exact stage points (values). With ``cfg.curvature_fraction`` < 1 the
+    curvature is the one :func:`stagewise_fvp` defines: the KL's states and the Hessians
+    inside J_i come from the first ⌈f·E⌉ episodes of each task, while the KL is still taken
+    at the exact points. The moving points are θ_i + (θ̃_i(θ) - θ̃_i(θ_old)), θ̃_i the stage
+    construction on the subsample: equal to θ_i at θ_old, with θ̃_i's Jacobian."""
+    sub = _curvature_data(data, cfg)
+    moving = stage_points(repeat_params(theta, sub[0].num_tasks), scheme, None,
+                          lambda i, p: reinforce_loss(policy, p, sub[i]),
                           first_order=cfg.first_order)
-    kl = StageObjective(policy, scheme, data, points).kl(points)  # 0 at θ_old, with its graph
+    exact = [{n: v.detach() for n, v in p.items()} for p in points]
+    if sub is not data:
+        moving = [{n: at[n] + (p[n] - p[n].detach()) for n in p}
+                  for at, p in zip(exact, moving, strict=True)]
+    kl = StageObjective(policy, scheme, sub, exact).kl(moving)  # 0 at θ_old, with its graph
     grad = flat_grad(kl, theta, create_graph=True)
 
     def fvp(v: Tensor) -> Tensor:

@@ -123,7 +123,7 @@ def meta_step(
         if isinstance(tableau, Tableau):
             fvp = stagewise_fvp(policy, tableau, h, data, rep, points, theta, cfg)
         else:
-            fvp = double_backward_fvp(policy, tableau, data, theta, cfg)
+            fvp = double_backward_fvp(policy, tableau, data, points, theta, cfg)
     t1 = time.perf_counter()
     seconds["inner_adaptation"] = t1 - t0 - seconds["sampling"]
     if not torch.isfinite(grad).all():

@@ -223,13 +223,17 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path) -> Trainer:
                            resume=lambda: resume_run(run_dir))
 
 
-def resume_run(run_dir: Path) -> Trainer:
+def resume_run(run_dir: Path, meta_iters: int | None = None,
+               num_threads: int | None = None) -> Trainer:
     """A Trainer positioned after the run's last checkpoint (its own config), holding the
-    directory's writer lock."""
+    directory's writer lock; ``meta_iters`` extends the run, ``num_threads`` overrides the
+    run's for this process (:func:`rkmeta_rl.rundir.change_on_resume`)."""
     run_dir = Path(run_dir)
     cfg = read_train_config(run_dir, check_device=True)
     state = rundir.load_checkpoint(run_dir)
-    return rundir.continue_run(run_dir, Trainer(cfg, run_dir), state)
+    trainer = rundir.continue_run(run_dir, Trainer(cfg, run_dir), state)
+    rundir.change_on_resume(run_dir, trainer, meta_iters, num_threads)
+    return trainer
 
 
 def checkpoint_policy(run_dir: Path, cfg: TrainConfig, family: TaskFamily

@@ -18,6 +18,7 @@ from rkmeta_rl.arguments import (
     layer_sizes,
     report_stop,
     resume_dir,
+    resume_settings,
 )
 from rkmeta_rl.config import torch_threads
 from rkmeta_rl.stopping import RunStopped
@@ -114,7 +115,8 @@ def default_out(cfg: SupervisedConfig) -> Path:
 
 def cmd_supervised(args: argparse.Namespace, argv: list[str]) -> int:
     if args.resume:
-        trainer = resume_supervised_run(resume_dir(args, argv))
+        trainer = resume_supervised_run(resume_dir(args, argv),
+                                        **resume_settings(args, argv))
     else:
         cfg = config_from_args(args)
         trainer = prepare_supervised_run(cfg, Path(args.out) if args.out else default_out(cfg))

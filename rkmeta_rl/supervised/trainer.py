@@ -216,13 +216,19 @@ def prepare_supervised_run(cfg: SupervisedConfig, run_dir: Path) -> SupervisedTr
                            resume=lambda: resume_supervised_run(run_dir))
 
 
-def resume_supervised_run(run_dir: Path) -> SupervisedTrainer:
+def resume_supervised_run(run_dir: Path, meta_iters: int | None = None,
+                          num_threads: int | None = None) -> SupervisedTrainer:
     """A trainer positioned after the run's last checkpoint (its own config), holding the
-    directory's writer lock."""
+    directory's writer lock; ``meta_iters`` extends the run, ``num_threads`` overrides the
+    run's for this process (:func:`rkmeta_rl.rundir.change_on_resume`). An extended run's
+    parameters are those of a run given ``meta_iters`` from the start; its metrics keep the
+    record (and validation) made at the old last iteration."""
     run_dir = Path(run_dir)
     cfg = SupervisedConfig.from_dict(read_supervised_config(run_dir))
     state = rundir.load_checkpoint(run_dir, required=("iteration", "params"))
-    return rundir.continue_run(run_dir, SupervisedTrainer(cfg, run_dir), state)
+    trainer = rundir.continue_run(run_dir, SupervisedTrainer(cfg, run_dir), state)
+    rundir.change_on_resume(run_dir, trainer, meta_iters, num_threads)
+    return trainer
 
 
 def load_supervised_run(run_dir: str | Path) -> tuple[SupervisedConfig, Benchmark, Params]:
