@@ -5,8 +5,11 @@ truncated)``, ``alive``, ``max_episode_steps``) is followed by :class:`envs.nav2
 :class:`envs.mujoco_batch.BatchedLocomotion` and :class:`envs.gym_batch.BatchedGymEnv`;
 this base class holds the sizes they all report. Each takes one reset seed per row
 (T·E of them, row-major over (task, episode)) and every ``reset()`` starts row i from seed
-i, so a batch is a function of its tasks and seeds. An env that fails inside a row raises
-:class:`EnvError`, which names the row.
+i, so a batch is a function of its tasks and seeds. An ended episode either freezes its
+row (``alive`` False from then on) or, in a batch that restarts episodes
+(:class:`envs.mujoco_batch.BatchedLocomotion` under MAML's dynamics), reports its end
+(``terminated``) while the row stays alive and returns the next episode's first
+observation. An env that fails inside a row raises :class:`EnvError`, which names the row.
 """
 
 from __future__ import annotations

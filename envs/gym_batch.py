@@ -10,7 +10,10 @@ the instances can be reused from batch to batch (:class:`rkmeta_rl.rl.tasks.GymF
 keeps a pool of them).
 
 An exception raised by a copy's ``reset`` or ``step`` becomes :class:`envs.batch.EnvError`
-naming the copy's task and episode (the env's exception as its cause).
+naming the copy's task and episode (the env's exception as its cause), and so does what
+they return when it is not Gymnasium's tuple with an observation of the observation space's
+shape, a finite scalar reward and finite observation values (``envs/checks.py`` says what
+is wrong); a step's error also names the step.
 
 Actions arrive in the env's units (the policy's output already scaled to the action Box);
 they are clipped to the Box and cast to its dtype. Ended episodes are frozen: reward 0,
@@ -28,7 +31,16 @@ import numpy as np
 import torch
 
 from envs.batch import EnvError, EpisodeBatch
-from envs.checks import check_positive_int
+from envs.checks import (
+    check_positive_int,
+    describe_value,
+    observation_problem,
+    reset_problem,
+    reward_problem,
+    step_problem,
+)
+
+NUMBERS = (float, int, np.floating, np.integer, np.bool_)  # rewards taken as they are
 
 
 class BatchedGymEnv(EpisodeBatch):
@@ -65,6 +77,7 @@ class BatchedGymEnv(EpisodeBatch):
         self.action_dim = int(space.shape[0])
         self.obs_dim = int(self.envs[0].observation_space.shape[0])
         self._low, self._high, self._dtype = space.low, space.high, space.dtype
+        self._obs_shape = (self.obs_dim,)
         self._obs = np.zeros((n, self.obs_dim), dtype=np.float32)  # (N, d)
         self.alive = torch.zeros(self.batch_shape, dtype=torch.bool, device=self.device)
         self._steps = 0
@@ -74,8 +87,11 @@ class BatchedGymEnv(EpisodeBatch):
         """Reset copy i with its task and seed; every episode alive; obs (T, E, d)."""
         for i, env in enumerate(self.envs):
             task = self.tasks[i // self.episodes_per_task]
-            obs, _ = self._call(i, env.reset, seed=self.seeds[i], options={"task": task})
-            self._obs[i] = obs
+            result = self._call(i, env.reset, seed=self.seeds[i], options={"task": task})
+            if not (isinstance(result, tuple) and len(result) == 2):
+                raise self._error(i, "reset", reset_problem(result, self._obs_shape) or "")
+            self._store(i, "reset", result[0])
+        self._check_finite("reset")
         self.alive = torch.ones(self.batch_shape, dtype=torch.bool, device=self.device)
         self._steps = 0
         return self._tensor(self._obs)
@@ -97,9 +113,15 @@ class BatchedGymEnv(EpisodeBatch):
         reward, terminated = np.zeros(n), np.zeros(n, dtype=bool)
         env_truncated = np.zeros(n, dtype=bool)
         for i in np.flatnonzero(was_alive):
-            obs, reward[i], terminated[i], env_truncated[i], _ = self._call(
-                i, self.envs[i].step, act[i])
-            self._obs[i] = obs
+            result = self._call(i, self.envs[i].step, act[i])
+            try:
+                obs, rew, terminated[i], env_truncated[i], _ = result
+            except (TypeError, ValueError):  # not five values, or a flag not a scalar
+                raise self._error(i, "step", step_problem(result, self._obs_shape)
+                                  or f"returned {describe_value(result)}") from None
+            reward[i] = rew if isinstance(rew, NUMBERS) else self._reward(i, rew)
+            self._store(i, "step", obs)
+        self._check_finite("step", reward)
         self._steps += 1
         at_horizon = self._steps >= self.max_episode_steps
         truncated = was_alive & ~terminated & (env_truncated | at_horizon)
@@ -113,11 +135,50 @@ class BatchedGymEnv(EpisodeBatch):
         try:
             return method(*args, **kwargs)
         except Exception as e:  # whatever the user's env raises
-            task, episode = divmod(int(i), self.episodes_per_task)
-            what = method.__name__
-            step = f" at step {self._steps + 1}" if what == "step" else ""
-            raise EnvError(task, episode, f"{what}(){step} raised {type(e).__name__}: "
-                           f"{' '.join(str(e).split())}") from e
+            raise self._error(i, method.__name__, f"raised {type(e).__name__}: "
+                              f"{' '.join(str(e).split())}") from e
+
+    def _error(self, i: int, what: str, problem: str) -> EnvError:
+        """An :class:`EnvError` for copy i: ``what()`` (``reset`` or ``step``, with the step
+        for ``step``) followed by ``problem``."""
+        task, episode = divmod(int(i), self.episodes_per_task)
+        step = f" at step {self._steps + 1}" if what == "step" else ""
+        return EnvError(task, episode, f"{what}(){step} {problem}")
+
+    def _reward(self, i: int, value: Any) -> float:
+        """Copy i's reward that is not a Python or NumPy number (a 0-d array will do), or
+        an :class:`EnvError` saying what it is."""
+        problem = reward_problem(value)
+        if problem is not None:
+            raise self._error(i, "step", problem)
+        return float(value)
+
+    def _store(self, i: int, what: str, obs: Any) -> None:
+        """Copy i's observation into its row, or an :class:`EnvError` if its shape is not
+        the observation space's or it is not numeric."""
+        try:
+            shape = obs.shape if isinstance(obs, np.ndarray) else np.shape(obs)
+            if shape == self._obs_shape:
+                self._obs[i] = obs
+                return
+        except (TypeError, ValueError):  # ragged, or not numbers
+            pass
+        raise self._error(i, what, observation_problem(obs, self._obs_shape)
+                          or f"returned an observation that is not numeric: "
+                             f"{describe_value(obs)}")
+
+    def _check_finite(self, what: str, reward: np.ndarray | None = None) -> None:
+        """An :class:`EnvError` for the first copy whose observation (or reward) is not
+        finite; one vectorized test when all are."""
+        if np.isfinite(self._obs).all() and (reward is None or np.isfinite(reward).all()):
+            return
+        rows = ~np.isfinite(self._obs).all(axis=1)
+        if rows.any():
+            i = int(np.flatnonzero(rows)[0])
+            raise self._error(i, what, "returned an observation that is not finite: "
+                              f"{describe_value(self._obs[i])}")
+        i = int(np.flatnonzero(~np.isfinite(reward))[0])
+        raise self._error(i, what, f"returned a reward that is not finite: {reward[i]}")
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         """(N, ...) -> (T, E, ...) on the batch's device (a copy)."""

@@ -1,9 +1,9 @@
 """Locomotion task families on Gymnasium's MuJoCo v5 robots (HalfCheetah-v5, Ant-v5).
 
-Each env keeps its robot's model and observation, replaces the forward reward by the task
-term of :mod:`envs.locomotion_tasks`, and steps, measures and charges as one of the two
-dynamics of :mod:`envs.locomotion_dynamics` (``dynamics="gymnasium"``, the default, or
-``"maml"``):
+Each env keeps its robot's model (under MAML's dynamics Ant's contacts take rllab's
+``solimp``) and observation, replaces the forward reward by the task term of
+:mod:`envs.locomotion_tasks`, and steps, measures and charges as one of the two dynamics of
+:mod:`envs.locomotion_dynamics` (``dynamics="gymnasium"``, the default, or ``"maml"``):
 
 * :class:`HalfCheetahTaskEnv` (``halfcheetah-vel``, ``halfcheetah-dir``): reward
   ``task term - control cost``;
@@ -86,6 +86,12 @@ class _TaskFamilyMixin:
             self.observation_space = spaces.Box(-np.inf, np.inf, (size,), np.float64)
         self._torso = self.model.body("torso").id
         utils.EzPickle.__init__(self, family, task, dynamics, goal_conditioned, **kwargs)
+
+    def _initialize_simulation(self) -> tuple[mujoco.MjModel, mujoco.MjData]:
+        """Gymnasium's model and data, the model with the dynamics' contact parameters
+        (MAML's Ant: rllab's ``solimp``; :meth:`RobotDynamics.configure_model`)."""
+        model, data = super()._initialize_simulation()
+        return self.robot_dynamics.configure_model(model), data
 
     # ------------------------------------------------------------------ task interface
     def sample_tasks(self, n: int) -> list[dict]:

@@ -1,7 +1,8 @@
 """The two dynamics of the locomotion families: Gymnasium v5's and MAML's.
 
-Both run today's MuJoCo on Gymnasium's robot models (``half_cheetah.xml``, ``ant.xml``);
-they differ in how an env step is timed, measured and charged. ``--dynamics gymnasium`` (the
+Both run today's MuJoCo on Gymnasium's robot models (``half_cheetah.xml``, ``ant.xml``;
+MAML's Ant with rllab's contact parameters); they differ in how an env step is timed,
+measured and charged, and in how a batch samples. ``--dynamics gymnasium`` (the
 default) keeps Gymnasium's HalfCheetah-v5 / Ant-v5; ``--dynamics maml`` follows the envs of
 the MAML code (rllab's ``half_cheetah_env_rand*.py`` and ``ant_env_rand*.py`` in
 cbfinn/maml_rl, run through rllab's ``normalize`` wrapper):
@@ -20,7 +21,20 @@ cbfinn/maml_rl, run through rllab's ``normalize`` wrapper):
   the new state;
 * initial state: Gymnasium qpos + U(±0.1), qvel + 0.1·N(0, 1); MAML (rllab's
   ``reset_mujoco``) qpos + 0.01·N(0, 1), qvel + 0.1·N(0, 1), Ant from the model's
-  ``init_qpos`` numeric (torso at 0.55 m, legs bent), which Gymnasium ignores.
+  ``init_qpos`` numeric (torso at 0.55 m, legs bent), which Gymnasium ignores;
+* Ant's contacts: Gymnasium's ``ant.xml`` leaves ``solimp`` at MuJoCo's default
+  (0.9, 0.95, 0.001); rllab's sets ``solimp=".8 .8 .01"`` (and ``solref=".02 1"``, MuJoCo's
+  default) in its geom default class, so on every geom, the floor included. MAML's Ant
+  model gets rllab's values (:meth:`RobotDynamics.configure_model`; MuJoCo's two later
+  solimp numbers, midpoint 0.5 and power 2, stay at their defaults). Its other contact
+  attributes (condim 3, conaffinity 0, margin 0.01, friction 1 0.5 0.5) are Gymnasium's
+  already, and rllab's HalfCheetah model has Gymnasium's contact settings;
+* sampling: Gymnasium's envs run E episodes per task, an episode that ends early stays
+  ended; MAML's sampler (rllab's) collects a number of transitions per task, restarting an
+  episode when one ends. Under MAML's dynamics :class:`envs.mujoco_batch.BatchedLocomotion`
+  restarts an episode that terminates before the horizon in the same (task, episode)
+  slot (:attr:`RobotDynamics.restart_ended`), so every slot runs H steps (see
+  ``rkmeta_rl/rl/episodes.py`` for the segments this makes).
 
 "At the new state": rllab calls ``model.forward()`` after stepping, so every quantity the
 step reads (the centre-of-mass velocity and position, Ant's contact forces for the cost and
@@ -41,6 +55,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mujoco
 import numpy as np
 
 GYMNASIUM, MAML = "gymnasium", "maml"
@@ -50,6 +65,8 @@ DYNAMICS = (GYMNASIUM, MAML)
 CONTACT_COST_WEIGHT = 5e-4  # Ant, both dynamics (rllab: 0.5 · 1e-3)
 CONTACT_FORCE_RANGE = (-1.0, 1.0)
 HEALTHY_Z = (0.2, 1.0)  # Ant's torso height range; outside it the episode terminates
+RLLAB_ANT_SOLIMP = (0.8, 0.8, 0.01)  # rllab's ant.xml, geom default: dmin, dmax, width
+RLLAB_ANT_SOLREF = (0.02, 1.0)  # rllab's ant.xml, geom default (MuJoCo's default too)
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,18 @@ class RobotDynamics:
     qpos_noise_scale: float = 0.1
     qvel_noise_scale: float = 0.1  # always scale·N(0, 1)
     rllab_init_qpos: bool = False  # start from the model's custom "init_qpos" numeric
+    geom_solimp: tuple[float, float, float] | None = None  # every geom's; None: the model's
+    geom_solref: tuple[float, float] | None = None  # every geom's; None: the model's
+    restart_ended: bool = False  # batches restart an episode that ends before the horizon
+
+    def configure_model(self, model: mujoco.MjModel) -> mujoco.MjModel:
+        """``model`` (changed in place) with the dynamics' contact parameters on every geom:
+        ``geom_solimp[:, :3]`` and ``geom_solref``, where the dynamics set them."""
+        if self.geom_solimp is not None:
+            model.geom_solimp[:, :3] = self.geom_solimp
+        if self.geom_solref is not None:
+            model.geom_solref[:] = self.geom_solref
+        return model
 
     def ctrl_cost(self, action: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         """weight · ‖a‖² per row (N,), ``a`` clipped to [low, high] first if ``clip_ctrl``."""
@@ -95,11 +124,13 @@ class RobotDynamics:
 ROBOT_DYNAMICS: dict[tuple[str, str], RobotDynamics] = {
     ("halfcheetah", GYMNASIUM): RobotDynamics(GYMNASIUM, 5, 0.05, False, False),
     ("halfcheetah", MAML): RobotDynamics(MAML, 1, 0.05, True, True, qpos_noise="normal",
-                                         qpos_noise_scale=0.01),
+                                         qpos_noise_scale=0.01, restart_ended=True),
     ("ant", GYMNASIUM): RobotDynamics(GYMNASIUM, 5, 0.5, False, False, survive_reward=1.0),
     ("ant", MAML): RobotDynamics(MAML, 2, 0.005, True, True, survive_reward=0.05,
                                  survive_only_healthy=False, qpos_noise="normal",
-                                 qpos_noise_scale=0.01, rllab_init_qpos=True),
+                                 qpos_noise_scale=0.01, rllab_init_qpos=True,
+                                 geom_solimp=RLLAB_ANT_SOLIMP, geom_solref=RLLAB_ANT_SOLREF,
+                                 restart_ended=True),
 }
 """Every robot's two dynamics, by (robot, dynamics)."""
 

@@ -28,12 +28,19 @@ Random streams: one reset seed per simulation (``seeds``, row-major over (task, 
 :meth:`reset` draws row i's initial-state noise from ``numpy.random.default_rng(seeds[i])``,
 its nq positions and then its nv velocities, the dynamics' ``reset_model`` distribution
 (Gymnasium's: ``U(-0.1, 0.1)``, then ``0.1·N(0, 1)``): the draws of the Gymnasium env's
-``reset(seed=seeds[i])``. Every reset starts the rows from the same states, and a row's
-start does not depend on the other rows.
+``reset(seed=seeds[i])``. A restarted episode (below) draws its start from the same
+generator, continued. Every reset starts the rows from the same states, and a row's
+episodes do not depend on the other rows.
 
 Episode ends: Ant terminates when unhealthy (torso z outside [0.2, 1.0]; Gymnasium's check)
-and every episode is truncated (if not terminated) after ``max_episode_steps`` steps. Ended
-episodes are frozen: observation unchanged, reward 0, both flags False, no physics.
+and every row is truncated (if not terminated) after ``max_episode_steps`` steps. Without
+``restart`` (Gymnasium's dynamics) ended episodes are frozen: observation unchanged,
+reward 0, both flags False, no physics. With ``restart`` (MAML's dynamics: rllab's sampler
+collects transitions, not episodes, and starts a new episode when one ends) a row whose
+episode terminates before step ``max_episode_steps`` reports ``terminated`` and stays
+alive: the observation it returns is a new episode's first, started from a fresh initial
+state, so every row runs ``max_episode_steps`` steps made of one or more episodes
+(segments); the last is truncated at the horizon like any running episode.
 
 Unstable physics: on a non-finite or huge state MuJoCo warns and resets the simulation to
 the model's default state, which Gymnasium would silently continue from. Here the step
@@ -99,6 +106,9 @@ class BatchedLocomotion(EpisodeBatch):
         seeds: T·E reset seeds, one per simulation (row-major over (task, episode)).
         nthread: physics threads (1: everything on the calling thread).
         dynamics: ``"gymnasium"`` or ``"maml"`` (:mod:`envs.locomotion_dynamics`).
+        restart: start a new episode in a row whose episode terminates before the
+            horizon (module docstring); None: the dynamics' choice
+            (:attr:`RobotDynamics.restart_ended`: MAML's restarts, Gymnasium's freezes).
 
     Tensors are CPU torch: obs (T, E, obs_dim) float32, reward (T, E) float32, flags and
     :attr:`alive` (T, E) bool. :attr:`action_low` / :attr:`action_high` (a,) are the
@@ -116,6 +126,7 @@ class BatchedLocomotion(EpisodeBatch):
         seeds: Sequence[int],
         nthread: int = 2,
         dynamics: str = GYMNASIUM,
+        restart: bool | None = None,
     ) -> None:
         self.family = family
         self.spec, self.goal_conditioned = split_family(family)
@@ -126,10 +137,12 @@ class BatchedLocomotion(EpisodeBatch):
         self.episodes_per_task = check_positive_int("episodes_per_task", episodes_per_task)
         self.max_episode_steps = check_positive_int("max_episode_steps", max_episode_steps)
         self.nthread = check_positive_int("nthread", nthread)
+        self.restart = self.dynamics.restart_ended if restart is None else bool(restart)
         self._load_model()
         n = self.num_envs
         self._values = np.repeat(self.spec.task_values(self.tasks), self.episodes_per_task, 0)
         self.seeds = check_seeds(seeds, n)
+        self._rngs = self._fresh_rngs()  # each row's reset noise, continued by restarts
         self._physics = ENGINES[self.spec.robot](self.model, n, self.frame_skip, self.dt,
                                                  self.nthread, self.dynamics.at_new_state)
         qpos = self._physics.qpos
@@ -162,16 +175,15 @@ class BatchedLocomotion(EpisodeBatch):
     def reset(self) -> torch.Tensor:
         """Draw every episode's initial state from its seed (the dynamics' distribution);
         obs (T, E, d)."""
-        nq, nv = self.model.nq, self.model.nv
-        noise = [self.dynamics.reset_noise(np.random.default_rng(s), nq, nv)
-                 for s in self.seeds]
-        dq, dv = (np.stack(parts) for parts in zip(*noise, strict=True))
-        return self._start(self.init_qpos + dq, self.init_qvel + dv)
+        self._rngs = self._fresh_rngs()
+        qpos, qvel = self._initial_states(np.arange(self.num_envs))
+        return self._start(qpos, qvel)
 
     def reset_to(self, qpos: np.ndarray, qvel: np.ndarray) -> torch.Tensor:
         """Start every episode from a given state instead: qpos (T, E, nq), qvel (T, E, nv).
 
-        Draws nothing from the seeds. Meant for tests and fixed evaluation states.
+        Draws nothing from the seeds (restarts draw their starts from each row's seed as
+        after :meth:`reset`). Meant for tests and fixed evaluation states.
         """
         shape = self.batch_shape
         qpos = np.asarray(qpos, dtype=np.float64)
@@ -179,6 +191,7 @@ class BatchedLocomotion(EpisodeBatch):
         if qpos.shape != (*shape, self.model.nq) or qvel.shape != (*shape, self.model.nv):
             raise ValueError(f"qpos/qvel must have shapes {(*shape, self.model.nq)} and "
                              f"{(*shape, self.model.nv)}, got {qpos.shape} and {qvel.shape}")
+        self._rngs = self._fresh_rngs()
         return self._start(qpos.reshape(self.num_envs, -1), qvel.reshape(self.num_envs, -1))
 
     def physics_state(self) -> tuple[np.ndarray, np.ndarray]:
@@ -192,7 +205,9 @@ class BatchedLocomotion(EpisodeBatch):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Advance the alive episodes by one env step with ``action`` (T, E, a).
 
-        Returns obs (T, E, d), reward (T, E), terminated (T, E), truncated (T, E).
+        Returns obs (T, E, d), reward (T, E), terminated (T, E), truncated (T, E). With
+        :attr:`restart`, a row that terminates before the horizon stays alive and its obs
+        is the first of a new episode (module docstring).
         """
         if self._closed:
             raise RuntimeError("the batch is closed")
@@ -209,6 +224,9 @@ class BatchedLocomotion(EpisodeBatch):
             reward[rows], terminated[rows] = self._advance(idx, rows, act)
         truncated = was_alive & ~terminated & (self._steps >= self.max_episode_steps)
         alive = was_alive & ~terminated & ~truncated
+        if self.restart and self._steps < self.max_episode_steps and terminated.any():
+            self._restart(np.flatnonzero(terminated))
+            alive |= terminated
         shape = self.batch_shape
         self.alive = torch.from_numpy(alive).reshape(shape)
         return (self._obs_tensor(), torch.from_numpy(reward.astype(np.float32)).reshape(shape),
@@ -229,11 +247,31 @@ class BatchedLocomotion(EpisodeBatch):
         self.close()
 
     # ------------------------------------------------------------------ internals
+    def _fresh_rngs(self) -> list[np.random.Generator]:
+        """One generator per row, from its seed (N of them)."""
+        return [np.random.default_rng(s) for s in self.seeds]
+
+    def _initial_states(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Initial qpos (n, nq) and qvel (n, nv) of ``rows``, each drawn from its row's
+        generator (its nq positions, then its nv velocities)."""
+        nq, nv = self.model.nq, self.model.nv
+        noise = [self.dynamics.reset_noise(self._rngs[r], nq, nv) for r in rows]
+        dq, dv = (np.stack(parts) for parts in zip(*noise, strict=True))
+        return self.init_qpos + dq, self.init_qvel + dv
+
+    def _restart(self, rows: np.ndarray) -> None:
+        """Start a new episode in ``rows`` (n,) from fresh initial states."""
+        self._load(rows, *self._initial_states(rows))
+
+    def _load(self, rows: Rows, qpos: np.ndarray, qvel: np.ndarray) -> None:
+        """Load states qpos (n, nq), qvel (n, nv) at time 0 into ``rows``; their obs."""
+        cfrc = self._physics.start(qpos, qvel, rows)
+        self._xy[rows] = qpos[:, :2]  # a free joint's body sits at its qpos (mj_forward'ed)
+        self._obs[rows] = self._observe(rows, self._physics.state[rows], cfrc)
+
     def _start(self, qpos: np.ndarray, qvel: np.ndarray) -> torch.Tensor:
         """Load states qpos (N, nq), qvel (N, nv) at time 0 and mark every episode alive."""
-        cfrc = self._physics.start(qpos, qvel)
-        self._xy[:] = qpos[:, :2]  # a free joint's body sits at its qpos (mj_forward'ed)
-        self._obs[:] = self._observe(slice(None), self._physics.state, cfrc)
+        self._load(slice(None), qpos, qvel)
         self.alive = torch.ones(self.batch_shape, dtype=torch.bool)
         self._steps = 0
         self._started = True

@@ -5,7 +5,8 @@ Each steps N simulations of one Gymnasium robot as Gymnasium's ``step`` does
 interface (:class:`Physics`):
 
 * ``state`` (N, nstate): every simulation's state row; ``qpos`` / ``qvel``: their slices;
-* ``start(qpos, qvel)``: load states (N, nq), (N, nv) at time 0; their contact forces;
+* ``start(qpos, qvel, rows)``: load states (n, nq), (n, nv) at time 0 into ``rows`` (every
+  row by default; the others keep theirs); their contact forces;
 * ``advance(rows, act)``: one env step of some rows with ``act`` (n, a) held as ``ctrl``
   (MuJoCo clamps it to ``ctrlrange`` as in Gymnasium); a :class:`Moved`;
 * ``close()``: stop the threads.
@@ -83,13 +84,13 @@ class Physics(ABC):
         self.qpos = slice(qpos0, qpos0 + model.nq)  # state rows: time, qpos, qvel, ...
         self.qvel = slice(qvel0, qvel0 + model.nv)
 
-    def start(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-        """Load states qpos (N, nq), qvel (N, nv) at time 0, everything else the defaults;
-        their contact forces (N, nbody - 1, 6): zero after Gymnasium's reset, which does not
-        compute them (``mj_forward`` does not)."""
-        self._reset_rows()
-        self.state[:, self.qpos] = qpos
-        self.state[:, self.qvel] = qvel
+    def start(self, qpos: np.ndarray, qvel: np.ndarray, rows: Rows = slice(None)) -> np.ndarray:
+        """Load states qpos (n, nq), qvel (n, nv) at time 0 into ``rows`` (all N by
+        default), everything else the defaults; their contact forces (n, nbody - 1, 6): zero
+        after Gymnasium's reset, which does not compute them (``mj_forward`` does not)."""
+        self._reset_rows(rows)
+        self.state[rows, self.qpos] = qpos
+        self.state[rows, self.qvel] = qvel
         return self.no_contact(len(qpos))
 
     def no_contact(self, n: int) -> np.ndarray:
@@ -104,8 +105,8 @@ class Physics(ABC):
         return ~np.isfinite(new).all(axis=1) | (new[:, 0] < min_time) | warned
 
     @abstractmethod
-    def _reset_rows(self) -> None:
-        """Every row to the model's defaults (zero time, controls and warm start)."""
+    def _reset_rows(self, rows: Rows) -> None:
+        """``rows`` to the model's defaults (zero time, controls and warm start)."""
 
     @abstractmethod
     def advance(self, rows: Rows, act: np.ndarray) -> Moved:
@@ -144,8 +145,9 @@ class CheetahPhysics(Physics):
                             ] if at_new_state else []
         self._subtree = subtree_bodies(model, _TORSO)
 
-    def _reset_rows(self) -> None:
-        self._sims.reset(stage=mujoco.mjtStage.mjSTAGE_NONE.value)
+    def _reset_rows(self, rows: Rows) -> None:
+        self._sims.reset(None if isinstance(rows, slice) else rows,
+                         stage=mujoco.mjtStage.mjSTAGE_NONE.value)
 
     def advance(self, rows: Rows, act: np.ndarray) -> Moved:
         start = self.state[rows].copy()  # (n, nstate); the rows are stepped in place
@@ -209,16 +211,20 @@ class AntPhysics(Physics):
         self._models = [model] * n
         self.state = np.zeros((n, mujoco.mj_stateSize(model, _FULLPHYSICS)))
 
-    def _reset_rows(self) -> None:
-        self.state[:] = 0.0
+    def _reset_rows(self, rows: Rows) -> None:
+        self.state[rows] = 0.0
 
-    def start(self, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
+    def start(self, qpos: np.ndarray, qvel: np.ndarray, rows: Rows = slice(None)) -> np.ndarray:
         """As :meth:`Physics.start`; at_new_state: the states' own contact forces, as
-        rllab's ``forward()`` after its reset computes them."""
-        cfrc = super().start(qpos, qvel)
+        rllab's ``forward()`` after its reset computes them (zero controls and applied
+        forces: the thread's MjData is reset first, as it may hold a step's)."""
+        cfrc = super().start(qpos, qvel, rows)
         if self.at_new_state:
+            states = self.state[rows]  # (n, nstate)
+
             def contacts(data: mujoco.MjData, r: int) -> None:
-                mujoco.mj_setState(self.model, data, self.state[r], _FULLPHYSICS)
+                mujoco.mj_resetData(self.model, data)
+                mujoco.mj_setState(self.model, data, states[r], _FULLPHYSICS)
                 mujoco.mj_forward(self.model, data)
                 mujoco.mj_rnePostConstraint(self.model, data)
                 cfrc[r] = data.cfrc_ext[1:]

@@ -8,8 +8,9 @@ shell, from the repository root (where that module path starts):
     python -m rkmeta_rl.cli evaluate RUN_DIR ...
 
 ``python -m`` looks for modules in the current directory; the ``rkmeta-rl`` script does not
-(use ``PYTHONPATH=. rkmeta-rl ...`` there, or install your package). The defaults take
-about 10 seconds on 2 cores.
+(use ``PYTHONPATH=. rkmeta-rl ...`` there, or install your package). The defaults took
+11 s on a 2-core AMD EPYC (2026-12-06): a problem this small trains on one torch thread
+(``--num-threads 0`` decides by its size; README, "Threads").
 """
 
 from __future__ import annotations

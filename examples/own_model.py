@@ -5,7 +5,7 @@ generated here): the model code is unchanged, RKMetaLearner evaluates it with ex
 parameters and its loss.backward() leaves the RK meta-gradient in .grad, so any torch
 optimizer takes the step.
 
-    python examples/own_model.py            # about 20 s on 2 cores
+    python examples/own_model.py            # 33 s on a 2-core AMD EPYC
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--iters", type=int, default=1500)
     p.add_argument("--method", default="ralston")
     args = p.parse_args(argv)
+    torch.set_num_threads(1)  # a problem this small gains nothing from more (README, "Threads")
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(),
                           nn.Linear(40, 1))

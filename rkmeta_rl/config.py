@@ -91,19 +91,31 @@ def resolve_steps(tableau: Tableau, inner_lr: float | None, step_size: float | N
     return alpha, alpha / c2
 
 
-def torch_threads(requested: int) -> int:
-    """Torch threads for ``--num-threads``: the number given, or with 0 (the default) every
-    core this process may use. Measured on a quiet 2-core machine, an exact paper-size
-    nav2d iteration takes 0.55× the time on two threads that it takes on one (README,
-    "Speed"); a process that shares the cores with another (the reproduction scripts run
-    jobs side by side) should ask for 1: two threads on one free core ran 2-4× slower.
-    The same number repeats a run's metrics; another may change their last bits on some
-    CPUs (docs/method.md, "Reproducibility")."""
+# One forward pass over a meta-batch (FLOPs) below which --num-threads 0 takes one thread.
+# Measured on a 2-core AMD EPYC, seconds per RL iteration with 1 and 2 threads: examples/
+# own_env.py's size (4.8e6) 0.18-0.22 s both; nav2d 10 tasks × 10 episodes with 32×32
+# (2.4e7) 0.47-0.67 against 0.34-0.53 s, with 48×48 (5e7) 0.53-0.67 against 0.36-0.60 s.
+# Two threads on a small problem gain nothing, and lost 6× (66 s against 11 s) while
+# another process held a core: OpenMP's threads wait for each other after every product.
+SMALL_PROBLEM_FLOPS = 1e7
+
+
+def torch_threads(requested: int, forward_flops: float | None = None) -> int:
+    """Torch threads for ``--num-threads``: the number given; with 0 (the default) every
+    core this process may use, or one where ``forward_flops`` (one forward pass of the
+    model over a meta-batch's data) is below :data:`SMALL_PROBLEM_FLOPS`. Measured on a
+    quiet 2-core machine, an exact paper-size nav2d iteration takes 0.55× the time on two
+    threads that it takes on one (README, "Speed"); a process that shares the cores with
+    another (the reproduction scripts run jobs side by side) should ask for 1: two threads
+    on one free core ran 2-4× slower. The same number repeats a run's metrics; another may
+    change their last bits on some CPUs (docs/method.md, "Reproducibility")."""
     if requested < 0:
-        raise ValueError(f"--num-threads must be >= 0 (0: every core this process may use), "
-                         f"got {requested}")
+        raise ValueError(f"--num-threads must be >= 0 (0: every core this process may use, "
+                         f"one for a small problem), got {requested}")
     if requested:
         return requested
+    if forward_flops is not None and forward_flops < SMALL_PROBLEM_FLOPS:
+        return 1
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # no affinity on this platform (macOS, Windows)

@@ -393,7 +393,7 @@ def _change(run_dir: Path, trainer: Any, meta_iters: int | None,
         stored["meta_iters"] = cfg.meta_iters = meta_iters
         write_config(run_dir, stored)
     if num_threads is not None:
-        if torch_threads(num_threads) != torch_threads(cfg.num_threads):
+        if trainer.threads(num_threads) != trainer.threads(cfg.num_threads):
             warnings.warn(f"--num-threads {num_threads} differs from the run's own "
                           f"({cfg.num_threads}): the continued run may differ in the last "
                           "bits from one that was never interrupted", stacklevel=3)

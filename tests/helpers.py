@@ -105,3 +105,20 @@ def table_row(text: str, first: str) -> list[str]:
     rows = [line for line in text.splitlines() if line.startswith(f"| {first} |")]
     assert len(rows) == 1, rows
     return [cell.strip() for cell in rows[0].strip("|").split("|")]
+
+
+def session_processes(sid: int) -> dict[int, str]:
+    """Live processes of session ``sid`` (zombies excluded): pid -> name, from /proc."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:]
+        fields = rest.split()
+        if int(fields[3]) == sid and fields[0] != "Z":
+            found[int(entry.name)] = name
+    return found

@@ -1,11 +1,12 @@
-"""Task envs that misbehave on purpose, for tests/test_ray_sampler.py (``--env
-ray_envs:Class``; Ray workers import them, so that test puts tests/ on their PYTHONPATH).
-Both are examples/point_env.py's point env otherwise."""
+"""Task envs that misbehave on purpose, for tests/test_ray_sampler.py and
+tests/test_ray_faults.py (``--env ray_envs:Class``; Ray workers import them, so those tests
+put tests/ on their PYTHONPATH). All are examples/point_env.py's point env otherwise."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 import numpy as np
@@ -57,3 +58,20 @@ class DyingPointEnv(PointEnv):
             else:
                 os.kill(os.getpid(), signal.SIGKILL)
         return super().step(action)
+
+
+SLOW_START = "RKMETA_TEST_SLOW_START"  # env var: seconds a Ray worker's first env sleeps
+_slept = False
+
+
+class SlowStartPointEnv(PointEnv):
+    """In a Ray worker (a process its raylet started, which sets ``RAY_RAYLET_PID``), the
+    first instance sleeps ``$RKMETA_TEST_SLOW_START`` seconds: a worker that takes its time
+    to start (the window a signal is sent in). The training process never waits."""
+
+    def __init__(self) -> None:
+        global _slept
+        super().__init__()
+        if not _slept and "RAY_RAYLET_PID" in os.environ:
+            _slept = True
+            time.sleep(float(os.environ.get(SLOW_START, "0")))

@@ -233,3 +233,99 @@ def test_normalize_per_task_empty_or_constant_task_is_finite():
     out = normalize_per_task(adv, mask)
     assert torch.isfinite(out).all()
     assert torch.all(out == 0)
+
+
+# ----------------------------------------------------------------------------------------
+# rows of several episodes (segments): MAML's sampling restarts ended episodes in a row
+# ----------------------------------------------------------------------------------------
+
+# (T=2, E=2, H=7): each row's segments as (first step, length); the rest is padding
+SEGMENTS = [[[(0, 3), (3, 4)], [(0, 7)]],
+            [[(0, 1), (1, 2), (3, 4)], [(0, 2), (2, 3)]]]
+
+
+def _segmented_data(seed: int = 0):
+    """rewards, values, obs (d=2), mask, starts of :data:`SEGMENTS`, garbage on padding."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (2, 2, 7)
+    mask, starts = torch.zeros(shape, dtype=DT), torch.zeros(shape, dtype=DT)
+    for t, rows in enumerate(SEGMENTS):
+        for e, segments in enumerate(rows):
+            for begin, length in segments:
+                starts[t, e, begin] = 1.0
+                mask[t, e, begin:begin + length] = 1.0
+    rewards = torch.where(mask > 0, torch.randn(shape, generator=g, dtype=DT), 9.0)
+    values = torch.where(mask > 0, torch.randn(shape, generator=g, dtype=DT), 1e6)
+    obs = torch.randn(*shape, 2, generator=g, dtype=DT)
+    return rewards, values, obs, mask, starts
+
+
+def _per_segment(fn):
+    """fn(t, e, begin, length) for every segment of :data:`SEGMENTS`."""
+    for t, rows in enumerate(SEGMENTS):
+        for e, segments in enumerate(rows):
+            for begin, length in segments:
+                fn(t, e, begin, length)
+
+
+def _hand_segment_returns(rewards, gamma):
+    r, out = rewards.numpy(), np.zeros(rewards.shape)
+
+    def fill(t, e, begin, length):
+        for s in range(length):
+            out[t, e, begin + s] = sum(gamma ** k * r[t, e, begin + s + k]
+                                       for k in range(length - s))
+
+    _per_segment(fill)
+    return out
+
+
+def test_discounted_returns_stop_at_each_segment_start():
+    rewards, _, _, mask, starts = _segmented_data()
+    got = discounted_returns(rewards, mask, GAMMA, starts)
+    np.testing.assert_allclose(got.numpy(), _hand_segment_returns(rewards, GAMMA), atol=1e-12)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.7, 1.0])
+def test_gae_stops_at_each_segment_start(lam):
+    rewards, values, _, mask, starts = _segmented_data(1)
+    adv = gae(rewards, values, mask, GAMMA, lam, starts).numpy()
+    r, v, want = rewards.numpy(), values.numpy(), np.zeros(rewards.shape)
+
+    def fill(t, e, begin, length):
+        steps = range(begin, begin + length)
+        deltas = [r[t, e, s] + GAMMA * (v[t, e, s + 1] if s + 1 < begin + length else 0.0)
+                  - v[t, e, s] for s in steps]
+        for i in range(length):
+            want[t, e, begin + i] = sum((GAMMA * lam) ** (k - i) * deltas[k]
+                                        for k in range(i, length))
+
+    _per_segment(fill)
+    np.testing.assert_allclose(adv, want, atol=1e-10)
+
+
+def test_baseline_time_feature_counts_from_each_segment_start():
+    _, _, obs, mask, starts = _segmented_data(2)
+    feats = baseline_features(obs, mask, starts)
+    want = np.zeros(feats.shape)
+    o = obs.numpy()
+
+    def fill(t, e, begin, length):
+        for i in range(length):
+            s, k = begin + i, i / 100.0
+            want[t, e, s] = [*o[t, e, s], *o[t, e, s] ** 2, k, k**2, k**3, 1.0]
+
+    _per_segment(fill)
+    np.testing.assert_allclose(feats.numpy(), want, atol=1e-15)
+
+
+def test_one_segment_per_row_is_bitwise_the_unsegmented_computation():
+    rewards, values, mask, _ = _episode_data(5)
+    obs = torch.randn(*mask.shape, 3, dtype=DT, generator=torch.Generator().manual_seed(5))
+    starts = torch.zeros_like(mask)
+    starts[..., 0] = 1.0
+    assert torch.equal(discounted_returns(rewards, mask, GAMMA, starts),
+                       discounted_returns(rewards, mask, GAMMA))
+    assert torch.equal(gae(rewards, values, mask, GAMMA, 0.8, starts),
+                       gae(rewards, values, mask, GAMMA, 0.8))
+    assert torch.equal(baseline_features(obs, mask, starts), baseline_features(obs, mask))

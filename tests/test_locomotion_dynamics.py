@@ -9,8 +9,10 @@ the torso subtree's centre-of-mass velocity as rllab's ``body_comvels`` (the mas
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import gymnasium
+import gymnasium.envs.mujoco
 import mujoco
 import numpy as np
 import pytest
@@ -196,3 +198,48 @@ def test_gymnasium_dynamics_are_gymnasiums() -> None:
             obs_g, reward_g, *_ = theirs.step(action)
             np.testing.assert_array_equal(obs, obs_g)
             assert reward == pytest.approx(reward_g, rel=1e-9, abs=1e-9)
+
+
+def rllab_contact_ant() -> mujoco.MjModel:
+    """Gymnasium's ant.xml with the contact attributes of rllab's ant.xml geom default class
+    added (``solimp=".8 .8 .01" solref=".02 1"``; its others, condim 3, conaffinity 0,
+    margin 0.01 and friction 1 0.5 0.5, are there already), compiled here."""
+    xml = (Path(gymnasium.envs.mujoco.__file__).parent
+           / "assets" / "ant.xml").read_text()
+    default = '<geom conaffinity="0" condim="3" density="5.0" friction="1 0.5 0.5" margin="0.01"'
+    assert xml.count(default) == 1
+    return mujoco.MjModel.from_xml_string(
+        xml.replace(default, default + ' solimp=".8 .8 .01" solref=".02 1"'))
+
+
+def test_maml_ant_contacts_are_rllabs() -> None:
+    """Every geom (the floor too: rllab sets them in the default class) gets rllab's solimp
+    and solref, and the env then steps as the model compiled from that XML: bitwise."""
+    env = make_locomotion_env("ant-dir", {"direction": 1.0}, dynamics="maml")
+    model, rllab = env.model, rllab_contact_ant()
+    np.testing.assert_array_equal(model.geom_solimp[:, :3],
+                                  np.tile([0.8, 0.8, 0.01], (model.ngeom, 1)))
+    np.testing.assert_array_equal(model.geom_solref, np.tile([0.02, 1.0], (model.ngeom, 1)))
+    for field in ("geom_solimp", "geom_solref", "geom_margin", "geom_gap", "geom_friction",
+                  "geom_condim", "geom_contype", "geom_conaffinity", "geom_solmix"):
+        np.testing.assert_array_equal(getattr(model, field), getattr(rllab, field), field)
+    env.reset(seed=4)
+    data = mujoco.MjData(rllab)
+    data.qpos[:], data.qvel[:] = env.data.qpos, env.data.qvel
+    for action in np.random.default_rng(5).uniform(-1, 1, (15, model.nu)):
+        env.step(action)
+        data.ctrl[:] = action
+        mujoco.mj_step(rllab, data, nstep=2)
+        np.testing.assert_array_equal(env.data.qpos, data.qpos)
+        np.testing.assert_array_equal(env.data.qvel, data.qvel)
+
+
+def test_only_maml_ant_changes_the_contacts() -> None:
+    """Gymnasium's Ant keeps MuJoCo's default solimp; HalfCheetah's XML sets rllab's own."""
+    np.testing.assert_array_equal(make_locomotion_env("ant-dir").model.geom_solimp,
+                                  AntEnv().model.geom_solimp)
+    assert tuple(AntEnv().model.geom_solimp[0, :3]) == (0.9, 0.95, 0.001)
+    for dynamics in ("gymnasium", "maml"):
+        np.testing.assert_array_equal(
+            make_locomotion_env("halfcheetah-vel", dynamics=dynamics).model.geom_solimp,
+            HalfCheetahEnv().model.geom_solimp)

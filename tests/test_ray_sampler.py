@@ -20,6 +20,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from helpers import session_processes  # noqa: E402
 from ray_envs import DIE_MARKER  # noqa: E402
 
 from rkmeta_rl import rundir  # noqa: E402
@@ -126,23 +127,6 @@ def test_a_killed_worker_is_replaced_and_the_metrics_do_not_change(shared_ray, t
     assert metrics(tmp_path / "ray") == metrics(tmp_path / "local")
 
 
-def _session_processes(sid: int) -> list[str]:
-    """Live processes of session ``sid`` (zombies excluded), as 'pid name'."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:]
-        fields = rest.split()
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(f"{entry.name} {name}")
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 def test_an_env_error_ends_the_run_with_one_line_and_no_process_left(tmp_path):
     """The CLI in its own session starts a local Ray instance; task 1's env raises in
@@ -170,6 +154,6 @@ def test_an_env_error_ends_the_run_with_one_line_and_no_process_left(tmp_path):
     (session,) = (run / "ray-logs").iterdir()
     assert session.is_dir() and not session.is_symlink() and any(session.iterdir())
     deadline = time.monotonic() + 30
-    while _session_processes(proc.pid) and time.monotonic() < deadline:
+    while session_processes(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _session_processes(proc.pid) == []
+    assert session_processes(proc.pid) == {}

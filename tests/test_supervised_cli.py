@@ -100,8 +100,10 @@ CLI_ERRORS = {
     "meta-lr": (["supervised", "--meta-lr", "0"], "--meta-lr must be a positive number, got 0"),
     "meta-iters": (["supervised", "--meta-iters", "-1"],
                    "--meta-iters must be an integer >= 1, got -1"),
-    "resume flags": (["supervised", "--resume", "RUN", "--meta-iters", "30"],
-                     "--resume continues a run with its own config; drop ['--meta-iters']"),
+    "resume flags": (["supervised", "--resume", "RUN", "--meta-lr", "0.1"],
+                     "--resume continues a run with its own config; drop ['--meta-lr']"),
+    "resume fewer": (["supervised", "--resume", "RUN", "--meta-iters", "1"],
+                     "--meta-iters 1: the run in RUN has done"),
     "resume missing": (["supervised", "--resume", "TMP/none"],
                        "--resume TMP/none: no such run directory"),
     "different run": (["supervised", *TINY, "--meta-lr", "0.01", "--out", "RUN"],
@@ -114,7 +116,8 @@ CLI_ERRORS = {
     "eval tasks": (["supervised-evaluate", "RUN", "--tasks", "0"],
                    "--tasks must be >= 1, got 0"),
     "eval threads": (["supervised-evaluate", "RUN", "--num-threads", "-1"],
-                     "--num-threads must be >= 0 (0: every core this process may use), got -1"),
+                     "--num-threads must be >= 0 (0: every core this process may use, one "
+                     "for a small problem), got -1"),
     "eval runs": (["supervised-evaluate", "RUN", "--runs", "TMP"],
                   "--runs scores Omniglot's one-shot runs; RUN is sinusoid"),
 }

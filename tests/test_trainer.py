@@ -397,6 +397,43 @@ def test_resume_takes_another_number_of_threads_and_says_it_may_differ(tmp_path,
     assert "warning" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("size,expected", [
+    # 2 × T·E·H × Σ in·out: 2 × 10·10·20 × (2·32 + 32·32 + 32·2·2): examples/own_env.py's
+    (dict(meta_batch_size=10, fast_batch_size=10, max_episode_steps=20, hidden=[32, 32]), 1),
+    (dict(meta_batch_size=40, fast_batch_size=20, hidden=[100, 100]), 3),  # the paper's
+    (dict(meta_batch_size=40, fast_batch_size=20, hidden=[100, 100], num_threads=2), 2),
+])
+def test_num_threads_zero_takes_one_thread_for_a_small_problem(tmp_path, monkeypatch, size,
+                                                               expected):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    steps = size["meta_batch_size"] * size["fast_batch_size"] * size.get("max_episode_steps",
+                                                                         100)
+    h = size["hidden"]
+    flops = 2 * steps * (2 * h[0] + h[0] * h[1] + h[1] * 2)
+    assert (flops < 1e7) == (expected == 1)
+    trainer = Trainer(tiny_config(**size), tmp_path)
+    assert trainer.threads() == expected
+    if expected == 1:  # and a run trains on that many
+        before = torch.get_num_threads()
+        try:
+            torch.set_num_threads(2)
+            prepare_run_dir(tiny_config(**size, meta_iters=1), tmp_path / "run").run(
+                progress=False)
+            assert torch.get_num_threads() == 1
+        finally:
+            torch.set_num_threads(before)
+
+
+def test_a_small_supervised_problem_takes_one_thread(tmp_path, monkeypatch):
+    from supervised_runs import sinusoid
+
+    from rkmeta_rl.supervised.trainer import SupervisedTrainer
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    trainer = SupervisedTrainer(sinusoid(), tmp_path)
+    assert trainer.threads() == 1 and trainer.threads(2) == 2
+    assert torch_threads(0, forward_flops=1e9) == 3
+
+
 def test_num_threads_zero_means_every_core_this_process_may_use(monkeypatch):
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
     assert torch_threads(0) == 3

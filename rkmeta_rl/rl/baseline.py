@@ -1,7 +1,10 @@
 """Returns, the linear feature baseline of the MAML paper, and GAE advantages.
 
 Shapes: T tasks, E episodes per task, H time steps; ``mask`` is 1 on valid steps
-(an episode's steps up to and including its last one) and 0 on padding.
+(an episode's steps up to and including its last one) and 0 on padding. A row may hold
+several consecutive episodes (segments, where an env restarts episodes that end early):
+``starts`` (same shape as ``mask``) is 1 on each one's first step, and the returns, the
+baseline's time feature and GAE restart there. ``starts=None`` is one episode per row.
 """
 
 from __future__ import annotations
@@ -10,24 +13,48 @@ import torch
 from torch import Tensor
 
 
-def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
-    """R_t = Σ_{t' ≥ t} γ^{t'-t} r_t' within each episode. rewards, mask: (..., H)."""
+def _continues(mask: Tensor, starts: Tensor | None, t: int) -> Tensor:
+    """(...,) 1 where step t + 1 continues step t's episode: valid and no new start."""
+    if t + 1 >= mask.shape[-1]:
+        return torch.zeros_like(mask[..., 0])
+    if starts is None:
+        return mask[..., t + 1]
+    return mask[..., t + 1] * (1.0 - starts[..., t + 1])
+
+
+def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float,
+                       starts: Tensor | None = None) -> Tensor:
+    """R_t = Σ_{t' ≥ t} γ^{t'-t} r_t' within each episode (segment). rewards, mask,
+    starts: (..., H)."""
     out = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[..., 0])
     for t in range(rewards.shape[-1] - 1, -1, -1):
+        if starts is not None:  # the next step starts another episode: nothing flows back
+            running = running * _continues(mask, starts, t)
         running = (rewards[..., t] + gamma * running) * mask[..., t]
         out[..., t] = running
     return out
 
 
-def baseline_features(obs: Tensor, mask: Tensor) -> Tensor:
-    """[s, s², t, t², t³, 1] with t = step / 100 (rllab's LinearFeatureBaseline).
+def segment_steps(starts: Tensor) -> Tensor:
+    """(..., H) float: each step's index within its episode (steps since the latest
+    start at or before it; steps before a row's first start count from step 0)."""
+    steps = torch.arange(starts.shape[-1], device=starts.device)
+    last = torch.where(starts > 0, steps, 0).cummax(-1).values
+    return (steps - last).to(starts.dtype)
 
-    obs: (T, E, H, d), mask: (T, E, H) -> (T, E, H, 2d + 4), zero on padding.
+
+def baseline_features(obs: Tensor, mask: Tensor, starts: Tensor | None = None) -> Tensor:
+    """[s, s², t, t², t³, 1] with t = step / 100 (rllab's LinearFeatureBaseline), the step
+    counted from its episode's (segment's) start.
+
+    obs: (T, E, H, d), mask, starts: (T, E, H) -> (T, E, H, 2d + 4), zero on padding.
     """
-    horizon = obs.shape[2]
-    t = torch.arange(horizon, dtype=obs.dtype, device=obs.device).div(100.0)
-    t = t.expand(obs.shape[:-1]).unsqueeze(-1)
+    if starts is None:
+        t = torch.arange(obs.shape[2], dtype=obs.dtype, device=obs.device).div(100.0)
+        t = t.expand(obs.shape[:-1]).unsqueeze(-1)
+    else:
+        t = segment_steps(starts).to(obs.dtype).div(100.0).unsqueeze(-1)
     ones = torch.ones_like(t)
     feats = torch.cat([obs, obs.pow(2), t, t.pow(2), t.pow(3), ones], dim=-1)
     return feats * mask.unsqueeze(-1)
@@ -65,18 +92,20 @@ def fit_linear_baseline(
 
 
 def gae(
-    rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float
+    rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float,
+    starts: Tensor | None = None,
 ) -> Tensor:
-    """Generalised advantage estimates; the value after an episode's end is 0.
+    """Generalised advantage estimates; the value after an episode's (segment's) end
+    is 0.
 
-    rewards, values, mask: (..., H). With lam = 1 this is R_t - V(s_t).
+    rewards, values, mask, starts: (..., H). With lam = 1 this is R_t - V(s_t).
     """
     adv = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[..., 0])
     next_value = torch.zeros_like(rewards[..., 0])
     for t in range(rewards.shape[-1] - 1, -1, -1):
         m = mask[..., t]
-        next_m = mask[..., t + 1] if t + 1 < rewards.shape[-1] else torch.zeros_like(m)
+        next_m = _continues(mask, starts, t)
         delta = rewards[..., t] + gamma * next_value * next_m - values[..., t]
         running = (delta + gamma * lam * running * next_m) * m
         adv[..., t] = running

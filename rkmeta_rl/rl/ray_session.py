@@ -17,6 +17,13 @@
 ``ray.shutdown``; :func:`init_keeping_signals` puts the previous handler back, since the
 trainer handles SIGTERM itself (``rkmeta_rl/stopping.py``) and a library should not
 change a process's handlers for good.
+
+A start that fails, however (an error, Ctrl-C, or a SIGTERM that ``ray.init``'s handler
+turns into ``SystemExit``), leaves nothing: :meth:`RaySession.open` shuts down what it
+started and removes the temporary directory before the exception goes on. A SIGTERM that
+would kill the process outright while Ray and its workers start (no handler of its own) is
+held by :class:`SigtermHold` (``RaySampler.start``) until the start is undone
+(``tests/test_ray_faults.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import signal
 import tempfile
 import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import ray
@@ -46,6 +54,39 @@ def init_keeping_signals(**options: Any) -> None:
             signal.signal(signal.SIGTERM, saved)
 
 
+class SigtermHold:
+    """``with SigtermHold() as hold:`` around a start-up, in the main thread: a SIGTERM that
+    would end the process at once (its handler is the default) only sets ``hold.received``,
+    so that the caller can undo the start-up first; :meth:`caught` also counts the
+    ``SystemExit(SIGTERM)`` of ``ray.init``'s own handler. A handler the process has of its
+    own stays in place; the default one is back when the block ends."""
+
+    def __init__(self) -> None:
+        self.received = False
+        self._held = False
+
+    def __enter__(self) -> SigtermHold:
+        main = threading.current_thread() is threading.main_thread()
+        if main and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, self._record)
+            self._held = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._held:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            self._held = False
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        self.received = True
+
+    def caught(self, error: BaseException) -> bool:
+        """Whether a SIGTERM came during the start-up (``error``: how the start-up ended)."""
+        if isinstance(error, SystemExit) and error.code == signal.SIGTERM:
+            self.received = True  # ray.init's handler: sys.exit(signum)
+        return self.received
+
+
 class RaySession:
     """One run's use of Ray (module docstring): :meth:`open`, then :meth:`close`."""
 
@@ -57,19 +98,40 @@ class RaySession:
         self.link: Path | None = None
 
     def open(self) -> None:
-        """Connect as the module docstring says (idempotent)."""
+        """Connect as the module docstring says (idempotent); a start that fails, by an
+        error or a signal, is undone before its exception goes on."""
         if self.owned or ray.is_initialized():
             return
+        try:
+            self._start()
+        except BaseException:  # SystemExit from ray.init's SIGTERM handler, Ctrl-C, errors
+            self._discard()
+            raise
+        self.owned = True
+
+    def _start(self) -> None:
         options = dict(log_to_driver=False, configure_logging=False)
         if self.address is not None:
             init_keeping_signals(address=self.address, **options)
-        else:
-            parent = _SHORT_TMP if os.path.isdir(_SHORT_TMP) else None
-            self.temp_dir = tempfile.mkdtemp(prefix="rkray-", dir=parent)
-            init_keeping_signals(num_cpus=self.num_cpus, include_dashboard=False,
-                                 _temp_dir=self.temp_dir, **options)
-            self._link_logs()
-        self.owned = True
+            return
+        parent = _SHORT_TMP if os.path.isdir(_SHORT_TMP) else None
+        self.temp_dir = tempfile.mkdtemp(prefix="rkray-", dir=parent)
+        init_keeping_signals(num_cpus=self.num_cpus, include_dashboard=False,
+                             _temp_dir=self.temp_dir, **options)
+        self._link_logs()
+
+    def _discard(self) -> None:
+        """Undo a start that failed: whatever Ray started, the link, the temporary
+        directory (nothing of it was a session yet worth keeping logs of)."""
+        try:
+            ray.shutdown()  # safe on a half-started or never-started Ray
+        finally:
+            if self.link is not None:
+                self.link.unlink(missing_ok=True)
+                self.link = None
+            if self.temp_dir is not None:
+                shutil.rmtree(self.temp_dir, ignore_errors=True)
+                self.temp_dir = None
 
     @property
     def started_here(self) -> bool:

@@ -5,7 +5,8 @@ Episodes`` (shapes in ``rkmeta_rl.rl.episodes``): per-task parameters ``params``
 tensors with a leading task dimension), the meta-batch's ``tasks`` and a
 :class:`~rkmeta_rl.rl.streams.StreamKey` naming the call's random streams. Every episode
 draws its exploration noise and reset seed from its own stream, a function of the key, its
-task's index in ``tasks`` and its own index (``rkmeta_rl/rl/streams.py``), so how the tasks
+task's index in ``tasks`` and its own index (``rkmeta_rl/rl/streams.py``; an episode
+restarted in its row, MAML's sampling, continues that row's streams), so how the tasks
 are spread over processes never changes the episodes. Two backends, chosen with
 ``--sampler`` (README, "Sampling"):
 

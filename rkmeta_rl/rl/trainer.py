@@ -171,7 +171,7 @@ class Trainer:
         """Train to ``meta_iters``; raises ``RunStopped`` on SIGINT/SIGTERM."""
         if self.writer_lock is None:
             self.writer_lock = runlock.WriterLock(self.run_dir)
-        torch.set_num_threads(torch_threads(self.cfg.num_threads))
+        torch.set_num_threads(self.threads())
         writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration)
         records = []
         signals = StopSignals()
@@ -199,6 +199,16 @@ class Trainer:
                 self.writer_lock.release()
                 self.writer_lock = None
         return records
+
+    def threads(self, requested: int | None = None) -> int:
+        """Torch threads for ``requested`` (the run's ``num_threads`` by default): with 0,
+        one for a small problem (``config.torch_threads``), judged by one policy pass over
+        a stage's steps: 2 × T × E × H × Σ (inputs × outputs) FLOPs."""
+        sizes = (self.policy.obs_dim, *self.policy.hidden, self.policy.act_dim)
+        steps = self.cfg.meta_batch_size * self.cfg.fast_batch_size * \
+            self.family.max_episode_steps
+        flops = 2.0 * steps * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        return torch_threads(self.cfg.num_threads if requested is None else requested, flops)
 
     def _sampler_call(self, name: str) -> None:
         """The sampler's optional ``start()`` or ``close()``."""

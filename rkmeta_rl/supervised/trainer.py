@@ -21,13 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.tensorboard import SummaryWriter
 
 from rkmeta_rl import rundir, runlock
 from rkmeta_rl.config import torch_threads
 from rkmeta_rl.layer_methods import method_of
 from rkmeta_rl.progress import ProgressBar
-from rkmeta_rl.rk import Params
+from rkmeta_rl.rk import Params, repeat_params
 from rkmeta_rl.stopping import StopSignals
 from rkmeta_rl.supervised.benchmarks import VALIDATION_SEED_OFFSET, Benchmark, make_benchmark
 from rkmeta_rl.supervised.config import SupervisedConfig, resolve
@@ -58,6 +59,16 @@ def adapted_scores(bench: Benchmark, theta: Params, batch, alpha: float | dict[s
     return losses, accs
 
 
+def forward_flops(bench: Benchmark, theta: Params, meta_batch_size: int) -> float:
+    """FLOPs of one forward pass of the model over a meta-batch's support sets, counted on
+    one task drawn from a generator of its own (the run's streams are not touched)."""
+    batch = bench.train(1, torch.Generator().manual_seed(0))
+    params = repeat_params({n: v.detach() for n, v in theta.items()}, 1)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        bench.model(params, batch.xs)  # params (1, ...), x (1, B, ...)
+    return float(counter.get_total_flops()) * meta_batch_size
+
+
 class SupervisedTrainer:
     """A run's meta-parameters, Adam state and task stream; ``run()`` trains to the end."""
 
@@ -68,6 +79,7 @@ class SupervisedTrainer:
         self.tableau, self.h, self.alpha = method_of(cfg, self.theta)
         self.optimizer = torch.optim.Adam(list(self.theta.values()), lr=cfg.meta_lr)
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.forward_flops = forward_flops(self.bench, self.theta, cfg.meta_batch_size)
         self.iteration = 0
         self.writer_lock: runlock.WriterLock | None = None
 
@@ -86,6 +98,13 @@ class SupervisedTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.iteration = state["iteration"]  # a count: checked by rundir.load_checkpoint
+
+    def threads(self, requested: int | None = None) -> int:
+        """Torch threads for ``requested`` (the run's ``num_threads`` by default): with 0,
+        one for a small problem (``config.torch_threads``), judged by the FLOPs of one
+        forward pass over a meta-batch's support sets."""
+        return torch_threads(self.cfg.num_threads if requested is None else requested,
+                             self.forward_flops)
 
     # -- one iteration and validation --------------------------------------------------
     def step(self) -> dict[str, float]:
@@ -121,7 +140,7 @@ class SupervisedTrainer:
         """Train to ``meta_iters``; raises ``RunStopped`` on SIGINT/SIGTERM."""
         if self.writer_lock is None:
             self.writer_lock = runlock.WriterLock(self.run_dir)
-        torch.set_num_threads(torch_threads(self.cfg.num_threads))
+        torch.set_num_threads(self.threads())
         cfg = self.cfg
         writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration)
         bar = ProgressBar(cfg.meta_iters, self.iteration) if progress else None
