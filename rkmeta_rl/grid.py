@@ -18,6 +18,7 @@ import shlex
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -195,8 +196,8 @@ class Grid:
                 raise SystemExit(f"{job.shell()} needs {short}; {self.describe()} has fewer "
                                  "(--jobs sets its CPUs)")
             if short:
-                print(f"  warning: {job.name} needs {short}, more than the cluster has now; "
-                      "it waits for them", flush=True)
+                warnings.warn(f"{job.name} needs {short}, more than the cluster has now; it "
+                              "waits for them", stacklevel=2)
 
     def submit(self, job: Job, cwd: Path) -> Any:
         """Start ``job`` as a Ray task in ``cwd``, output in ``job.log``: an ObjectRef of

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -58,14 +57,16 @@ def cli(*args: str) -> None:
 
 
 def keep(run: Path, out: Path) -> None:
-    """metrics.jsonl without timing fields, and every eval*.json, into ``out``."""
+    """metrics.jsonl without timing fields, and every eval*.json without its run
+    directory, into ``out``."""
     out.mkdir(parents=True)
     lines = [json.dumps({k: v for k, v in json.loads(line).items()
                          if not k.startswith("seconds")}, sort_keys=True)
              for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     (out / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    for path in sorted(run.glob("eval*.json")):
-        shutil.copy(path, out / path.name)
+    for path in sorted(run.glob("eval*.json")):  # less the temporary run directory's path
+        result = {k: v for k, v in json.loads(path.read_text()).items() if k != "run_dir"}
+        (out / path.name).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
 
 
 def main() -> int:

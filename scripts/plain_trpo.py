@@ -45,9 +45,11 @@ def task_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
 
 
-def plain_meta_step(trainer: Trainer, tasks: list[dict]) -> dict[str, float]:
+def plain_meta_step(trainer: Trainer, tasks: list[dict]) -> dict[str, float]:  # noqa: C901
     """One meta-step on ``tasks`` for the trainer's policy (θ updated in place if the line
-    search accepts); returns seconds per phase and the step's figures."""
+    search accepts); returns seconds per phase and the step's figures. One plain function
+    on purpose (hence its complexity): the yardstick reads top to bottom, as users write
+    it."""
     cfg, policy, tab, h = trainer.cfg, trainer.policy, trainer.tableau, trainer.h
     if any(q != 0.0 for row in tab.q for q in row[1:]):
         raise ValueError(f"the yardstick runs tableaus that move by k_1 alone, not {tab.name}")

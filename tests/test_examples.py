@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -18,6 +20,7 @@ def run(name: str, *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_own_model_meta_learns_sine_waves():
     out = run("own_model.py", "--iters", "300")
     before, after = map(float, re.search(r"steps: ([\d.]+) before .*, ([\d.]+) after", out)
@@ -25,6 +28,7 @@ def test_own_model_meta_learns_sine_waves():
     assert after < 0.7 * before, out  # seed 0: 3.78 -> 2.04
 
 
+@pytest.mark.slow
 def test_layer_methods_trains_each_rule_string():
     out = run("layer_methods.py", "--iters", "40")
     lines = out.strip().splitlines()

@@ -240,6 +240,7 @@ def test_train_oracle_names_the_families_that_have_one(capsys):
 # -- the example script -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_example_script_trains_and_evaluates(tmp_path):
     out = tmp_path / "example"
     proc = subprocess.run(

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from helpers import processes_with, wait_until_gone
 
 from rkmeta_rl import job_process
@@ -79,6 +80,7 @@ def test_a_command_stops_when_its_flag_says_so_and_never_starts_after(tmp_path: 
     assert wait_until_gone(marker) == []
 
 
+@pytest.mark.slow
 def test_an_interrupted_task_stops_its_command(tmp_path: Path) -> None:
     """A KeyboardInterrupt in the task's thread (as ``ray.cancel`` raises one) or a
     SystemExit (a Ray worker told to exit): the command's group is stopped first."""

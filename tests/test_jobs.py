@@ -51,6 +51,7 @@ def spans(out: Path, names: list[str]) -> list[list]:
 
 
 @pytest.mark.parametrize("cpus_per_job", [2.0, 1.0])
+@pytest.mark.slow
 def test_jobs_run_as_ray_tasks_with_their_cpus(ray_instance, tmp_path: Path, capsys,
                                                cpus_per_job: float) -> None:
     """Two jobs of 2 CPUs each on the 2-CPU instance run one after the other; of 1 CPU
@@ -92,6 +93,7 @@ def test_a_job_the_instance_cannot_hold_is_refused_before_anything_runs(
     assert not (tmp_path / "small.json").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_job_stops_the_others_and_reports_its_log(ray_instance,
                                                             tmp_path: Path) -> None:
     marker = f"long-{tmp_path.name}"
@@ -139,6 +141,7 @@ def test_jobs_is_for_a_local_instance_only(capsys, monkeypatch) -> None:
     assert table2.parse_args([]).jobs == 2
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_scripts_commands_and_the_same_command_resumes(tmp_path: Path) -> None:
     """scripts/reproduce_table2.py as a user runs it: SIGTERM while it trains stops the
     training cleanly (no process of it left), exit 143; the same command then continues

@@ -250,6 +250,7 @@ def test_segments_travel_with_the_episodes() -> None:
     assert plain.segment_starts() is None and Episodes.cat([plain, plain]).starts is None
 
 
+@pytest.mark.slow
 def test_the_ray_sampler_gives_the_local_segments(tmp_path, monkeypatch) -> None:
     """--sampler ray: the workers run the same code on their tasks; the restarts (and the
     segment starts) come back bitwise those of the local sampler."""

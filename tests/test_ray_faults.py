@@ -30,7 +30,8 @@ from ray_envs import SLOW_START  # noqa: E402
 from rkmeta_rl import rundir  # noqa: E402
 from rkmeta_rl.rl.ray_sampler import RaySampler  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+pytestmark = [pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc"),
+              pytest.mark.slow]
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

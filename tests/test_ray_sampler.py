@@ -110,6 +110,7 @@ class Arming:
         self.inner.close()
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_the_metrics_do_not_change(shared_ray, tmp_path):
     """A worker SIGKILLed in the middle of sampling (DyingPointEnv) is replaced, its tasks
     sampled again from the same streams: the run's metrics are the uninterrupted run's."""
@@ -128,6 +129,7 @@ def test_a_killed_worker_is_replaced_and_the_metrics_do_not_change(shared_ray, t
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+@pytest.mark.slow
 def test_an_env_error_ends_the_run_with_one_line_and_no_process_left(tmp_path):
     """The CLI in its own session starts a local Ray instance; task 1's env raises in
     iteration 1: one line naming the task, its dict and the worker; exit 1; iteration 0's

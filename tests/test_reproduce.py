@@ -20,6 +20,7 @@ TOY_TRAIN = "--meta-iters 1 --meta-batch-size 2 --fast-batch-size 2 --hidden 8"
 TOY_EVAL = "--tasks 3 --episodes 2 --steps 3"
 
 
+@pytest.mark.slow
 def test_reproduction_at_toy_size(tmp_path: Path) -> None:
     runs, results = tmp_path / "runs", tmp_path / "results"
     assert reproduce.main(["--methods", "euler,ralston", "--seeds", "0", "--runs-dir",

@@ -197,6 +197,7 @@ def _wait_for_lines(proc: subprocess.Popen, path: Path, n: int, timeout: float =
     raise AssertionError(f"no {n} metrics lines in {path}: {proc.communicate()}")
 
 
+@pytest.mark.slow
 def test_sigterm_stops_training_cleanly_and_resume_is_exact(tmp_path, capsys):
     iters = 120  # ~3 s of training: ample time to signal it mid-run
     ref, run = tmp_path / "ref", tmp_path / "run"
@@ -218,6 +219,7 @@ def test_sigterm_stops_training_cleanly_and_resume_is_exact(tmp_path, capsys):
     assert metrics(run) == metrics(ref)
 
 
+@pytest.mark.slow
 def test_sigint_stops_supervised_training_at_its_last_checkpoint(tmp_path):
     iters = 200
     argv = lambda out: ["supervised", *SINUSOID, "--meta-iters", str(iters),  # noqa: E731

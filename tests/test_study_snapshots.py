@@ -23,6 +23,7 @@ def train(out: Path, seed: int) -> None:
                 "--out", str(out), *TOY]) == 0
 
 
+@pytest.mark.slow
 def test_every_snapshot_and_the_best_pick_are_tabulated(tmp_path: Path) -> None:
     runs = [tmp_path / "nav2d-midpoint-s0", tmp_path / "nav2d-midpoint-s1"]
     for seed, d in enumerate(runs):

@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 import os
 import signal
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -295,8 +294,8 @@ class RaySampler:
         if tries >= MAX_TRIES:
             raise SamplingError(f"{self.names[slot]} died {tries} times on the same tasks "
                                 f"(last: {why}); giving up")
-        print(f"rkmeta-rl: {self.names[slot]} died ({why}); a new worker samples its "
-              "tasks again", file=sys.stderr)
+        warnings.warn(f"{self.names[slot]} died ({why}); a new worker samples its tasks "
+                      "again", RuntimeWarning, stacklevel=2)
         try:
             ray.kill(self.actors[slot], no_restart=True)
         except Exception:  # it is gone already

@@ -15,20 +15,18 @@ stage's episodes back to the device once.
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
 
 from rkmeta_rl import rundir, runlock
 from rkmeta_rl.config import torch_threads
 from rkmeta_rl.layer_methods import method_of
-from rkmeta_rl.progress import ProgressBar
 from rkmeta_rl.rk import Params, Scheme
 from rkmeta_rl.rl.config import TrainConfig, read_train_config, resolve
 from rkmeta_rl.rl.episodes import Episodes
@@ -37,7 +35,8 @@ from rkmeta_rl.rl.policy import GaussianMLPPolicy
 from rkmeta_rl.rl.sampler import LocalSampler, Sampler
 from rkmeta_rl.rl.streams import StreamKey
 from rkmeta_rl.rl.tasks import TaskFamily, make_family
-from rkmeta_rl.stopping import StopSignals
+from rkmeta_rl.run import loop
+from rkmeta_rl.run.loop import Callback
 from rkmeta_rl.tableau import Tableau
 
 
@@ -97,10 +96,13 @@ def make_sampler(cfg: TrainConfig, family: TaskFamily, run_dir: Path | None = No
 
 class Trainer:
     """Holds a run's policy, task stream, sampler and directory; ``run()`` trains to the
-    end. ``sampler``: the one ``cfg.sampler`` names when None (``make_sampler``)."""
+    end (``rkmeta_rl.run.loop``). ``run_dir`` None trains in memory: nothing is written.
+    ``sampler``: the one ``cfg.sampler`` names when None (``make_sampler``)."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, sampler: Sampler | None = None) -> None:
-        self.cfg, self.run_dir = cfg, Path(run_dir)
+    def __init__(self, cfg: TrainConfig, run_dir: Path | None = None,
+                 sampler: Sampler | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = None if run_dir is None else Path(run_dir)  # None: train in memory
         self.family = run_family(cfg)  # sampling runs on the CPU (module docstring)
         self.sample_episodes = (sampler if sampler is not None
                                 else make_sampler(cfg, self.family, self.run_dir))
@@ -155,50 +157,39 @@ class Trainer:
         t0 = time.perf_counter()
         res = self.meta_step(self.family.sample_tasks(self.cfg.meta_batch_size))
         if res.rejected:
-            print(f"rkmeta-rl: iteration {self.iteration}: step rejected ({res.rejected}); "
-                  "θ kept", file=sys.stderr)
+            warnings.warn(f"iteration {self.iteration}: step rejected ({res.rejected}); θ kept",
+                          RuntimeWarning, stacklevel=2)
         return metrics_record(self.iteration, res, time.perf_counter() - t0)
 
     def save_snapshot(self, done: int) -> None:
         """The policy after ``done`` iterations, every ``snapshot_every`` of them (written
         before the checkpoint that counts them, so a resumed run never lacks one)."""
         every = self.cfg.snapshot_every
-        if every and done % every == 0:
+        if every and done % every == 0 and self.run_dir is not None:
             rundir.save_snapshot(self.run_dir, done, self.policy.state_dict())
 
-    # -- the loop ------------------------------------------------------------
-    def run(self, progress: bool = True) -> list[dict[str, Any]]:
-        """Train to ``meta_iters``; raises ``RunStopped`` on SIGINT/SIGTERM."""
-        if self.writer_lock is None:
-            self.writer_lock = runlock.WriterLock(self.run_dir)
-        torch.set_num_threads(self.threads())
-        writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration)
-        records = []
-        signals = StopSignals()
-        try:
-            self._sampler_call("start")  # before the bar: Ray's start-up lines come first
-            bar = ProgressBar(self.cfg.meta_iters, self.iteration) if progress else None
-            with signals, signals.stopping(lambda: self.iteration):
-                while self.iteration < self.cfg.meta_iters:
-                    signals.check(self.iteration)
-                    rec = self.step()
-                    with signals.writing():
-                        rundir.log_scalars(writer, self.run_dir, rec, self.iteration)
-                        self.save_snapshot(self.iteration + 1)
-                        rundir.save_checkpoint(self.run_dir, self.state(self.iteration + 1))
-                        self.iteration += 1
-                    records.append(rec)
-                    if bar is not None:
-                        bar.update(self.iteration, pre=rec["return_pre"],
-                                   post=rec["return_post"], kl=rec["kl"])
-        finally:
-            try:
-                self._sampler_call("close")  # Ray's workers, and the instance it started
-            finally:
-                writer.close()
-                self.writer_lock.release()
-                self.writer_lock = None
-        return records
+    # -- the loop (rkmeta_rl.run.loop) ----------------------------------------
+    def run(self, progress: bool = True, callbacks: Iterable[Callback] = ()
+            ) -> list[dict[str, Any]]:
+        """Train to ``meta_iters``; the records written. With a run directory it raises
+        ``RunStopped`` on SIGINT/SIGTERM; a callback returning False stops training."""
+        return loop.train(self, progress, callbacks)
+
+    @property
+    def total(self) -> int:
+        return self.cfg.meta_iters
+
+    def record(self, rec: dict[str, Any], done: int) -> dict[str, Any]:
+        return rec  # every iteration is written
+
+    def shown(self, rec: dict[str, Any]) -> dict[str, float]:
+        return {"pre": rec["return_pre"], "post": rec["return_post"], "kl": rec["kl"]}
+
+    def start(self) -> None:
+        self._sampler_call("start")  # Ray's workers, where the run samples on Ray
+
+    def close(self) -> None:
+        self._sampler_call("close")  # and the instance it started
 
     def threads(self, requested: int | None = None) -> int:
         """Torch threads for ``requested`` (the run's ``num_threads`` by default): with 0,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 import re
-import sys
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,8 +117,8 @@ def _read_character(tree: _FileTree, files: list[str], size: int) -> np.ndarray 
 def _warn_skipped(path: Path, skipped: list[str]) -> None:
     if skipped:
         shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
-        print(f"rkmeta-rl: warning: skipped {len(skipped)} folder(s) under {path} that are not "
-              f"Omniglot characters: {shown}", file=sys.stderr)
+        warnings.warn(f"skipped {len(skipped)} folder(s) under {path} that are not Omniglot "
+                      f"characters: {shown}", stacklevel=3)
 
 
 def _sources(path: Path) -> list[Path]:

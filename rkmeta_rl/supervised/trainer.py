@@ -14,22 +14,22 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
+import warnings
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from torch.utils.tensorboard import SummaryWriter
 
 from rkmeta_rl import rundir, runlock
 from rkmeta_rl.config import torch_threads
 from rkmeta_rl.layer_methods import method_of
-from rkmeta_rl.progress import ProgressBar
 from rkmeta_rl.rk import Params, repeat_params
-from rkmeta_rl.stopping import StopSignals
+from rkmeta_rl.run import loop
+from rkmeta_rl.run.loop import Callback
 from rkmeta_rl.supervised.benchmarks import VALIDATION_SEED_OFFSET, Benchmark, make_benchmark
 from rkmeta_rl.supervised.config import SupervisedConfig, resolve
 from rkmeta_rl.supervised.meta import adapt, meta_step, task_losses
@@ -70,10 +70,12 @@ def forward_flops(bench: Benchmark, theta: Params, meta_batch_size: int) -> floa
 
 
 class SupervisedTrainer:
-    """A run's meta-parameters, Adam state and task stream; ``run()`` trains to the end."""
+    """A run's meta-parameters, Adam state and task stream; ``run()`` trains to the end
+    (``rkmeta_rl.run.loop``). ``run_dir`` None trains in memory: nothing is written."""
 
-    def __init__(self, cfg: SupervisedConfig, run_dir: Path) -> None:
-        self.cfg, self.run_dir = cfg, Path(run_dir)
+    def __init__(self, cfg: SupervisedConfig, run_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = None if run_dir is None else Path(run_dir)  # None: train in memory
         self.bench = make_benchmark(cfg)
         self.theta = {n: v.requires_grad_() for n, v in initial_params(cfg, self.bench).items()}
         self.tableau, self.h, self.alpha = method_of(cfg, self.theta)
@@ -82,10 +84,13 @@ class SupervisedTrainer:
         self.forward_flops = forward_flops(self.bench, self.theta, cfg.meta_batch_size)
         self.iteration = 0
         self.writer_lock: runlock.WriterLock | None = None
+        self._window: list[dict[str, float]] = []  # iterations since the last record
 
     # -- state ---------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        return {"iteration": self.iteration, "params": {n: v.detach().clone()
+    def state(self, iteration: int | None = None) -> dict[str, Any]:
+        """Everything a resume needs after ``iteration`` iterations (by default those done)."""
+        done = self.iteration if iteration is None else iteration
+        return {"iteration": done, "params": {n: v.detach().clone()
                                                         for n, v in self.theta.items()},
                 "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
                 "config": self.cfg.to_dict()}
@@ -114,8 +119,8 @@ class SupervisedTrainer:
                         self.h, inner_steps=self.cfg.inner_steps,
                         first_order=self.cfg.first_order)
         if res.rejected:
-            print(f"rkmeta-rl: iteration {self.iteration}: step rejected ({res.rejected}); "
-                  "θ kept", file=sys.stderr)
+            warnings.warn(f"iteration {self.iteration}: step rejected ({res.rejected}); θ kept",
+                          RuntimeWarning, stacklevel=2)
         rec = {f"loss_stage{i + 1}": v for i, v in res.stage_loss.items()}
         rec.update({f"accuracy_stage{i + 1}": v for i, v in res.stage_accuracy.items()})
         rec.update(grad_norm=res.grad_norm, rejected=float(bool(res.rejected)),
@@ -135,51 +140,46 @@ class SupervisedTrainer:
                        val_accuracy_post=float(accs[-1].mean()))
         return rec
 
-    # -- the loop ------------------------------------------------------------------------
-    def run(self, progress: bool = True) -> list[dict[str, Any]]:
-        """Train to ``meta_iters``; raises ``RunStopped`` on SIGINT/SIGTERM."""
-        if self.writer_lock is None:
-            self.writer_lock = runlock.WriterLock(self.run_dir)
-        torch.set_num_threads(self.threads())
-        cfg = self.cfg
-        writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration)
-        bar = ProgressBar(cfg.meta_iters, self.iteration) if progress else None
-        records: list[dict[str, Any]] = []
-        window: list[dict[str, float]] = []
-        saved = self.iteration  # iterations in the last checkpoint
-        signals = StopSignals()
-        try:
-            with signals, signals.stopping(lambda: saved):
-                while self.iteration < cfg.meta_iters:
-                    signals.check(saved)  # the window since the checkpoint is redone on resume
-                    window.append(self.step())
-                    self.iteration += 1
-                    last = self.iteration == cfg.meta_iters
-                    due_eval = last or (cfg.eval_every > 0
-                                        and self.iteration % cfg.eval_every == 0)
-                    if not (due_eval or self.iteration % cfg.log_every == 0):
-                        continue  # records, checkpoints and validations fall on fixed iterations
-                    rec = {"iter": self.iteration - 1, **_window_means(window)}
-                    window = []
-                    if due_eval:
-                        rec.update(self.validate())
-                    with signals.writing():
-                        rundir.log_scalars(writer, self.run_dir, rec, self.iteration - 1)
-                        rundir.save_checkpoint(self.run_dir, self.state())
-                        saved = self.iteration
-                    records.append(rec)
-                    if bar is not None:
-                        bar.update(self.iteration, **self._shown(rec))
-        finally:
-            writer.close()
-            self.writer_lock.release()
-            self.writer_lock = None
-        return records
+    # -- the loop (rkmeta_rl.run.loop) ------------------------------------------------
+    def run(self, progress: bool = True, callbacks: Iterable[Callback] = ()
+            ) -> list[dict[str, Any]]:
+        """Train to ``meta_iters``; the records written. With a run directory it raises
+        ``RunStopped`` on SIGINT/SIGTERM; a callback returning False stops training."""
+        self._window = []  # iterations since the last record
+        return loop.train(self, progress, callbacks)
 
-    def _shown(self, rec: dict[str, Any]) -> dict[str, float]:
+    @property
+    def total(self) -> int:
+        return self.cfg.meta_iters
+
+    def record(self, rec: dict[str, float], done: int) -> dict[str, Any] | None:
+        """Window means every ``log_every`` iterations, with validation every
+        ``eval_every`` and at the last; None in between (records, checkpoints and
+        validations fall on fixed iterations)."""
+        cfg = self.cfg
+        self._window.append(rec)
+        due_eval = done == cfg.meta_iters or (cfg.eval_every > 0 and done % cfg.eval_every == 0)
+        if not (due_eval or done % cfg.log_every == 0):
+            return None
+        out = {"iter": done - 1, **_window_means(self._window)}
+        self._window = []
+        if due_eval:
+            out.update(self.validate())
+        return out
+
+    def save_snapshot(self, done: int) -> None:
+        pass  # supervised runs keep their last checkpoint only
+
+    def shown(self, rec: dict[str, Any]) -> dict[str, float]:
         keys = ("loss_stage1", f"loss_stage{self.tableau.stages}", "val_loss_post",
                 "val_accuracy_post")
         return {k: rec[k] for k in keys if k in rec}
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def checked_params(params: Any, like: Params) -> Params:
