@@ -132,11 +132,6 @@ class Grid:
         self.signum = signum
         raise KeyboardInterrupt
 
-    def _catch_sigterm(self) -> None:
-        """Take SIGTERM back from ``ray.init`` (whose handler exits the script at once)."""
-        if self._old_handler is not None:
-            signal.signal(signal.SIGTERM, self._on_sigterm)
-
     def __exit__(self, *exc: object) -> None:
         if self._old_handler is not None:
             signal.signal(signal.SIGTERM, self._old_handler)
@@ -150,17 +145,19 @@ class Grid:
 
     def connect(self) -> None:
         """Start the local instance or join the cluster, unless Ray already runs in this
-        process (a test's instance); LOG_DIR/ray-session.txt points to Ray's own logs."""
+        process (a test's instance); LOG_DIR/ray-session.txt points to Ray's own logs.
+        ``ray.init``'s own SIGTERM handler (it exits the script at once) is undone."""
         import ray
+
+        from rkmeta_rl.rl.ray_session import init_keeping_signals
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if ray.is_initialized():
             return
         local = {} if self.address else {"num_cpus": self.cpus, "include_dashboard": False,
                                          "object_store_memory": OBJECT_STORE_BYTES}
         self.started = True
-        info = ray.init(address=self.address, log_to_driver=False,
-                        logging_level=logging.WARNING, **local)
-        self._catch_sigterm()
+        info = init_keeping_signals(address=self.address, log_to_driver=False,
+                                    logging_level=logging.WARNING, **local)
         session = (getattr(info, "address_info", None) or {}).get("session_dir", "?")
         (self.log_dir / "ray-session.txt").write_text(
             f"{self.describe()}\nRay's own logs: {session}/logs\n")

@@ -17,7 +17,7 @@ from rkmeta_rl.rl.curvature import (
     closed_form_gradient,
     curvature_fvp,
     double_backward_fvp,
-    moved_by_first_stage_only,
+    has_closed_form_curvature,
     points_by_k1,
     stage_moves,
 )
@@ -145,7 +145,7 @@ def test_closed_form_curvature_equals_double_backward_through_the_kl(method, fir
     data = {i: _episodes(10 + i) for i in range(tab.stages)}
     theta = policy.params()
     cfg = MetaStepConfig(cg_damping=0.0, first_order=first_order)
-    assert moved_by_first_stage_only(tab, cfg)
+    assert has_closed_form_curvature(tab, cfg)
     points = stage_points(repeat_params(theta, T), tab, h,
                           lambda i, p: reinforce_loss(policy, p, data[i]),
                           first_order=first_order)
@@ -162,11 +162,11 @@ def test_closed_form_curvature_equals_double_backward_through_the_kl(method, fir
 
 def test_closed_form_applies_only_where_points_move_by_k1():
     cfg = MetaStepConfig()
-    assert all(moved_by_first_stage_only(get_tableau(m), cfg)
+    assert all(has_closed_form_curvature(get_tableau(m), cfg)
                for m in ("euler", "midpoint", "heun", "ralston", "itb"))
-    assert not moved_by_first_stage_only(get_tableau("rk3"), cfg)
-    assert not moved_by_first_stage_only(get_tableau("rk4"), cfg)
-    assert moved_by_first_stage_only(get_tableau("rk4"), MetaStepConfig(first_order=True))
+    assert not has_closed_form_curvature(get_tableau("rk3"), cfg)
+    assert not has_closed_form_curvature(get_tableau("rk4"), cfg)
+    assert has_closed_form_curvature(get_tableau("rk4"), MetaStepConfig(first_order=True))
 
 
 @pytest.mark.parametrize("method", ["midpoint", "ralston", "itb", "euler"])

@@ -212,7 +212,7 @@ def _library_fvp(setup, tab, impl="stagewise", **cfg_kw):
                           create_graph=True)
     data = {i: setup.data[i] for i in range(tab.stages)}
     if impl == "closed-form":
-        assert curvature.moved_by_first_stage_only(tab, cfg)
+        assert curvature.has_closed_form_curvature(tab, cfg)
         return curvature.curvature_fvp(policy, tab, STEP_H, data, points, theta, cfg)
     return _curvature_fvp(policy, tab, STEP_H, data, rep, points, theta, cfg)
 
@@ -427,7 +427,7 @@ def test_every_curvature_path_and_fraction_equals_the_definition(setup, path, me
     h = None if path == "double-backward" else STEP_H
     points = stage_points(rep, tab, h, lambda i, p: reinforce_loss(policy, p, data[i]))
     if path == "closed-form":
-        assert curvature.moved_by_first_stage_only(tab, cfg)
+        assert curvature.has_closed_form_curvature(tab, cfg)
         fvp = curvature.curvature_fvp(policy, tab, STEP_H, data, points, theta, cfg)
     elif path == "stagewise":
         fvp = curvature.stagewise_fvp(policy, tab, STEP_H, data, rep, points, theta, cfg)

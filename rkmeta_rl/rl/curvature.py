@@ -22,10 +22,10 @@ ways to apply it, from fastest to most general:
 * :func:`double_backward_fvp` for a tableau per parameter group, whose stage Jacobians are
   not symmetric: double backward through the weighted KL.
 
-All three give the same matrix (tests/test_trpo_curvature.py,
-tests/test_curvature_closed_form.py). Shapes: T tasks, N steps
-per task (episodes × horizon), d inputs, A actions; parameters are shared (θ) or per task
-(a leading T).
+``rl.paths.choose_path`` picks one per meta-step. All three give the same matrix
+(tests/test_trpo_curvature.py, tests/test_curvature_closed_form.py). Shapes: T tasks, N
+steps per task (episodes × horizon), d inputs, A actions; parameters are shared (θ) or per
+task (a leading T).
 """
 
 from __future__ import annotations
@@ -53,16 +53,19 @@ from rkmeta_rl.tableau import Tableau
 FVP = Callable[[Tensor], Tensor]
 
 
-def moved_by_k1(tableau: Tableau | Scheme) -> bool:
-    """Whether every stage point is θ - h q_i1 k_1 (q_ij = 0 for j > 1): every two-stage
-    tableau and Euler; not rk3, rk4 or a tableau per parameter group."""
+def has_closed_form_points(tableau: Tableau | Scheme) -> bool:
+    """Whether the stage points, and k_1, have a closed form: every point is
+    θ_i = θ - h q_i1 k_1 (q_ij = 0 for j > 1), so J_i = I - h q_i1 H with H the REINFORCE
+    Hessian at θ. Every two-stage tableau and Euler; not rk3, rk4 or a tableau per
+    parameter group."""
     return isinstance(tableau, Tableau) and all(q == 0.0 for row in tableau.q for q in row[1:])
 
 
-def moved_by_first_stage_only(tableau: Tableau | Scheme, cfg: MetaStepConfig) -> bool:
-    """Whether :func:`curvature_fvp` and :func:`closed_form_gradient` apply: one tableau
-    whose points move by k_1 alone, or any tableau in first-order mode (every J_i = I)."""
-    return moved_by_k1(tableau) or (cfg.first_order and isinstance(tableau, Tableau))
+def has_closed_form_curvature(tableau: Tableau | Scheme, cfg: MetaStepConfig) -> bool:
+    """Whether :func:`curvature_fvp` and :func:`closed_form_gradient` apply, i.e. every
+    J_i = I - β_i H: one tableau with closed-form points (:func:`has_closed_form_points`),
+    or any single tableau in first-order mode (every J_i = I)."""
+    return has_closed_form_points(tableau) or (cfg.first_order and isinstance(tableau, Tableau))
 
 
 def points_by_k1(theta: Params, k1: Params, tableau: Tableau, h: float) -> list[Params]:
@@ -88,8 +91,8 @@ def curvature_fvp(
     cfg: MetaStepConfig,
     hessian: ChunkedHessian | None = None,
 ) -> FVP:
-    """v -> (F + damping·I) v in closed form, for tableaus whose points move by k_1 alone
-    (:func:`moved_by_first_stage_only`): J_i v = v - β_i H v with β_i = h q_i1 and H the
+    """v -> (F + damping·I) v in closed form, where every J_i = I - β_i H
+    (:func:`has_closed_form_curvature`): J_i v = v - β_i H v with β_i = h q_i1 and H the
     REINFORCE loss's Hessian at θ on stage 1's episodes, so
 
         F v = Σ_i w_i Σ_t (I - β_i H_t) G_it (I - β_i H_t) v,
@@ -216,17 +219,7 @@ def stagewise_fvp(
                                   lambda i, p: reinforce_loss(policy, p, data[i]),
                                   first_order=cfg.first_order)
     names = list(theta)
-    weights = kl_weights(tableau)
-    stages = []
-    for i, w in enumerate(weights):
-        if w == 0:
-            continue
-        obs, _, _, mask = data[i].flat()
-        net = MLPLinearization(policy, points[i], obs)
-        c = step_weights(mask, w / num_tasks)  # (T, N, 1)
-        fisher = (c * torch.exp(-2.0 * net.log_std), 2.0 * c.sum(-2))  # on μ, on log σ
-        identity = i == 0 or cfg.first_order
-        stages.append((i, identity, net, fisher))
+    stages = _stagewise_stages(policy, tableau, data, points, cfg)
 
     def fvp(v: Tensor) -> Tensor:
         v_rep = {n: x.expand(num_tasks, *x.shape) for n, x in unflatten(v, theta).items()}
@@ -251,6 +244,30 @@ def stagewise_fvp(
         return total
 
     return fvp
+
+
+def _stagewise_stages(
+    policy: GaussianMLPPolicy,
+    tableau: Tableau,
+    data: dict[int, Episodes],
+    points: list[Params],
+    cfg: MetaStepConfig,
+) -> list[tuple[int, bool, MLPLinearization, tuple[Tensor, Tensor]]]:
+    """Per stage with w_i > 0: (i, whether J_i = I, the network linearised at θ_i on stage
+    i's states, the Fisher weights on μ (T, N, A) and on log σ (T, 1)) for
+    :func:`stagewise_fvp`."""
+    num_tasks = data[0].num_tasks
+    stages = []
+    for i, w in enumerate(kl_weights(tableau)):
+        if w == 0:
+            continue
+        obs, _, _, mask = data[i].flat()
+        net = MLPLinearization(policy, points[i], obs)
+        c = step_weights(mask, w / num_tasks)  # (T, N, 1)
+        fisher = (c * torch.exp(-2.0 * net.log_std), 2.0 * c.sum(-2))  # on μ, on log σ
+        identity = i == 0 or cfg.first_order
+        stages.append((i, identity, net, fisher))
+    return stages
 
 
 def double_backward_fvp(

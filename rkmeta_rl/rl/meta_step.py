@@ -17,28 +17,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor
 
 from rkmeta_rl.layer_methods import adaptation_steps
-from rkmeta_rl.rk import Params, Scheme, repeat_params, stage_points
+from rkmeta_rl.rk import Params, Scheme, repeat_params
 from rkmeta_rl.rl.adapt import reinforce_step
 from rkmeta_rl.rl.config import MetaStepConfig
-from rkmeta_rl.rl.curvature import (
-    closed_form_gradient,
-    curvature_fvp,
-    double_backward_fvp,
-    moved_by_first_stage_only,
-    moved_by_k1,
-    points_by_k1,
-    stage_moves,
-    stagewise_fvp,
-)
-from rkmeta_rl.rl.episodes import Episodes, add_advantages
-from rkmeta_rl.rl.losses import StageObjective, reinforce_loss, rk_weights
+from rkmeta_rl.rl.episodes import Episodes
+from rkmeta_rl.rl.losses import StageObjective, rk_weights
+from rkmeta_rl.rl.paths import StageSampler, choose_path
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
-from rkmeta_rl.rl.reinforce_hessian import ChunkedHessian
-from rkmeta_rl.rl.trpo import backtracking_line_search, flat_grad, flatten, natural_step, unflatten
+from rkmeta_rl.rl.trpo import (
+    LineSearchResult,
+    backtracking_line_search,
+    flatten,
+    natural_step,
+    unflatten,
+)
 from rkmeta_rl.tableau import Tableau
+
+__all__ = ["MetaStepResult", "meta_step", "rk_weights"]
 
 
 @dataclass
@@ -71,66 +68,27 @@ def meta_step(
     tableau with step ``h``, or a tableau per parameter group (a ``Scheme``, whose groups
     share the weights a; h None). ``return_post`` is stage 2's return; a one-stage tableau
     has no stage 2, so it is measured after one REINFORCE step of α (h for one stage), for
-    monitoring only.
+    monitoring only. How the points, gradient and curvature are computed:
+    ``rl.paths.choose_path``.
     """
-    stages = tableau.stages
     rk_weights(tableau)  # TRPO's one objective exists
-    seconds = {"sampling": 0.0}
     theta = policy.params()
-    data: dict[int, Episodes] = {}
-
-    def on_point(i: int, point: Params) -> None:
-        if i not in data:
-            t = time.perf_counter()
-            detached = {n: v.detach() for n, v in point.items()}
-            data[i] = add_advantages(sample(i, detached), cfg.gamma, cfg.gae_lambda)
-            seconds["sampling"] += time.perf_counter() - t
-
-    by_k1 = moved_by_k1(tableau)  # points θ - h q_i1 k_1, k_1 in closed form
-    closed_form = moved_by_first_stage_only(tableau, cfg)  # else autograd through the stages
-
-    def points_at(rep: Params, create_graph: bool) -> list[Params]:
-        return stage_points(
-            rep, tableau, h, lambda i, p: reinforce_loss(policy, p, data[i]),
-            first_order=cfg.first_order, create_graph=create_graph, on_point=on_point,
-        )
-
+    sampler = StageSampler(sample, cfg)
+    path = choose_path(tableau, cfg)(policy, tableau, h, cfg, num_tasks, sampler)
     t0 = time.perf_counter()
-    rep = repeat_params(theta, num_tasks)
-    hessian = None  # H at θ on stage 1's episodes, where the closed form needs it
-    if by_k1:
-        points, hessian = _points_by_k1(policy, theta, tableau, h, num_tasks, data, on_point)
-    else:
-        points = points_at(rep, create_graph=not closed_form)
-    stage_returns = [data[i].mean_return() for i in range(stages)]
-    if stages > 1:
-        return_post = stage_returns[1]
-    else:  # one stage: a monitoring adaptation step, counted as sampling time
-        t = time.perf_counter()
-        step = h if isinstance(tableau, Tableau) else adaptation_steps(tableau)
-        return_post = _monitor_post(policy, theta, data[0], sample, step, num_tasks)
-        seconds["sampling"] += time.perf_counter() - t
-    result = MetaStepResult(stage_returns, stage_returns[0], return_post, seconds=seconds)
-    objective = StageObjective(policy, tableau, data, points)
-    if closed_form:
-        moves = stage_moves(tableau, h, cfg)  # β_i ≠ 0 only when by_k1: then H is built
-        loss0, grads = closed_form_gradient(objective.surrogate, points, moves, hessian)
-        grad = flatten(grads)
-        fvp = curvature_fvp(policy, tableau, h, data, points, theta, cfg, hessian)
-    else:
-        loss0 = objective.surrogate(points)
-        grad = flat_grad(loss0, theta, retain_graph=True)
-        if isinstance(tableau, Tableau):
-            fvp = stagewise_fvp(policy, tableau, h, data, rep, points, theta, cfg)
-        else:
-            fvp = double_backward_fvp(policy, tableau, data, points, theta, cfg)
+    points = path.points_at(theta)  # θ_i per task (T, ...), stage i sampled at θ_i
+    result = _sampled(policy, theta, tableau, h, sampler, num_tasks)
+    seconds = result.seconds
+    objective = StageObjective(policy, tableau, sampler.data, points)
+    loss0, grad = path.gradient(objective)  # S(θ_old), ∇S (P,)
+    fvp = path.fvp()  # v (P,) -> (F + λI) v (P,)
     t1 = time.perf_counter()
     seconds["inner_adaptation"] = t1 - t0 - seconds["sampling"]
     if not torch.isfinite(grad).all():
         result.rejected = "non-finite gradient"
         return result
 
-    step, expected = natural_step(grad.detach(), fvp, cfg.max_kl, cfg.cg_iters)
+    step, expected = natural_step(grad.detach(), fvp, cfg.max_kl, cfg.cg_iters)  # (P,)
     t2 = time.perf_counter()
     seconds["cg"] = t2 - t1
     result.expected_improvement = expected
@@ -139,18 +97,40 @@ def meta_step(
         return result
 
     fixed = {n: v.detach() for n, v in theta.items()}
-
-    def evaluate(x: Tensor) -> tuple[float, float]:
-        at = unflatten(x, fixed)
-        if by_k1:
-            pts = _points_by_k1(policy, at, tableau, h, num_tasks, data, on_point)[0]
-        else:
-            pts = points_at(repeat_params(at, num_tasks), create_graph=False)
-        return objective.values(pts)
-
-    ls = backtracking_line_search(evaluate, flatten(fixed), step.detach(), loss0.item(),
-                                  cfg.max_kl, cfg.ls_ratio, cfg.ls_steps)
+    ls = backtracking_line_search(path.evaluator(objective, fixed), flatten(fixed),
+                                  step.detach(), loss0.item(), cfg.max_kl, cfg.ls_ratio,
+                                  cfg.ls_steps)
     seconds["line_search"] = time.perf_counter() - t2
+    _take(ls, theta, fixed, loss0.item(), result)
+    return result
+
+
+def _sampled(
+    policy: GaussianMLPPolicy,
+    theta: Params,
+    tableau: Tableau | Scheme,
+    h: float | None,
+    sampler: StageSampler,
+    num_tasks: int,
+) -> MetaStepResult:
+    """The result so far: each stage's mean return, return_pre and return_post (for one
+    stage, after a monitoring adaptation step, counted as sampling time)."""
+    seconds = {"sampling": sampler.seconds}
+    stage_returns = [sampler.data[i].mean_return() for i in range(tableau.stages)]
+    if tableau.stages > 1:
+        return_post = stage_returns[1]
+    else:
+        t = time.perf_counter()
+        step = h if isinstance(tableau, Tableau) else adaptation_steps(tableau)
+        return_post = _monitor_post(policy, theta, sampler.data[0], sampler.sample, step,
+                                    num_tasks)
+        seconds["sampling"] += time.perf_counter() - t
+    return MetaStepResult(stage_returns, stage_returns[0], return_post, seconds=seconds)
+
+
+def _take(ls: LineSearchResult, theta: Params, fixed: Params, loss0: float,
+          result: MetaStepResult) -> None:
+    """Record the line search in ``result`` and write its point into θ if accepted."""
     result.line_search_steps = ls.steps
     if not ls.accepted and ls.rejected_nonfinite:
         result.rejected = f"{ls.rejected_nonfinite} non-finite line-search candidates"
@@ -160,31 +140,7 @@ def meta_step(
                 theta[name].copy_(value)
         result.accepted = True
         result.kl = ls.kl
-        result.surrogate_improvement = loss0.item() - ls.loss
-    return result
-
-
-def _points_by_k1(
-    policy: GaussianMLPPolicy,
-    theta: Params,
-    tableau: Tableau,
-    h: float,
-    num_tasks: int,
-    data: dict[int, Episodes],
-    on_point: Callable[[int, Params], None],
-) -> tuple[list[Params], ChunkedHessian | None]:
-    """The stage points θ_i = θ - h q_i1 k_1 (values), each stage sampled in order, with
-    k_1 from the REINFORCE loss's closed form on stage 1's episodes at θ; and that
-    :class:`ChunkedHessian` (None for one stage)."""
-    rep = repeat_params({n: v.detach() for n, v in theta.items()}, num_tasks)
-    on_point(0, rep)
-    if tableau.stages == 1:
-        return [rep], None
-    hessian = ChunkedHessian(policy, theta, data[0])
-    points = points_by_k1(theta, hessian.gradient(), tableau, h)
-    for i in range(1, tableau.stages):
-        on_point(i, points[i])
-    return points, hessian
+        result.surrogate_improvement = loss0 - ls.loss
 
 
 def _monitor_post(

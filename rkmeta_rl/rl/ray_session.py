@@ -43,12 +43,13 @@ LOGS = "ray-logs"
 _SHORT_TMP = "/tmp"  # a short parent for Ray's sockets where it exists
 
 
-def init_keeping_signals(**options: Any) -> None:
-    """``ray.init(**options)`` with SIGTERM's handler as it was before (main thread)."""
+def init_keeping_signals(**options: Any) -> Any:
+    """``ray.init(**options)`` (its result) with SIGTERM's handler as it was before (main
+    thread): the training run's and the launcher's (``rkmeta_rl/grid.py``) alike."""
     main = threading.current_thread() is threading.main_thread()
     saved = signal.getsignal(signal.SIGTERM) if main else None
     try:
-        ray.init(**options)
+        return ray.init(**options)
     finally:
         if main and saved is not None:
             signal.signal(signal.SIGTERM, saved)
