@@ -1,4 +1,5 @@
-"""Command-line pieces both wings share: the method flags, layer sizes, --resume."""
+"""Command-line pieces both wings share: subcommands, --tableau, --resume and one-line
+errors (the settings' flags come from their dataclasses: ``rkmeta_rl.flags``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from rkmeta_rl.config import torch_threads
-from rkmeta_rl.methods import METHOD_NAMES
+from rkmeta_rl.flags import flag_name
 from rkmeta_rl.stopping import RunStopped
 
 Handler = Callable[[argparse.Namespace, list[str]], int]  # (args, argv) -> exit code
@@ -28,47 +29,25 @@ def add_command(sub: argparse._SubParsersAction, name: str, handler: Handler,
     return p
 
 
-def layer_sizes(text: str) -> list[int]:
-    """'100,100' -> [100, 100] (argparse type of --hidden)."""
-    try:
-        sizes = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or any(s <= 0 for s in sizes):
-        raise argparse.ArgumentTypeError(f"must be positive layer sizes like 100,100, got {text!r}")
-    return sizes
-
-
-def add_method_args(p: argparse.ArgumentParser, method: str, inner_lr_default: str) -> None:
-    """--method/--tableau, --first-order and the two step-size readings (--inner-lr α or
-    --step-size h); ``inner_lr_default`` says where α's default comes from."""
-    p.add_argument("--method", default=method,
-                   help=f"tableau name: {', '.join(METHOD_NAMES)}, generic:X "
-                        "(rkmeta-rl methods lists them)")
+def add_tableau_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--tableau FILE: a JSON tableau instead of the method setting (it fills the config's
+    ``method`` and ``tableau``: ``StoredConfig.resolve_tableau``)."""
     p.add_argument("--tableau", metavar="FILE",
                    help="JSON tableau {a, q, name} instead of --method")
-    p.add_argument("--first-order", action="store_true",
-                   help="k_i at its point, not differentiated through θ_i(θ)")
-    steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--inner-lr", type=float, default=None,
-                       help=f"adaptation step α, h = α / c2 [{inner_lr_default}]")
-    steps.add_argument("--step-size", type=float, default=None, help="RK step h, α = c2·h")
-
-
-def given_flags(argv: list[str]) -> set[str]:
-    """The config field names whose flags appear in ``argv`` (``--meta-iters`` -> meta_iters)."""
-    return {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
 
 
 RESUME_SETTINGS = ("meta_iters", "num_threads")  # what --resume may change
+_NOT_FLAGS = ("command", "handler")  # in every command's namespace, given or not
 
 
-def resume_dir(args: argparse.Namespace, argv: list[str]) -> Path:
+def resume_dir(args: argparse.Namespace) -> Path:
     """The --resume directory, refusing other settings (the run keeps its own config, except
-    ``--meta-iters`` to extend it and ``--num-threads``: :func:`resume_settings`)."""
-    allowed = ("--resume", "--no-progress",
-               *(f"--{n.replace('_', '-')}" for n in RESUME_SETTINGS))
-    given = [a for a in argv if a.startswith("--") and a.split("=")[0] not in allowed]
+    ``--meta-iters`` to extend it and ``--num-threads``: :func:`resume_settings`). The
+    settings' flags default to SUPPRESS (``rkmeta_rl.flags``), so those in ``args`` were
+    given; the other flags were given where they differ from their None or False."""
+    allowed = ("resume", "no_progress", *RESUME_SETTINGS, *_NOT_FLAGS)
+    given = [flag_name(name) for name, value in vars(args).items()
+             if name not in allowed and value is not None and value is not False]
     if given:
         raise ValueError(f"--resume continues a run with its own config; drop {given} (it "
                          "takes --meta-iters N to train to N and --num-threads)")
@@ -77,10 +56,10 @@ def resume_dir(args: argparse.Namespace, argv: list[str]) -> Path:
     return Path(args.resume)
 
 
-def resume_settings(args: argparse.Namespace, argv: list[str]) -> dict[str, int]:
-    """The settings a --resume command line changes (``rundir.change_on_resume``)."""
-    given = given_flags(argv)
-    return {n: getattr(args, n) for n in RESUME_SETTINGS if n in given}
+def resume_settings(args: argparse.Namespace) -> dict[str, int]:
+    """The settings a --resume command line changes (``rundir.change_on_resume``): those
+    given, the only ones in ``args`` (their flags default to SUPPRESS)."""
+    return {n: getattr(args, n) for n in RESUME_SETTINGS if hasattr(args, n)}
 
 
 def run_script(main: Callable[[], int]) -> NoReturn:

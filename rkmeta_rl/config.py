@@ -8,7 +8,7 @@ import math
 import os
 from typing import Any, TypeVar
 
-from rkmeta_rl.methods import get_tableau
+from rkmeta_rl.methods import METHOD_NAMES, get_tableau
 from rkmeta_rl.tableau import Tableau, load_tableau_json
 
 C = TypeVar("C", bound="StoredConfig")
@@ -65,6 +65,18 @@ class SettingNames:
 
 CLI_NAMES = SettingNames()
 PYTHON_NAMES = SettingNames("inner_lr", "step_size", "layer_methods")
+
+# The help of the method settings both wings declare (rkmeta_rl.flags.setting).
+METHOD_HELP = (f"tableau name: {', '.join(METHOD_NAMES)}, generic:X (rkmeta-rl methods "
+               "lists them)")
+FIRST_ORDER_HELP = "k_i at its point, not differentiated through θ_i(θ)"
+STEP_SIZE_HELP = "RK step h, α = c2·h"
+STEPS = "step"  # --inner-lr and --step-size exclude each other (flags.setting's exclusive)
+
+
+def inner_lr_help(default: str) -> str:
+    """--inner-lr's help; ``default`` says where α's default comes from."""
+    return f"adaptation step α, h = α / c2 [{default}]"
 
 
 def resolve_steps(tableau: Tableau, inner_lr: float | None, step_size: float | None,

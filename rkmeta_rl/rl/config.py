@@ -1,5 +1,5 @@
-"""Every RL training setting and its default, in one place (the CLI reads its defaults
-and help here).
+"""Every RL training setting: its default, its help and its flag, in one place (the
+``train`` and ``train-oracle`` flags are generated from these fields, ``rkmeta_rl.flags``).
 
 Defaults are the paper's 2D-navigation setting: 2×100 ReLU policy, max KL 0.01, 40 tasks
 × 20 episodes, 100 meta-iterations. Three settings depend on the task family and come from
@@ -14,18 +14,38 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from envs.locomotion_dynamics import GYMNASIUM
+from envs.locomotion_dynamics import DYNAMICS, GYMNASIUM
 from rkmeta_rl import rundir
-from rkmeta_rl.config import StoredConfig, check_seed, resolve_steps, torch_threads
+from rkmeta_rl.config import (
+    FIRST_ORDER_HELP,
+    METHOD_HELP,
+    STEP_SIZE_HELP,
+    STEPS,
+    StoredConfig,
+    check_seed,
+    inner_lr_help,
+    resolve_steps,
+    torch_threads,
+)
+from rkmeta_rl.flags import check_choices, flag_name, layer_sizes, setting
 from rkmeta_rl.layer_methods import parse_layer_methods
+from rkmeta_rl.rl.gym_tasks import FORMS
 from rkmeta_rl.rl.sampler import SAMPLERS
-from rkmeta_rl.rl.tasks import episodes_of, family_entry, horizon_of
+from rkmeta_rl.rl.tasks import (
+    FAMILIES,
+    GYM_INNER_LR,
+    describe,
+    describe_episodes,
+    episodes_of,
+    family_entry,
+    horizon_of,
+)
 
 # Named budgets (--preset): they replace these defaults; explicit flags still win.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -46,83 +66,89 @@ def preset_values(name: str) -> dict[str, Any]:
 class MetaStepConfig:
     """The settings of one RK-TRPO meta-step (``rkmeta_rl.rl.meta_step``)."""
 
-    max_kl: float = 0.01
-    cg_iters: int = 10
-    cg_damping: float = 0.01
-    ls_ratio: float = 0.8
-    ls_steps: int = 15
-    gamma: float = 0.99
-    gae_lambda: float = 1.0
-    first_order: bool = False
-    # Share of each task's episodes used for the KL curvature in conjugate gradient.
+    max_kl: float = setting(0.01, help="TRPO KL bound δ")
+    cg_iters: int = setting(10, help="conjugate-gradient iterations")
+    cg_damping: float = setting(0.01, help="added to the curvature: (F + damping·I)")
+    ls_ratio: float = setting(0.8, help="backtracking shrink")
+    ls_steps: int = setting(15, help="line-search candidates")
+    gamma: float = setting(0.99, flag=False, help="discount")
+    gae_lambda: float = setting(1.0, flag=False, help="GAE λ")
+    first_order: bool = setting(False, help=FIRST_ORDER_HELP)
     # 1.0 is exact; less is an approximation (the gradient and line search stay exact).
-    curvature_fraction: float = 1.0
+    curvature_fraction: float = setting(
+        1.0, help="share of each task's episodes for the CG curvature; < 1 approximates")
 
 
 @dataclass
 class TrainConfig(MetaStepConfig, StoredConfig):
     """A training run: the meta-step's settings plus the run's own."""
 
-    env: str = "nav2d"
-    dynamics: str = GYMNASIUM  # the MuJoCo families: gymnasium or maml (envs/locomotion_dynamics)
-    method: str = "ralston"  # a named tableau, or the name of a --tableau file's tableau
-    tableau: dict[str, Any] | None = None  # resolved (a, q, c); filled by resolve()
-    layer_methods: str | None = None  # a tableau per parameter group (replaces method)
-    meta_iters: int = 100
-    snapshot_every: int = 10  # keep the policy every N iterations (evaluate --checkpoint); 0: never
-    preset: str | None = None  # the PRESETS entry these settings started from
-    max_episode_steps: int | None = None  # horizon; None: the family's default
-    meta_batch_size: int = 40  # tasks per meta-iteration
-    fast_batch_size: int | None = None  # episodes per task and stage; None: the family's
-    inner_lr: float | None = None  # α; h = α / c2 (default reading); None: the family's
-    step_size: float | None = None  # h; α = c2 · h (the other reading)
-    hidden: list[int] = field(default_factory=lambda: [100, 100])
-    init_std: float = 1.0
-    seed: int = 0
-    num_threads: int = 0  # 0: every core this process may use (config.torch_threads)
-    device: str = "cpu"
-    sampler: str = "local"  # a SAMPLERS name (rkmeta_rl.rl.sampler)
-    workers: int = 0  # Ray workers; 0: one per CPU of the Ray instance
-    ray_address: str | None = None  # a Ray cluster to join; None: start a local instance
-    alpha: float | None = None  # resolved adaptation step α
-    h: float | None = None  # resolved RK step h
+    env: str = setting("nav2d", help="task family: " + ", ".join(FAMILIES) + ", or " + FORMS
+                       + " of an env with the task protocol")
+    dynamics: str = setting(  # envs/locomotion_dynamics
+        GYMNASIUM, choices=DYNAMICS,
+        help=f"{' or '.join(DYNAMICS)}: the MuJoCo families' step, velocity and reward terms, "
+             "Gymnasium v5's (0.05 s steps) or the MAML code's (0.01 s HalfCheetah, 0.02 s "
+             "Ant; see README); other envs have gymnasium only; recorded in config.json")
+    # a named tableau, or the name of a --tableau file's tableau
+    method: str = setting("ralston", help=METHOD_HELP)
+    tableau: dict[str, Any] | None = setting(
+        None, flag=False, help="the resolved tableau (a, q, c); filled by resolve()")
+    layer_methods: str | None = setting(
+        None, metavar="RULES",
+        help="a tableau per parameter group (replaces --method), e.g. 'w2=midpoint,*=frozen:"
+             "midpoint' (ANIL; the groups must share the weights a; the policy's parameters "
+             "are w0, b0, ..., wL, bL and log_std)")
+    meta_iters: int = setting(100, help="meta-iterations")
+    snapshot_every: int = setting(
+        10, help="keep the policy every N iterations in RUN_DIR/snapshots, for evaluate "
+                 "--checkpoint; 0: never")
+    preset: str | None = setting(
+        None, choices=PRESETS,
+        help="a named budget replacing some defaults (flags given still win): "
+             + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
+    max_episode_steps: int | None = setting(
+        None, help="horizon [the family's: " + describe("horizon") + "; Gymnasium envs: their "
+                   "spec's max_episode_steps, required if it has none]")
+    meta_batch_size: int = setting(40, help="tasks per meta-iteration")
+    fast_batch_size: int | None = setting(
+        None, help=f"episodes per task and stage [{describe_episodes()}]")
+    inner_lr: float | None = setting(
+        None, exclusive=STEPS, help=inner_lr_help("the family's: " + describe("inner_lr")
+                                                  + f"; {GYM_INNER_LR}: Gymnasium envs"))
+    step_size: float | None = setting(None, exclusive=STEPS, help=STEP_SIZE_HELP)
+    hidden: list[int] = setting([100, 100], type=layer_sizes, help="hidden layer sizes")
+    init_std: float = setting(1.0, flag=False, help="the policy's initial standard deviation")
+    seed: int = setting(0, help="tasks, weights and sampling")
+    num_threads: int = setting(  # config.torch_threads
+        0, help="torch threads; 0: every core this process may use; 1 when another process "
+                "shares the cores")
+    device: str = setting(
+        "cpu", help="cpu or cuda[:N]: where the meta-step runs (sampling runs on the CPU)")
+    sampler: str = setting(  # rkmeta_rl.rl.sampler
+        "local", choices=SAMPLERS,
+        help="; ".join(f"{k}: {v}" for k, v in SAMPLERS.items())
+             + "; the episodes are the same either way")
+    workers: int = setting(0, help="Ray workers, one CPU each [0: one per CPU of the Ray "
+                                   "instance]")
+    ray_address: str | None = setting(
+        None, metavar="ADDR", help="join the Ray cluster at ADDR (HOST:PORT, or auto) "
+                                   "instead of starting a local instance")
+    alpha: float | None = setting(None, flag=False, help="the resolved adaptation step α")
+    h: float | None = setting(None, flag=False, help="the resolved RK step h")
 
 
 _POSITIVE_INTS = ("meta_iters", "meta_batch_size", "fast_batch_size", "cg_iters", "ls_steps",
                   "max_episode_steps")
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
     """Validate every setting and fill in the tableau, the horizon, α and h (ValueError)."""
     tab = cfg.resolve_tableau(tableau_file)
     family = family_entry(cfg.env)
-    if cfg.preset is not None:
-        preset_values(cfg.preset)
-    if cfg.max_episode_steps is None:
-        cfg.max_episode_steps = horizon_of(cfg.env)
-    episodes = episodes_of(cfg.env, cfg.dynamics)
-    if cfg.fast_batch_size is None:
-        cfg.fast_batch_size = episodes
-    for name in _POSITIVE_INTS:
-        if int(getattr(cfg, name)) <= 0:
-            raise ValueError(f"{_flag(name)} must be > 0, got {getattr(cfg, name)}")
-    for name in ("max_kl", "init_std"):
-        value = getattr(cfg, name)
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{_flag(name)} must be > 0, got {value}")
-    if not 0 < cfg.curvature_fraction <= 1:
-        raise ValueError(f"--curvature-fraction must be in (0, 1], got {cfg.curvature_fraction}")
-    if not 0 < cfg.ls_ratio < 1:
-        raise ValueError(f"--ls-ratio must be in (0, 1), got {cfg.ls_ratio}")
-    if not (math.isfinite(cfg.cg_damping) and cfg.cg_damping >= 0):
-        raise ValueError(f"--cg-damping must be a finite number >= 0, got {cfg.cg_damping}")
-    if cfg.snapshot_every < 0:
-        raise ValueError(f"--snapshot-every must be >= 0 (0: no snapshots), got "
-                         f"{cfg.snapshot_every}")
+    check_choices(cfg)  # --preset, --dynamics, --sampler
+    _fill_family_defaults(cfg)
+    _check_ranges(cfg)
     check_seed(cfg.seed)
     torch_threads(cfg.num_threads)  # ValueError for a negative count
     for name in ("gamma", "gae_lambda"):
@@ -138,6 +164,36 @@ def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
     return cfg
 
 
+def _fill_family_defaults(cfg: TrainConfig) -> None:
+    """The family's horizon and episodes per task where the config leaves them open (the
+    episodes' ValueError: a dynamics the family does not have)."""
+    if cfg.max_episode_steps is None:
+        cfg.max_episode_steps = horizon_of(cfg.env)
+    episodes = episodes_of(cfg.env, cfg.dynamics)
+    if cfg.fast_batch_size is None:
+        cfg.fast_batch_size = episodes
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    """Counts, the trust region, the line search and the snapshot interval in range."""
+    for name in _POSITIVE_INTS:
+        if int(getattr(cfg, name)) <= 0:
+            raise ValueError(f"{flag_name(name)} must be > 0, got {getattr(cfg, name)}")
+    for name in ("max_kl", "init_std"):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{flag_name(name)} must be > 0, got {value}")
+    if not 0 < cfg.curvature_fraction <= 1:
+        raise ValueError(f"--curvature-fraction must be in (0, 1], got {cfg.curvature_fraction}")
+    if not 0 < cfg.ls_ratio < 1:
+        raise ValueError(f"--ls-ratio must be in (0, 1), got {cfg.ls_ratio}")
+    if not (math.isfinite(cfg.cg_damping) and cfg.cg_damping >= 0):
+        raise ValueError(f"--cg-damping must be a finite number >= 0, got {cfg.cg_damping}")
+    if cfg.snapshot_every < 0:
+        raise ValueError(f"--snapshot-every must be >= 0 (0: no snapshots), got "
+                         f"{cfg.snapshot_every}")
+
+
 def _check_device(device: str) -> None:
     """cpu or cuda[:N] (every family: sampling runs on the CPU, the meta-step on the
     device; ``rkmeta_rl/rl/trainer.py``)."""
@@ -148,9 +204,8 @@ def _check_device(device: str) -> None:
 
 
 def _check_sampler(sampler: str, workers: int, address: str | None) -> None:
-    """A known sampler; Ray's settings only with ``ray``, and Ray installed for it."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; valid choices: {', '.join(SAMPLERS)}")
+    """Ray's settings only with ``ray``, and Ray installed for it (the sampler's name is
+    one of ``SAMPLERS``: :func:`rkmeta_rl.flags.check_choices`)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"--workers must be >= 0 (0: one per CPU of the Ray instance), "
                          f"got {workers!r}")

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from rkmeta_rl import rundir
 from rkmeta_rl.config import check_seed
+from rkmeta_rl.flags import check_choices, setting
 from rkmeta_rl.progress import ProgressBar
 from rkmeta_rl.rl.adapt import adapt_to_tasks
 from rkmeta_rl.rl.config import TrainConfig, read_train_config
@@ -41,14 +42,20 @@ VALIDATION_SEED = 20170310  # validation goals for --checkpoint best, apart from
 
 @dataclass(frozen=True)
 class EvalConfig:
-    tasks: int = 40  # held-out tasks
-    episodes: int = 40  # episodes per task and adaptation step (the paper's 40 samples)
-    steps: int = 9  # gradient steps; returns are measured after 0..steps of them
-    alpha: float | None = None  # None: the run's α
-    protocol: str = "constant"
-    seed: int = DEFAULT_EVAL_SEED
-    init: str = "trained"
-    checkpoint: str = "last"  # a CHECKPOINTS key or an iteration with a snapshot
+    """The evaluate command's settings (its flags are generated from them: rkmeta_rl.flags)."""
+
+    tasks: int = setting(40, help="held-out tasks")
+    # the paper's 40 samples
+    episodes: int = setting(40, help="episodes per task and adaptation step")
+    steps: int = setting(9, help="gradient steps (returns after 0..STEPS of them)")
+    alpha: float | None = setting(None, help="adaptation step [the run's α]")
+    protocol: str = setting("constant", choices=PROTOCOLS,
+                            help="; ".join(f"{k}: {v}" for k, v in PROTOCOLS.items()))
+    seed: int = setting(DEFAULT_EVAL_SEED, help="held-out tasks and sampling")
+    init: str = setting("trained", choices=INITS,
+                        help="; ".join(f"{k}: {v}" for k, v in INITS.items()))
+    # a CHECKPOINTS key or an iteration with a snapshot
+    checkpoint: str = setting("last", help="; ".join(f"{k}: {v}" for k, v in CHECKPOINTS.items()))
 
     def check(self) -> None:
         """Raise ValueError naming the bad value and the valid choices."""
@@ -59,11 +66,7 @@ class EvalConfig:
             raise ValueError(f"--steps must be >= 0, got {self.steps}")
         if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ValueError(f"--alpha must be a positive number, got {self.alpha}")
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {self.protocol!r}; valid choices: "
-                             f"{', '.join(PROTOCOLS)}")
-        if self.init not in INITS:
-            raise ValueError(f"unknown init {self.init!r}; valid choices: {', '.join(INITS)}")
+        check_choices(self)  # --protocol, --init
         if self.checkpoint not in ("last", "best") and not self.checkpoint.isdigit():
             raise ValueError(f"--checkpoint must be last, best or an iteration N with a "
                              f"snapshot, got {self.checkpoint!r}")

@@ -1,10 +1,10 @@
 """``rkmeta-rl supervised`` and ``rkmeta-rl supervised-evaluate``: the supervised
-benchmarks from the command line (defaults and help: ``rkmeta_rl/supervised/config.py``)."""
+benchmarks from the command line (the settings' flags, defaults and help are generated
+from ``rkmeta_rl/supervised/config.py``'s dataclass: ``rkmeta_rl.flags``)."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -12,79 +12,31 @@ import torch
 
 from rkmeta_rl.arguments import (
     add_command,
-    add_method_args,
+    add_tableau_arg,
     check_run_dir,
     check_threads,
-    layer_sizes,
     report_stop,
     resume_dir,
     resume_settings,
 )
 from rkmeta_rl.config import torch_threads
+from rkmeta_rl.flags import add_settings, given_settings
 from rkmeta_rl.stopping import RunStopped
-from rkmeta_rl.supervised.config import (
-    BENCHMARKS,
-    SupervisedConfig,
-    benchmark_defaults,
-    resolve,
-)
+from rkmeta_rl.supervised.config import SupervisedConfig, resolve
 from rkmeta_rl.supervised.evaluate import evaluate_supervised_run
 from rkmeta_rl.supervised.trainer import prepare_supervised_run, resume_supervised_run
 
-# the settings whose defaults differ by benchmark, as the help lists them
-SETTINGS = {"sinusoid": ("sinusoid", None, None), "omniglot-5way": ("omniglot", 5, None),
-            "omniglot-20way": ("omniglot", 20, None), "miniimagenet": ("miniimagenet", None, None)}
-
-
-PER_BENCHMARK = (
-    ("ways", "classes per task"),
-    ("shots", "support examples per class (sinusoid: points per task)"),
-    ("queries", "query examples per class (sinusoid: points per task)"),
-    ("inner_steps", "adaptation steps in training"),
-    ("test_steps", "adaptation steps at meta-test"),
-    ("meta_batch_size", "tasks per meta-step"),
-    ("meta_iters", "meta-iterations"),
-    ("filters", "conv filters"),
-    ("log_every", "metrics + checkpoint every N iterations"),
-    ("eval_every", "validation every N iterations"),
-    ("eval_tasks", "validation tasks"),
-    ("test_tasks", "tasks for supervised-evaluate"),
-)
-
-
-def by_benchmark(key: str) -> str:
-    """'[sinusoid 1, omniglot-5way 1, ...]': the default of ``key`` per benchmark."""
-    values = [f"{name} {benchmark_defaults(*setting).get(key, '-')}"
-              for name, setting in SETTINGS.items()]
-    return "[" + ", ".join(values) + "]"
-
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    d = SupervisedConfig()
-    p.add_argument("--benchmark", default=d.benchmark, help=", ".join(BENCHMARKS))
-    add_method_args(p, d.method, "the benchmark's: " + by_benchmark("inner_lr")[1:-1])
-    p.add_argument("--layer-methods", metavar="RULES",
-                   help="a tableau per parameter group, e.g. 'head=midpoint,*=ralston' "
-                        "(replaces --method; 'frozen:midpoint' does not move a group; "
-                        "parameters: sinusoid layers.0-2.{weight,bias}, conv nets "
-                        "blocks.0-3.{conv,norm}.{weight,bias} and head.{weight,bias})")
-    p.add_argument("--data", nargs="+", metavar="PATH",
-                   help="Omniglot: folders or zips (images_background..., or alphabets); "
-                        "MiniImagenet: the root holding train/val/test.csv and images/")
-    for key, text in PER_BENCHMARK:
-        p.add_argument("--" + key.replace("_", "-"), type=int, help=f"{text} {by_benchmark(key)}")
-    p.add_argument("--meta-lr", type=float, default=d.meta_lr, help="Adam learning rate")
-    p.add_argument("--hidden", type=layer_sizes, default=d.hidden, help="sinusoid MLP, e.g. 40,40")
-    p.add_argument("--num-train-classes", type=int,
-                   help="Omniglot training characters [1200 of 1623, the same share of fewer]")
-    p.add_argument("--split-seed", type=int, default=d.split_seed, help="Omniglot split")
-    p.add_argument("--seed", type=int, default=d.seed, help="weights and task sampling")
-    p.add_argument("--num-threads", type=int, default=d.num_threads,
-                   help="torch threads; 0: every core this process may use (default: %(default)s)")
-    p.add_argument("--out", metavar="DIR",
-                   help="run directory [runs/BENCHMARK[-Nway-Kshot]-METHOD-sSEED]")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own config")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    settings = p.add_argument_group("settings")
+    add_settings(settings, SupervisedConfig)
+    add_tableau_arg(settings)
+    out = p.add_argument_group("run directory and output")
+    out.add_argument("--out", metavar="DIR",
+                     help="run directory [runs/BENCHMARK[-Nway-Kshot]-METHOD-sSEED]")
+    out.add_argument("--resume", metavar="DIR",
+                     help="continue the run in DIR with its own config")
+    out.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_evaluate_args(p: argparse.ArgumentParser) -> None:
@@ -98,13 +50,14 @@ def add_evaluate_args(p: argparse.ArgumentParser) -> None:
                         "20-way one-shot runs")
     p.add_argument("--out", metavar="FILE", help="[RUN_DIR/eval.json]")
     p.add_argument("--num-threads", type=int, default=0,
-                   help="torch threads; 0: every core this process may use (default: 0)")
+                   help="torch threads; 0: every core this process may use")
 
 
 def config_from_args(args: argparse.Namespace) -> SupervisedConfig:
-    fields = {f.name for f in dataclasses.fields(SupervisedConfig)}
-    values = {k: v for k, v in vars(args).items() if k in fields}
-    return resolve(SupervisedConfig(**values), tableau_file=args.tableau)
+    """The resolved config of a supervised command line: the flags given over the
+    dataclass defaults (the benchmark's defaults fill what is left)."""
+    return resolve(SupervisedConfig(**given_settings(args, SupervisedConfig)),
+                   tableau_file=args.tableau)
 
 
 def default_out(cfg: SupervisedConfig) -> Path:
@@ -115,8 +68,7 @@ def default_out(cfg: SupervisedConfig) -> Path:
 
 def cmd_supervised(args: argparse.Namespace, argv: list[str]) -> int:
     if args.resume:
-        trainer = resume_supervised_run(resume_dir(args, argv),
-                                        **resume_settings(args, argv))
+        trainer = resume_supervised_run(resume_dir(args), **resume_settings(args))
     else:
         cfg = config_from_args(args)
         trainer = prepare_supervised_run(cfg, Path(args.out) if args.out else default_out(cfg))
