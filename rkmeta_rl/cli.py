@@ -10,11 +10,11 @@ import argparse
 import sys
 import warnings
 
-from rkmeta_rl import rundir
-from rkmeta_rl.arguments import add_command
 from rkmeta_rl.methods import format_table
 from rkmeta_rl.rl import cli as rl_cli
 from rkmeta_rl.rl.sampler import SamplingError
+from rkmeta_rl.run import rundir
+from rkmeta_rl.run.arguments import add_command
 from rkmeta_rl.supervised import cli as supervised_cli
 
 

@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
-from rkmeta_rl.config import CLI_NAMES, SettingNames, StoredConfig, resolve_steps
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.rk import Scheme
+from rkmeta_rl.run.config import CLI_NAMES, SettingNames, StoredConfig, resolve_steps
 from rkmeta_rl.tableau import Tableau
 
 FROZEN = "frozen:"

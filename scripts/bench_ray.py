@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 
-from rkmeta_rl.config import torch_threads
 from rkmeta_rl.rl.config import TrainConfig, resolve
 from rkmeta_rl.rl.sampler import LocalSampler
 from rkmeta_rl.rl.trainer import Trainer
+from rkmeta_rl.run.config import torch_threads
 
 Row = dict[str, float]
 

@@ -26,8 +26,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from rkmeta_rl.arguments import fail
 from rkmeta_rl.rl.evaluate import combine_seeds, describe_horizon, label_of, read_eval
+from rkmeta_rl.run.arguments import fail
 
 RANDOM, ORACLE = "random init", "oracle"
 PALETTE = ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink",

@@ -27,7 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from rkmeta_rl.arguments import fail
+from rkmeta_rl.run.arguments import fail
 from rkmeta_rl.stats import summarize
 
 METRICS = ("accuracy", "loss")

@@ -25,8 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from rkmeta_rl.arguments import fail
 from rkmeta_rl.layer_methods import method_of
+from rkmeta_rl.run.arguments import fail
 from rkmeta_rl.supervised.evaluate import CHUNK, DEFAULT_TEST_SEED
 from rkmeta_rl.supervised.meta import adapt
 from rkmeta_rl.supervised.sinusoid import X_RANGE, RegressionBatch, sinusoid

@@ -34,9 +34,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from rkmeta_rl.arguments import fail
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.rk import stage_points
+from rkmeta_rl.run.arguments import fail
 from rkmeta_rl.tableau import Tableau
 
 REPO = Path(__file__).resolve().parent.parent

@@ -24,10 +24,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from scipy import stats
 
-from rkmeta_rl import rundir
-from rkmeta_rl.arguments import fail
 from rkmeta_rl.rl.evaluate import describe_horizon
 from rkmeta_rl.rl.tasks import seconds_per_step
+from rkmeta_rl.run import rundir
+from rkmeta_rl.run.arguments import fail
 
 
 def load_groups(paths: list[str], parser: argparse.ArgumentParser

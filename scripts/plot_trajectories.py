@@ -23,13 +23,13 @@ import torch
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from rkmeta_rl.arguments import fail
 from rkmeta_rl.rl.adapt import adapt_to_tasks
 from rkmeta_rl.rl.episodes import rollout
 from rkmeta_rl.rl.evaluate import DEFAULT_EVAL_SEED, PROTOCOLS, held_out_tasks, step_sizes
 from rkmeta_rl.rl.policy import GaussianMLPPolicy, Params
 from rkmeta_rl.rl.tasks import FAMILIES, Nav2DFamily, make_family
 from rkmeta_rl.rl.trainer import load_run, run_alpha
+from rkmeta_rl.run.arguments import fail
 
 
 def adapted_params(policy: GaussianMLPPolicy, family, task: dict, alphas: list[float],

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rkmeta_rl import rundir
 from rkmeta_rl.rl import load_run
 from rkmeta_rl.rl.adapt import adapt_to_tasks
 from rkmeta_rl.rl.evaluate import held_out_tasks
 from rkmeta_rl.rl.tasks import make_family
 from rkmeta_rl.rl.trainer import run_alpha
+from rkmeta_rl.run import rundir
 
 
 def held_out(run_dir: str, tasks: int, episodes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -35,9 +35,8 @@ import time
 from pathlib import Path
 
 from envs.locomotion_tasks import SPECS
-from rkmeta_rl.arguments import run_script
-from rkmeta_rl.grid import parallelism
-from rkmeta_rl.jobs import (
+from rkmeta_rl.launch.grid import parallelism
+from rkmeta_rl.launch.jobs import (
     Job,
     add_common_args,
     copy_runs,
@@ -56,6 +55,7 @@ from rkmeta_rl.rl.evaluate import (
     read_eval,
 )
 from rkmeta_rl.rl.tasks import episodes_of
+from rkmeta_rl.run.arguments import run_script
 
 REPO = Path(__file__).resolve().parent.parent
 

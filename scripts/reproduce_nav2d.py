@@ -53,9 +53,8 @@ import sys
 import time
 from pathlib import Path
 
-from rkmeta_rl.arguments import run_script
-from rkmeta_rl.grid import Grid, add_grid_args, check_grid_args, parallelism
-from rkmeta_rl.jobs import Job, history_lines, job_seconds, record_phase, run_jobs
+from rkmeta_rl.launch.grid import Grid, add_grid_args, check_grid_args, parallelism
+from rkmeta_rl.launch.jobs import Job, history_lines, job_seconds, record_phase, run_jobs
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.rl.evaluate import (
     INITS,
@@ -66,6 +65,7 @@ from rkmeta_rl.rl.evaluate import (
     label_of,
     read_eval,
 )
+from rkmeta_rl.run.arguments import run_script
 
 REPO = Path(__file__).resolve().parent.parent
 

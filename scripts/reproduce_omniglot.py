@@ -28,8 +28,7 @@ import json
 import shlex
 from pathlib import Path
 
-from rkmeta_rl.arguments import run_script
-from rkmeta_rl.jobs import (
+from rkmeta_rl.launch.jobs import (
     Job,
     add_common_args,
     copy_runs,
@@ -39,6 +38,7 @@ from rkmeta_rl.jobs import (
     run_phases,
 )
 from rkmeta_rl.methods import get_tableau
+from rkmeta_rl.run.arguments import run_script
 from rkmeta_rl.supervised.omniglot import BACKGROUND_SMALL
 
 REPO = Path(__file__).resolve().parent.parent

@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rkmeta_rl.arguments import run_script
-from rkmeta_rl.jobs import (
+from rkmeta_rl.launch.jobs import (
     Job,
     add_common_args,
     copy_runs,
@@ -41,6 +40,7 @@ from rkmeta_rl.jobs import (
     run_phases,
 )
 from rkmeta_rl.methods import get_tableau
+from rkmeta_rl.run.arguments import run_script
 from rkmeta_rl.stats import summarize
 
 REPO = Path(__file__).resolve().parent.parent

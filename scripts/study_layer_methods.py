@@ -34,8 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-from rkmeta_rl.grid import parallelism
-from rkmeta_rl.jobs import (
+from rkmeta_rl.launch.grid import parallelism
+from rkmeta_rl.launch.jobs import (
     Job,
     add_common_args,
     copy_runs,

@@ -34,10 +34,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from rkmeta_rl.grid import Grid, add_grid_args, check_grid_args  # noqa: E402
-from rkmeta_rl.jobs import Job, run_jobs  # noqa: E402
+from rkmeta_rl.launch.grid import Grid, add_grid_args, check_grid_args  # noqa: E402
+from rkmeta_rl.launch.jobs import Job, run_jobs  # noqa: E402
 from rkmeta_rl.rl.evaluate import PROTOCOLS, combine_seeds, format_row, read_eval  # noqa: E402
-from rkmeta_rl.rundir import CHECKPOINT, snapshot_iterations  # noqa: E402
+from rkmeta_rl.run.rundir import CHECKPOINT, snapshot_iterations  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 EVALS = "snapshot-evals"

@@ -80,7 +80,7 @@ def script_main(path: str):
 
 
 def run_in_process(phase, job_list, grid, poll, cwd) -> float:
-    """``rkmeta_rl.jobs.run_jobs`` without Ray or subprocesses: each ``rkmeta-rl`` command
+    """``rkmeta_rl.launch.jobs.run_jobs`` without Ray or subprocesses: each ``rkmeta-rl`` command
     through ``cli.main`` and each ``python scripts/NAME.py`` through that script's ``main``,
     its output in the job's log; a failing command fails the test."""
     t0 = time.perf_counter()

@@ -19,10 +19,10 @@ import pytest
 import torch
 from helpers import interrupt_on_call
 
-from rkmeta_rl import rundir
 from rkmeta_rl.cli import main
 from rkmeta_rl.methods import METHOD_NAMES, get_tableau
 from rkmeta_rl.rl.config import PRESETS, TrainConfig
+from rkmeta_rl.run import rundir
 
 TINY = ["--meta-batch-size", "2", "--fast-batch-size", "2", "--hidden", "8,8", "--no-progress"]
 METHODS = ("euler", "midpoint", "heun", "ralston", "ralston23", "itb", "rk3", "rk4")

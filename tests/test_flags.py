@@ -1,4 +1,4 @@
-"""The settings' flags are generated from the config dataclasses (rkmeta_rl.flags): every
+"""The settings' flags are generated from the config dataclasses (rkmeta_rl.run.flags): every
 enumerated flag lists its choices in --help and refuses another value in one line (exit 2),
 every setting that is a flag appears exactly once in its command's parser, and the
 namespace holds only the flags given (a preset yields to them without a second parse).
@@ -14,7 +14,13 @@ import pytest
 
 from envs.locomotion_dynamics import DYNAMICS
 from rkmeta_rl.cli import build_parser, main
-from rkmeta_rl.flags import (
+from rkmeta_rl.methods import METHOD_NAMES
+from rkmeta_rl.rl import cli as rl_cli
+from rkmeta_rl.rl.config import PRESETS, TrainConfig
+from rkmeta_rl.rl.evaluate import INITS, PROTOCOLS, EvalConfig
+from rkmeta_rl.rl.sampler import SAMPLERS
+from rkmeta_rl.rl.tasks import FAMILIES
+from rkmeta_rl.run.flags import (
     add_settings,
     check_choices,
     flag_fields,
@@ -24,12 +30,6 @@ from rkmeta_rl.flags import (
     setting,
     spec_of,
 )
-from rkmeta_rl.methods import METHOD_NAMES
-from rkmeta_rl.rl import cli as rl_cli
-from rkmeta_rl.rl.config import PRESETS, TrainConfig
-from rkmeta_rl.rl.evaluate import INITS, PROTOCOLS, EvalConfig
-from rkmeta_rl.rl.sampler import SAMPLERS
-from rkmeta_rl.rl.tasks import FAMILIES
 from rkmeta_rl.supervised import cli as supervised_cli
 from rkmeta_rl.supervised.config import BENCHMARKS, SupervisedConfig
 

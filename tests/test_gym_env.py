@@ -21,12 +21,12 @@ from gymnasium.utils.env_checker import check_env
 from helpers import interrupt_on_call, load_script
 
 from envs.gym_batch import BatchedGymEnv
-from rkmeta_rl import rundir
 from rkmeta_rl.cli import main
 from rkmeta_rl.rl.cli import run_name
 from rkmeta_rl.rl.config import TrainConfig, resolve
 from rkmeta_rl.rl.tasks import GYM_INNER_LR, GymFamily, family_entry, make_family
 from rkmeta_rl.rl.trainer import prepare_run_dir
+from rkmeta_rl.run import rundir
 
 ROOT = Path(__file__).resolve().parents[1]
 POINT = "examples.point_env:PointEnv"

@@ -1,4 +1,4 @@
-"""rkmeta_rl/job_process.py without Ray: a reproduction command runs in a process group of
+"""rkmeta_rl/launch/job_process.py without Ray: a reproduction command runs in a process group of
 its own, and nothing of it outlives the task that started it (stopped, interrupted as
 ``ray.cancel`` does, or killed)."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import processes_with, wait_until_gone
 
-from rkmeta_rl import job_process
+from rkmeta_rl.launch import job_process
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -85,7 +85,7 @@ def test_an_interrupted_task_stops_its_command(tmp_path: Path) -> None:
     """A KeyboardInterrupt in the task's thread (as ``ray.cancel`` raises one) or a
     SystemExit (a Ray worker told to exit): the command's group is stopped first."""
     marker = f"cancelled-{tmp_path.name}"
-    task = (f"import _thread, threading\nfrom rkmeta_rl import job_process\n"
+    task = (f"import _thread, threading\nfrom rkmeta_rl.launch import job_process\n"
             f"threading.Timer(3.0, _thread.interrupt_main).start()\n"
             f"job_process.run_command({sleeper(marker, child=True)!r}, {str(tmp_path)!r}, "
             f"{str(tmp_path / 'job.log')!r})\n")
@@ -99,7 +99,7 @@ def test_an_interrupted_task_stops_its_command(tmp_path: Path) -> None:
 def test_a_command_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     """A Ray worker killed outright (kill -9) takes its command along (PR_SET_PDEATHSIG)."""
     marker = f"orphan-{tmp_path.name}"
-    task = (f"import time\nfrom pathlib import Path\nfrom rkmeta_rl import job_process\n"
+    task = (f"import time\nfrom pathlib import Path\nfrom rkmeta_rl.launch import job_process\n"
             f"job_process.start({sleeper(marker)!r}, Path({str(tmp_path)!r}), "
             f"Path({str(tmp_path / 'job.log')!r}))\nprint('up', flush=True)\ntime.sleep(300)\n")
     parent = subprocess.Popen([sys.executable, "-c", task], env=ENV, stdout=subprocess.PIPE,

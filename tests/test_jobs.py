@@ -1,4 +1,4 @@
-"""rkmeta_rl/jobs.py and grid.py: a reproduction's commands run as Ray tasks with their
+"""rkmeta_rl/launch/jobs.py and grid.py: a reproduction's commands run as Ray tasks with their
 resources; a failure stops the others with its log; SIGTERM to a script stops its
 commands (no orphan process) and the same command run again resumes.
 
@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from helpers import load_script, wait_until_gone
 
-from rkmeta_rl import jobs, rundir
-from rkmeta_rl.grid import Grid
-from rkmeta_rl.jobs import Job
+from rkmeta_rl.launch import jobs
+from rkmeta_rl.launch.grid import Grid
+from rkmeta_rl.launch.jobs import Job
+from rkmeta_rl.run import rundir
 
 ray = pytest.importorskip("ray")
 

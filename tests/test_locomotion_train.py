@@ -12,13 +12,13 @@ import torch
 from helpers import os_thread_ids, threads_left_since
 
 from envs.mujoco_batch import BatchedLocomotion
-from rkmeta_rl import rundir
 from rkmeta_rl.cli import main
 from rkmeta_rl.rl.config import TrainConfig, read_train_config, resolve
 from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.evaluate import EvalConfig, evaluate_run, label_of
 from rkmeta_rl.rl.tasks import FAMILIES, LOCOMOTION, make_family
 from rkmeta_rl.rl.trainer import load_run, prepare_run_dir
+from rkmeta_rl.run import rundir
 
 TINY = dict(meta_batch_size=2, fast_batch_size=2, hidden=[8], max_episode_steps=10,
             meta_iters=2)

@@ -1,6 +1,6 @@
 """Faults of Ray itself under ``--sampler ray`` (rkmeta_rl/rl/ray_sampler.py and
-ray_session.py): the node a run samples from dying, a SIGTERM while Ray and its workers
-start, and more workers than CPUs.
+rkmeta_rl/run/ray_session.py): the node a run samples from dying, a SIGTERM while Ray and
+its workers start, and more workers than CPUs.
 
 The CLI runs in a subprocess in a session of its own, which starts and stops its own local
 Ray instance: a test finds that instance's processes by session (``/proc``), kills one of
@@ -27,8 +27,8 @@ ray = pytest.importorskip("ray")
 from helpers import session_processes  # noqa: E402
 from ray_envs import SLOW_START  # noqa: E402
 
-from rkmeta_rl import rundir  # noqa: E402
 from rkmeta_rl.rl.ray_sampler import RaySampler  # noqa: E402
+from rkmeta_rl.run import rundir  # noqa: E402
 
 pytestmark = [pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc"),
               pytest.mark.slow]

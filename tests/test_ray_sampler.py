@@ -23,12 +23,12 @@ ray = pytest.importorskip("ray")
 from helpers import session_processes  # noqa: E402
 from ray_envs import DIE_MARKER  # noqa: E402
 
-from rkmeta_rl import rundir  # noqa: E402
 from rkmeta_rl.cli import main  # noqa: E402
 from rkmeta_rl.rl.config import TrainConfig, resolve  # noqa: E402
 from rkmeta_rl.rl.ray_sampler import RaySampler, task_shares  # noqa: E402
-from rkmeta_rl.rl.ray_session import init_keeping_signals  # noqa: E402
 from rkmeta_rl.rl.trainer import prepare_run_dir  # noqa: E402
+from rkmeta_rl.run import rundir  # noqa: E402
+from rkmeta_rl.run.ray_session import init_keeping_signals  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import load_script
 
-from rkmeta_rl.arguments import run_script
 from rkmeta_rl.rl.evaluate import combine_seeds, read_eval
+from rkmeta_rl.run.arguments import run_script
 
 reproduce = load_script("reproduce_nav2d")
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 from helpers import load_script, run_in_process, table_row
 
-from rkmeta_rl import jobs, rundir
+from rkmeta_rl.launch import jobs
 from rkmeta_rl.rl.evaluate import combine_seeds, read_eval
+from rkmeta_rl.run import rundir
 
 reproduce = load_script("reproduce_locomotion")
 

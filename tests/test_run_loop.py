@@ -8,9 +8,9 @@ import os
 import pytest
 from supervised_runs import sinusoid
 
-from rkmeta_rl import rundir
 from rkmeta_rl.rl.config import TrainConfig, resolve
 from rkmeta_rl.rl.trainer import Trainer, prepare_run_dir, resume_run
+from rkmeta_rl.run import rundir
 from rkmeta_rl.supervised.trainer import SupervisedTrainer, prepare_supervised_run
 
 

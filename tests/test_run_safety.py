@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from rkmeta_rl import rundir, runlock
 from rkmeta_rl.cli import main
 from rkmeta_rl.rl import load_run
-from rkmeta_rl.stopping import RunStopped, StopSignals
+from rkmeta_rl.run import rundir, runlock
+from rkmeta_rl.run.stopping import RunStopped, StopSignals
 
 TINY = ["--env", "nav2d", "--meta-batch-size", "2", "--fast-batch-size", "2", "--hidden", "8",
         "--max-episode-steps", "10", "--no-progress"]
@@ -144,7 +144,7 @@ def test_convert_refuses_objects_that_are_not_plain_data(reference, tmp_path, ca
 HOLDER = """
 import sys, time
 from pathlib import Path
-from rkmeta_rl import rundir, runlock
+from rkmeta_rl.run import rundir, runlock
 runlock.lock(Path(sys.argv[1]))
 print("locked", flush=True)
 time.sleep(120)

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from rkmeta_rl import rundir
 from rkmeta_rl.cli import main
 from rkmeta_rl.rl.config import TrainConfig, resolve
 from rkmeta_rl.rl.evaluate import VALIDATION_SEED, EvalConfig, evaluate_run
 from rkmeta_rl.rl.trainer import load_run, prepare_run_dir
+from rkmeta_rl.run import rundir
 
 SMALL_EVAL = EvalConfig(tasks=3, episodes=2, steps=2)
 

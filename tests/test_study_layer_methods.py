@@ -15,7 +15,8 @@ import torch
 from helpers import run_in_process, table_row
 from supervised_fixtures import omniglot_reproduction_data
 
-from rkmeta_rl import jobs, rundir
+from rkmeta_rl.launch import jobs
+from rkmeta_rl.run import rundir
 from rkmeta_rl.stats import summarize
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "study_layer_methods.py"

@@ -12,8 +12,8 @@ import torch
 from helpers import interrupt_on_call
 from supervised_fixtures import miniimagenet_root
 
-from rkmeta_rl import rundir
 from rkmeta_rl.cli import main
+from rkmeta_rl.run import rundir
 from rkmeta_rl.supervised.trainer import SupervisedTrainer, load_supervised_run
 
 

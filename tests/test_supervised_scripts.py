@@ -21,7 +21,8 @@ import torch
 from helpers import load_script, run_in_process, table_row
 from supervised_fixtures import omniglot_reproduction_data
 
-from rkmeta_rl import jobs, rundir
+from rkmeta_rl.launch import jobs
+from rkmeta_rl.run import rundir
 from rkmeta_rl.stats import summarize
 
 table2 = load_script("reproduce_table2")

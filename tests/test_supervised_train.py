@@ -17,7 +17,7 @@ import torch
 from helpers import interrupt_on_call
 from supervised_runs import sinusoid, train
 
-from rkmeta_rl import rundir
+from rkmeta_rl.run import rundir
 from rkmeta_rl.supervised import meta
 from rkmeta_rl.supervised.config import SupervisedConfig, resolve
 from rkmeta_rl.supervised.trainer import (

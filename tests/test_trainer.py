@@ -1,4 +1,4 @@
-"""Tests for rkmeta_rl.rl.trainer and rkmeta_rl.rundir: resume, checkpoints, reproducibility,
+"""Tests for rkmeta_rl.rl.trainer and rkmeta_rl.run.rundir: resume, checkpoints, reproducibility,
 and the protection against non-finite meta-steps.
 
 Every run is tiny (2 tasks x 2 episodes, an 8x8 policy, at most 3 meta-iterations).
@@ -14,12 +14,12 @@ import pytest
 import torch
 from helpers import interrupt_on_call
 
-from rkmeta_rl import rundir
 from rkmeta_rl.cli import main
-from rkmeta_rl.config import torch_threads
 from rkmeta_rl.rl import meta_step as meta_step_module
 from rkmeta_rl.rl.config import TrainConfig, resolve
 from rkmeta_rl.rl.trainer import Trainer, load_run, prepare_run_dir, resume_run
+from rkmeta_rl.run import rundir
+from rkmeta_rl.run.config import torch_threads
 
 
 def tiny_config(**overrides) -> TrainConfig:

@@ -1,6 +1,6 @@
 """The RL commands: ``train``, ``train-oracle``, ``evaluate`` and ``render``.
 
-The settings' flags are generated from their dataclasses (``rkmeta_rl.flags``): ``train``'s
+The settings' flags are generated from their dataclasses (``rkmeta_rl.run.flags``): ``train``'s
 from ``rkmeta_rl.rl.config.TrainConfig``, ``evaluate``'s from
 ``rkmeta_rl.rl.evaluate.EvalConfig``, each field with its default and help; only the flags
 that are no setting (``--out``, ``--resume``, ...) are written here.
@@ -16,7 +16,12 @@ from pathlib import Path
 
 import torch
 
-from rkmeta_rl.arguments import (
+from rkmeta_rl.rl.config import MetaStepConfig, TrainConfig, preset_values, resolve
+from rkmeta_rl.rl.evaluate import EvalConfig, evaluate_run
+from rkmeta_rl.rl.render import render_run
+from rkmeta_rl.rl.tasks import FAMILIES, LOCOMOTION, oracle_env
+from rkmeta_rl.rl.trainer import prepare_run_dir, resume_run
+from rkmeta_rl.run.arguments import (
     add_command,
     add_tableau_arg,
     check_run_dir,
@@ -25,14 +30,9 @@ from rkmeta_rl.arguments import (
     resume_dir,
     resume_settings,
 )
-from rkmeta_rl.config import torch_threads
-from rkmeta_rl.flags import add_settings, flag_fields, given_settings
-from rkmeta_rl.rl.config import MetaStepConfig, TrainConfig, preset_values, resolve
-from rkmeta_rl.rl.evaluate import EvalConfig, evaluate_run
-from rkmeta_rl.rl.render import render_run
-from rkmeta_rl.rl.tasks import FAMILIES, LOCOMOTION, oracle_env
-from rkmeta_rl.rl.trainer import prepare_run_dir, resume_run
-from rkmeta_rl.stopping import RunStopped
+from rkmeta_rl.run.config import torch_threads
+from rkmeta_rl.run.flags import add_settings, flag_fields, given_settings
+from rkmeta_rl.run.stopping import RunStopped
 
 # What train-oracle fixes: plain TRPO (euler, no adaptation) on the goal-conditioned env.
 ORACLE_FIXED = ("method", "layer_methods", "first_order", "inner_lr", "step_size")

@@ -1,5 +1,5 @@
 """Every RL training setting: its default, its help and its flag, in one place (the
-``train`` and ``train-oracle`` flags are generated from these fields, ``rkmeta_rl.flags``).
+``train`` and ``train-oracle`` flags are generated from these fields, ``rkmeta_rl.run.flags``).
 
 Defaults are the paper's 2D-navigation setting: 2×100 ReLU policy, max KL 0.01, 40 tasks
 × 20 episodes, 100 meta-iterations. Three settings depend on the task family and come from
@@ -21,19 +21,6 @@ from typing import Any
 import torch
 
 from envs.locomotion_dynamics import DYNAMICS, GYMNASIUM
-from rkmeta_rl import rundir
-from rkmeta_rl.config import (
-    FIRST_ORDER_HELP,
-    METHOD_HELP,
-    STEP_SIZE_HELP,
-    STEPS,
-    StoredConfig,
-    check_seed,
-    inner_lr_help,
-    resolve_steps,
-    torch_threads,
-)
-from rkmeta_rl.flags import check_choices, flag_name, layer_sizes, setting
 from rkmeta_rl.layer_methods import parse_layer_methods
 from rkmeta_rl.rl.gym_tasks import FORMS
 from rkmeta_rl.rl.sampler import SAMPLERS
@@ -46,6 +33,19 @@ from rkmeta_rl.rl.tasks import (
     family_entry,
     horizon_of,
 )
+from rkmeta_rl.run import rundir
+from rkmeta_rl.run.config import (
+    FIRST_ORDER_HELP,
+    METHOD_HELP,
+    STEP_SIZE_HELP,
+    STEPS,
+    StoredConfig,
+    check_seed,
+    inner_lr_help,
+    resolve_steps,
+    torch_threads,
+)
+from rkmeta_rl.run.flags import check_choices, flag_name, layer_sizes, setting
 
 # Named budgets (--preset): they replace these defaults; explicit flags still win.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -205,7 +205,7 @@ def _check_device(device: str) -> None:
 
 def _check_sampler(sampler: str, workers: int, address: str | None) -> None:
     """Ray's settings only with ``ray``, and Ray installed for it (the sampler's name is
-    one of ``SAMPLERS``: :func:`rkmeta_rl.flags.check_choices`)."""
+    one of ``SAMPLERS``: :func:`rkmeta_rl.run.flags.check_choices`)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"--workers must be >= 0 (0: one per CPU of the Ray instance), "
                          f"got {workers!r}")

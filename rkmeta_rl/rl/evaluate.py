@@ -19,15 +19,15 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from rkmeta_rl import rundir
-from rkmeta_rl.config import check_seed
-from rkmeta_rl.flags import check_choices, setting
-from rkmeta_rl.progress import ProgressBar
 from rkmeta_rl.rl.adapt import adapt_to_tasks
 from rkmeta_rl.rl.config import TrainConfig, read_train_config
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
 from rkmeta_rl.rl.tasks import ORACLE_ENVS, TaskFamily
 from rkmeta_rl.rl.trainer import checkpoint_policy, make_policy, run_alpha, run_family
+from rkmeta_rl.run import rundir
+from rkmeta_rl.run.config import check_seed
+from rkmeta_rl.run.flags import check_choices, setting
+from rkmeta_rl.run.progress import ProgressBar
 from rkmeta_rl.stats import summarize
 
 PROTOCOLS = {"constant": "α at every step", "maml": "α at the first step, α/2 after"}
@@ -42,7 +42,7 @@ VALIDATION_SEED = 20170310  # validation goals for --checkpoint best, apart from
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """The evaluate command's settings (its flags are generated from them: rkmeta_rl.flags)."""
+    """The evaluate command's settings (its flags are generated from them: rkmeta_rl.run.flags)."""
 
     tasks: int = setting(40, help="held-out tasks")
     # the paper's 40 samples

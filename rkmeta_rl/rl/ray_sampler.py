@@ -24,10 +24,10 @@ lost) is another matter: no worker can be started any more, so the run ends with
 directory's last checkpoint holds and the command that resumes it. A worker that cannot
 start for another reason (on a cluster, a node without rkmeta-rl or the env's module) says
 so. A SIGTERM while the workers start undoes the start (workers, the instance started here,
-its temporary directory) and raises :class:`~rkmeta_rl.stopping.RunStopped`, as a SIGTERM
+its temporary directory) and raises :class:`~rkmeta_rl.run.stopping.RunStopped`, as a SIGTERM
 during training does; asking for more workers than the CPUs this process may use starts
 them all with a warning (they share the cores). ``tests/test_ray_faults.py`` checks these.
-Where Ray runs and where its logs go: ``rkmeta_rl/rl/ray_session.py``.
+Where Ray runs and where its logs go: ``rkmeta_rl/run/ray_session.py``.
 """
 
 from __future__ import annotations
@@ -50,16 +50,16 @@ from ray.exceptions import (
     WorkerCrashedError,
 )
 
-from rkmeta_rl import rundir
-from rkmeta_rl.config import torch_threads
 from rkmeta_rl.rk import Params
 from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
-from rkmeta_rl.rl.ray_session import RaySession, SigtermHold
 from rkmeta_rl.rl.sampler import SamplingError, sample_share
 from rkmeta_rl.rl.streams import StreamKey
 from rkmeta_rl.rl.tasks import make_family
-from rkmeta_rl.stopping import RunStopped
+from rkmeta_rl.run import rundir
+from rkmeta_rl.run.config import torch_threads
+from rkmeta_rl.run.ray_session import RaySession, SigtermHold
+from rkmeta_rl.run.stopping import RunStopped
 
 MAX_TRIES = 3  # attempts per share and call when workers die
 DEATHS = (RayActorError, WorkerCrashedError)  # ActorDiedError is a RayActorError

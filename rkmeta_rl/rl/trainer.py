@@ -2,7 +2,7 @@
 
 A trainer that writes holds its run directory's writer lock (``runlock.WriterLock``) from
 ``prepare_run_dir``/``resume_run`` until ``run()`` ends; SIGINT/SIGTERM stop ``run()``
-between iterations (``rkmeta_rl.stopping``).
+between iterations (``rkmeta_rl.run.stopping``).
 
 Devices: sampling always runs on the CPU, for every family, whatever ``--device``: the
 physics (MuJoCo, a Gymnasium env) lives there, and nav2d follows the same path so that the
@@ -24,8 +24,6 @@ from typing import Any
 
 import torch
 
-from rkmeta_rl import rundir, runlock
-from rkmeta_rl.config import torch_threads
 from rkmeta_rl.layer_methods import method_of
 from rkmeta_rl.rk import Params, Scheme
 from rkmeta_rl.rl.config import TrainConfig, read_train_config, resolve
@@ -35,7 +33,8 @@ from rkmeta_rl.rl.policy import GaussianMLPPolicy
 from rkmeta_rl.rl.sampler import LocalSampler, Sampler
 from rkmeta_rl.rl.streams import StreamKey
 from rkmeta_rl.rl.tasks import TaskFamily, make_family
-from rkmeta_rl.run import loop
+from rkmeta_rl.run import loop, rundir, runlock
+from rkmeta_rl.run.config import torch_threads
 from rkmeta_rl.run.loop import Callback
 from rkmeta_rl.tableau import Tableau
 
@@ -228,7 +227,7 @@ def resume_run(run_dir: Path, meta_iters: int | None = None,
                num_threads: int | None = None) -> Trainer:
     """A Trainer positioned after the run's last checkpoint (its own config), holding the
     directory's writer lock; ``meta_iters`` extends the run, ``num_threads`` overrides the
-    run's for this process (:func:`rkmeta_rl.rundir.change_on_resume`)."""
+    run's for this process (:func:`rkmeta_rl.run.rundir.change_on_resume`)."""
     run_dir = Path(run_dir)
     cfg = read_train_config(run_dir, check_device=True)
     state = rundir.load_checkpoint(run_dir)

@@ -7,8 +7,8 @@ says whether this iteration ends a record (RL: every iteration; supervised: ever
 and TensorBoard, the snapshot (if due) and the checkpoint are written, and the callbacks
 see it; a callback that returns ``False`` ends training after that record (as in
 stable-baselines3). With a run directory the loop holds its writer lock and turns
-SIGINT/SIGTERM into :class:`~rkmeta_rl.stopping.RunStopped` between iterations
-(``rkmeta_rl/stopping.py``); without one (``wing.run_dir is None``) it trains in memory:
+SIGINT/SIGTERM into :class:`~rkmeta_rl.run.stopping.RunStopped` between iterations
+(``rkmeta_rl/run/stopping.py``); without one (``wing.run_dir is None``) it trains in memory:
 nothing is written and signals are left to Python (Ctrl-C raises ``KeyboardInterrupt``).
 """
 
@@ -21,9 +21,9 @@ from typing import Any, Protocol
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from rkmeta_rl import rundir, runlock
-from rkmeta_rl.progress import ProgressBar
-from rkmeta_rl.stopping import StopSignals
+from rkmeta_rl.run import rundir, runlock
+from rkmeta_rl.run.progress import ProgressBar
+from rkmeta_rl.run.stopping import StopSignals
 
 Record = dict[str, Any]
 Callback = Callable[[Record], Any]  # called with each record written; False stops training

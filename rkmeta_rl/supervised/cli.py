@@ -1,6 +1,6 @@
 """``rkmeta-rl supervised`` and ``rkmeta-rl supervised-evaluate``: the supervised
 benchmarks from the command line (the settings' flags, defaults and help are generated
-from ``rkmeta_rl/supervised/config.py``'s dataclass: ``rkmeta_rl.flags``)."""
+from ``rkmeta_rl/supervised/config.py``'s dataclass: ``rkmeta_rl.run.flags``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from rkmeta_rl.arguments import (
+from rkmeta_rl.run.arguments import (
     add_command,
     add_tableau_arg,
     check_run_dir,
@@ -19,9 +19,9 @@ from rkmeta_rl.arguments import (
     resume_dir,
     resume_settings,
 )
-from rkmeta_rl.config import torch_threads
-from rkmeta_rl.flags import add_settings, given_settings
-from rkmeta_rl.stopping import RunStopped
+from rkmeta_rl.run.config import torch_threads
+from rkmeta_rl.run.flags import add_settings, given_settings
+from rkmeta_rl.run.stopping import RunStopped
 from rkmeta_rl.supervised.config import SupervisedConfig, resolve
 from rkmeta_rl.supervised.evaluate import evaluate_supervised_run
 from rkmeta_rl.supervised.trainer import prepare_supervised_run, resume_supervised_run

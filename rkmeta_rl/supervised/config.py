@@ -17,7 +17,7 @@ miniimagenet      5      0.01   5       10           4 (1-shot)  90,000      32
 Adam with learning rate 0.001 is the meta-optimizer. ``None`` means "the benchmark's
 default" and is filled in by :func:`resolve`, which also validates every value. Each field
 declares its help too: ``rkmeta-rl supervised``'s flags are generated from them
-(``rkmeta_rl.flags``).
+(``rkmeta_rl.run.flags``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rkmeta_rl.config import (
+from rkmeta_rl.layer_methods import parse_layer_methods
+from rkmeta_rl.run.config import (
     FIRST_ORDER_HELP,
     METHOD_HELP,
     STEP_SIZE_HELP,
@@ -38,8 +39,7 @@ from rkmeta_rl.config import (
     resolve_steps,
     torch_threads,
 )
-from rkmeta_rl.flags import check_choices, layer_sizes, setting
-from rkmeta_rl.layer_methods import parse_layer_methods
+from rkmeta_rl.run.flags import check_choices, layer_sizes, setting
 
 BENCHMARKS = ("sinusoid", "omniglot", "miniimagenet")
 
@@ -86,7 +86,7 @@ def per_benchmark(text: str, key: str) -> Any:
 
 @dataclass
 class SupervisedConfig(StoredConfig):
-    """A supervised meta-training run (``rkmeta-rl supervised``; flags: rkmeta_rl.flags)."""
+    """A supervised meta-training run (``rkmeta-rl supervised``; flags: rkmeta_rl.run.flags)."""
 
     benchmark: str = setting("sinusoid", choices=BENCHMARKS, help=", ".join(BENCHMARKS))
     method: str = setting("ralston", help=METHOD_HELP)

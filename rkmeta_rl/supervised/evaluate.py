@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from rkmeta_rl import rundir
-from rkmeta_rl.config import check_seed
 from rkmeta_rl.layer_methods import method_of
+from rkmeta_rl.run import rundir
+from rkmeta_rl.run.config import check_seed
 from rkmeta_rl.stats import summarize
 from rkmeta_rl.supervised.fewshot import FewShotBatch
 from rkmeta_rl.supervised.omniglot import load_one_shot_runs

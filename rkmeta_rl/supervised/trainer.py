@@ -24,11 +24,10 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from rkmeta_rl import rundir, runlock
-from rkmeta_rl.config import torch_threads
 from rkmeta_rl.layer_methods import method_of
 from rkmeta_rl.rk import Params, repeat_params
-from rkmeta_rl.run import loop
+from rkmeta_rl.run import loop, rundir, runlock
+from rkmeta_rl.run.config import torch_threads
 from rkmeta_rl.run.loop import Callback
 from rkmeta_rl.supervised.benchmarks import VALIDATION_SEED_OFFSET, Benchmark, make_benchmark
 from rkmeta_rl.supervised.config import SupervisedConfig, resolve
@@ -239,7 +238,7 @@ def resume_supervised_run(run_dir: Path, meta_iters: int | None = None,
                           num_threads: int | None = None) -> SupervisedTrainer:
     """A trainer positioned after the run's last checkpoint (its own config), holding the
     directory's writer lock; ``meta_iters`` extends the run, ``num_threads`` overrides the
-    run's for this process (:func:`rkmeta_rl.rundir.change_on_resume`). An extended run's
+    run's for this process (:func:`rkmeta_rl.run.rundir.change_on_resume`). An extended run's
     parameters are those of a run given ``meta_iters`` from the start; its metrics keep the
     record (and validation) made at the old last iteration."""
     run_dir = Path(run_dir)

@@ -66,7 +66,7 @@ class SettingNames:
 CLI_NAMES = SettingNames()
 PYTHON_NAMES = SettingNames("inner_lr", "step_size", "layer_methods")
 
-# The help of the method settings both wings declare (rkmeta_rl.flags.setting).
+# The help of the method settings both wings declare (rkmeta_rl.run.flags.setting).
 METHOD_HELP = (f"tableau name: {', '.join(METHOD_NAMES)}, generic:X (rkmeta-rl methods "
                "lists them)")
 FIRST_ORDER_HELP = "k_i at its point, not differentiated through θ_i(θ)"

@@ -1,5 +1,5 @@
 """Command-line pieces both wings share: subcommands, --tableau, --resume and one-line
-errors (the settings' flags come from their dataclasses: ``rkmeta_rl.flags``)."""
+errors (the settings' flags come from their dataclasses: ``rkmeta_rl.run.flags``)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from rkmeta_rl.config import torch_threads
-from rkmeta_rl.flags import flag_name
-from rkmeta_rl.stopping import RunStopped
+from rkmeta_rl.run.config import torch_threads
+from rkmeta_rl.run.flags import flag_name
+from rkmeta_rl.run.stopping import RunStopped
 
 Handler = Callable[[argparse.Namespace, list[str]], int]  # (args, argv) -> exit code
 
@@ -43,7 +43,7 @@ _NOT_FLAGS = ("command", "handler")  # in every command's namespace, given or no
 def resume_dir(args: argparse.Namespace) -> Path:
     """The --resume directory, refusing other settings (the run keeps its own config, except
     ``--meta-iters`` to extend it and ``--num-threads``: :func:`resume_settings`). The
-    settings' flags default to SUPPRESS (``rkmeta_rl.flags``), so those in ``args`` were
+    settings' flags default to SUPPRESS (``rkmeta_rl.run.flags``), so those in ``args`` were
     given; the other flags were given where they differ from their None or False."""
     allowed = ("resume", "no_progress", *RESUME_SETTINGS, *_NOT_FLAGS)
     given = [flag_name(name) for name, value in vars(args).items()

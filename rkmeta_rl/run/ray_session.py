@@ -15,7 +15,7 @@
 
 ``ray.init`` installs its own SIGTERM handler (``sys.exit``) and leaves it behind after
 ``ray.shutdown``; :func:`init_keeping_signals` puts the previous handler back, since the
-trainer handles SIGTERM itself (``rkmeta_rl/stopping.py``) and a library should not
+trainer handles SIGTERM itself (``rkmeta_rl/run/stopping.py``) and a library should not
 change a process's handlers for good.
 
 A start that fails, however (an error, Ctrl-C, or a SIGTERM that ``ray.init``'s handler
@@ -45,7 +45,7 @@ _SHORT_TMP = "/tmp"  # a short parent for Ray's sockets where it exists
 
 def init_keeping_signals(**options: Any) -> Any:
     """``ray.init(**options)`` (its result) with SIGTERM's handler as it was before (main
-    thread): the training run's and the launcher's (``rkmeta_rl/grid.py``) alike."""
+    thread): the training run's and the launcher's (``rkmeta_rl/launch/grid.py``) alike."""
     main = threading.current_thread() is threading.main_thread()
     saved = signal.getsignal(signal.SIGTERM) if main else None
     try:

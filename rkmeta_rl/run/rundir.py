@@ -9,7 +9,7 @@ What it promises (README, "Reliability"):
 * Checkpoints hold tensors and plain data only and are read with ``weights_only=True``:
   loading one never runs code. A file that needs more is refused; a trusted old one is
   converted once with :func:`convert_trusted_checkpoint` (``rkmeta-rl convert-checkpoint``).
-* One writer per directory (``rkmeta_rl.runlock``): :func:`open_run` and the trainers
+* One writer per directory (``rkmeta_rl.run.runlock``): :func:`open_run` and the trainers
   hold its lock while they write. Readers (evaluate, plots) take no lock.
 * Files read here (config.json, metrics.jsonl, checkpoint.pt) may come from elsewhere: every
   problem is a one-line ``ValueError`` naming the file and what is wrong.
@@ -31,8 +31,8 @@ from typing import IO, Any, Protocol, TypeVar
 import numpy as np
 import torch
 
-from rkmeta_rl.config import torch_threads
-from rkmeta_rl.runlock import WriterLock
+from rkmeta_rl.run.config import torch_threads
+from rkmeta_rl.run.runlock import WriterLock
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"

@@ -3,7 +3,7 @@
 :class:`Grid` holds the scripts' ``--jobs``, ``--ray-address``, ``--cpus-per-job`` and
 ``--gpus-per-job`` (:func:`add_grid_args`), starts or joins Ray on first use, and submits a
 job as a Ray task with its resources (:meth:`Grid.submit`; the task's body is
-:func:`rkmeta_rl.job_process.run_command`). Ray is imported only here and only when
+:func:`rkmeta_rl.launch.job_process.run_command`). Ray is imported only here and only when
 needed: without it the scripts stop at once with one line (:func:`require_ray`).
 README, "Reproductions on Ray", shows the commands for a machine and for a cluster.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from rkmeta_rl import job_process
+from rkmeta_rl.launch import job_process
 
 RAY_MISSING = 'the commands run on Ray, which is not installed: pip install -e ".[ray]"'
 OBJECT_STORE_BYTES = 128 * 1024**2  # a local instance's: the tasks pass a few numbers
@@ -149,7 +149,7 @@ class Grid:
         ``ray.init``'s own SIGTERM handler (it exits the script at once) is undone."""
         import ray
 
-        from rkmeta_rl.rl.ray_session import init_keeping_signals
+        from rkmeta_rl.run.ray_session import init_keeping_signals
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if ray.is_initialized():
             return

@@ -1,6 +1,6 @@
 """One reproduction command as a process group that ends with the Ray task running it.
 
-The worker side of :mod:`rkmeta_rl.jobs`: :func:`run_task` is the body of the Ray task of
+The worker side of :mod:`rkmeta_rl.launch.jobs`: :func:`run_task` is the body of the Ray task of
 every job. It starts the command in a session (a process group) of its own, its output
 in the job's log, and waits, looking every second for the script's stop file (next to
 the logs). When the file appears (the script was stopped, or another command failed),
@@ -17,7 +17,7 @@ cancellation that meets a task just finishing can abort the script's process (a 
 check in Ray's task manager).
 
 This module imports neither Ray nor torch nor anything of the package: Ray ships it to
-its workers by value (:meth:`rkmeta_rl.grid.Grid.submit`), so a worker starts quickly.
+its workers by value (:meth:`rkmeta_rl.launch.grid.Grid.submit`), so a worker starts quickly.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ repository) runs as a Ray task that asks for its CPUs and GPUs: one CPU by defau
 (``--cpus-per-job``), and ``--gpus-per-job`` (1) GPUs when the command has
 ``--device cuda``. The task starts the command as a process group of its own, its output
 in ``RUNS/logs/PHASE-NAME.log``, and stops that group when the script tells it to
-(:mod:`rkmeta_rl.job_process`). Without ``--ray-address`` the script starts a local Ray
+(:mod:`rkmeta_rl.launch.job_process`). Without ``--ray-address`` the script starts a local Ray
 instance with ``--jobs`` CPUs; with it, the commands run on that cluster (README,
 "Reproductions on Ray"). The script follows the tasks with ``ray.wait`` and prints a
 training job's latest metrics every ``--poll`` seconds. A failing command stops the others
@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rkmeta_rl import job_process, rundir
-from rkmeta_rl.grid import Grid, Job, add_grid_args, check_grid_args
+from rkmeta_rl.launch import job_process
+from rkmeta_rl.launch.grid import Grid, Job, add_grid_args, check_grid_args
+from rkmeta_rl.run import rundir
 
 
 def last_record(run_dir: Path) -> dict | None:
