@@ -1,7 +1,8 @@
 """``rkmeta-rl``: train, resume, evaluate and inspect RK meta-learning runs.
 
 The RL commands live in ``rkmeta_rl/rl/cli.py``, the supervised ones in
-``rkmeta_rl/supervised/cli.py``; this module only puts them under one program.
+``rkmeta_rl/supervised/cli.py``, the analysis of finished runs in
+``rkmeta_rl/analysis/cli.py``; this module only puts them under one program.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import sys
 import warnings
 
+from rkmeta_rl.analysis import cli as analysis_cli
 from rkmeta_rl.methods import format_table
 from rkmeta_rl.rl import cli as rl_cli
 from rkmeta_rl.rl.sampler import SamplingError
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     rl_cli.add_commands(sub)
     supervised_cli.add_commands(sub)
+    analysis_cli.add_commands(sub)
     add_command(sub, "methods", cmd_methods,
                 help="list the named tableaus with their order")
     add_command(sub, "convert-checkpoint", cmd_convert,

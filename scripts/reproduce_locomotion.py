@@ -42,8 +42,9 @@ from rkmeta_rl.launch.jobs import (
     copy_runs,
     finish_common_args,
     history_lines,
-    job_seconds,
+    phase_minutes,
     run_phases,
+    timed_commands,
 )
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.rl.config import TrainConfig, resolve
@@ -154,7 +155,6 @@ def env_table(args: argparse.Namespace, dirs: dict[str, Path], env: str) -> tupl
 
 
 def report(args, phases, history, dirs, results: Path, commands: dict[str, list[Job]]) -> None:
-    total = sum(phases.values())
     cfg = resolve(TrainConfig(env=args.envs[0], dynamics=args.dynamics))
     sections = [
         "# Locomotion: adaptation after meta-training, beside MAML\n",
@@ -176,15 +176,12 @@ def report(args, phases, history, dirs, results: Path, commands: dict[str, list[
                      f"![{env}: training]({env}-training.png)\n"]
     sections += [
         "## Time on this machine\n",
-        "\n".join(f"- {p}: {s / 60:.1f} min" for p, s in phases.items())
-        + f"\n- total: {total / 60:.1f} min\n",
+        phase_minutes(phases),
         "Every invocation on these run directories:\n", history_lines(history) + "\n",
         "## Commands, as run\n",
         "After each training command: the seconds its meta-iterations took (from "
         "metrics.jsonl, whichever invocation ran them); after the others: wall seconds.\n"]
-    for phase, jobs in commands.items():
-        sections.append(f"{phase}:\n\n```bash\n" + "\n".join(
-            f"{j.shell()}   # {job_seconds(j):.0f}s" for j in jobs) + "\n```\n")
+    sections += timed_commands(commands)
     (results / "README.md").write_text("\n".join(sections))
     (results / "timing.json").write_text(json.dumps(
         {"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "phases_seconds": phases},

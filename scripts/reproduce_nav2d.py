@@ -54,7 +54,14 @@ import time
 from pathlib import Path
 
 from rkmeta_rl.launch.grid import Grid, add_grid_args, check_grid_args, parallelism
-from rkmeta_rl.launch.jobs import Job, history_lines, job_seconds, record_phase, run_jobs
+from rkmeta_rl.launch.jobs import (
+    Job,
+    history_lines,
+    phase_minutes,
+    record_phase,
+    run_jobs,
+    timed_commands,
+)
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.rl.evaluate import (
     INITS,
@@ -218,7 +225,6 @@ def common_alpha_section(args: argparse.Namespace, dirs: dict[str, Path]) -> lis
 
 
 def report(args, phases, history, dirs, results: Path, commands: dict[str, list[Job]]) -> None:
-    total = sum(phases.values())
     reading = (", the family's default for every method" if args.step_size is None
                else f": α = c2·h with one h = {args.step_size}")
     ref = "\n".join(f"| {k} | " + " | ".join(f"{v:.1f}" for v in vals) + " |"
@@ -246,8 +252,7 @@ def report(args, phases, history, dirs, results: Path, commands: dict[str, list[
         "mean of 5 iterations, band across seeds):\n\n![training](training.png)\n",
         "## Time on this machine\n",
         "This invocation:\n",
-        "\n".join(f"- {p}: {s / 60:.1f} min" for p, s in phases.items())
-        + f"\n- total: {total / 60:.1f} min\n",
+        phase_minutes(phases),
         "Every invocation on these run directories (training resumes where a previous "
         "one stopped, so the training time is spread over them):\n",
         history_lines(history) + "\n",
@@ -256,10 +261,7 @@ def report(args, phases, history, dirs, results: Path, commands: dict[str, list[
     sections.append("After each training command: the seconds its meta-iterations took (from "
                     "metrics.jsonl, whichever invocation ran them); after the others: wall "
                     "seconds in this invocation.\n")
-    for phase, jobs in commands.items():
-        sections.append(f"{phase}:\n\n```bash\n"
-                        + "\n".join(f"{j.shell()}   # {job_seconds(j):.0f}s" for j in jobs)
-                        + "\n```\n")
+    sections += timed_commands(commands)
     (results / "README.md").write_text("\n".join(sections))
     (results / "timing.json").write_text(json.dumps(
         {"phases_seconds": phases, "jobs_seconds": {f"{p}/{j.name}": j.seconds

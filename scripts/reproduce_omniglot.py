@@ -25,17 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 from pathlib import Path
 
 from rkmeta_rl.launch.jobs import (
     Job,
     add_common_args,
+    command_line,
     copy_runs,
     finish_common_args,
-    history_lines,
     job_seconds,
     run_phases,
+    timing_and_commands,
 )
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.run.arguments import run_script
@@ -99,7 +99,7 @@ def pct(summary: dict) -> str:
 
 def report(args, train: list[Job], results: Path, phases, history, commands) -> None:
     lines = ["# Omniglot 1-shot on the real subsets here (reduced budget)", "",
-             f"Command: `{shlex.join(['python', 'scripts/reproduce_omniglot.py', *args.argv])}`",
+             f"Command: `{command_line('reproduce_omniglot', args.argv)}`",
              "",
              __doc__.split("\n\n", 2)[2].strip(), "",
              "| setting | method | held-out tasks: acc. before adapting | after | "
@@ -119,10 +119,7 @@ def report(args, train: list[Job], results: Path, phases, history, commands) -> 
               "for every run; the paper's test steps are 3 at 5-way, 5 at 20-way).", "",
               "![Figure 3](figure3.png)", "",
               "## Time on this machine (2 cores, jobs sharing them)", "",
-              "- phases of this invocation: " + ", ".join(
-                  f"{k} {v / 60:.1f} min" for k, v in phases.items()),
-              "- every invocation:", history_lines(history), "", "## Commands", "", "```"]
-    lines += [j.shell() for phase in commands.values() for j in phase] + ["```", ""]
+              *timing_and_commands(phases, history, commands)]
     (results / "README.md").write_text("\n".join(lines))
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +32,12 @@ import numpy as np
 from rkmeta_rl.launch.jobs import (
     Job,
     add_common_args,
+    command_line,
     copy_runs,
     finish_common_args,
-    history_lines,
     job_seconds,
     run_phases,
+    timing_and_commands,
 )
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.run.arguments import run_script
@@ -132,7 +132,7 @@ def report(args, runs: Path, results: Path, phases, history, commands) -> None:
     last = len(steps["by_step"]) - 1
     cfg = json.loads((run_dir(runs, "alpha", args.methods[0], args.seeds[0]) / "config.json"
                       ).read_text())
-    command = shlex.join(["python", "scripts/reproduce_table2.py", *args.argv])
+    command = command_line("reproduce_table2", args.argv)
     lines = [
         "# Table 2: 10-shot sinusoid regression", "", f"Command: `{command}`", "",
         f"Settings: MLP {'-'.join(map(str, cfg['hidden']))} ReLU, K = {cfg['shots']} support "
@@ -158,15 +158,10 @@ def report(args, runs: Path, results: Path, phases, history, commands) -> None:
         lines.append("")
     seconds = {m: sum(job_seconds(j) for j in commands["train"] if j.name.split("-")[1] == m)
                for m in args.methods}
-    lines += ["## Time on this machine (2 cores)", "",
-              "- phases of this invocation: " + ", ".join(
-                  f"{k} {v / 60:.1f} min" for k, v in phases.items()),
-              "- training seconds per method (all its runs, summed meta-iteration time): "
-              + ", ".join(f"{m} {s:.0f}" for m, s in seconds.items()),
-              "- every invocation:", history_lines(history), "",
-              "## Commands", "", "```"]
-    lines += [j.shell() for phase in commands.values() for j in phase]
-    lines += ["```", ""]
+    lines += ["## Time on this machine (2 cores)", "", *timing_and_commands(
+        phases, history, commands,
+        extra=["- training seconds per method (all its runs, summed meta-iteration time): "
+               + ", ".join(f"{m} {s:.0f}" for m, s in seconds.items())])]
     (results / "README.md").write_text("\n".join(lines))
 
 

@@ -38,11 +38,12 @@ from rkmeta_rl.launch.grid import parallelism
 from rkmeta_rl.launch.jobs import (
     Job,
     add_common_args,
+    command_line,
     copy_runs,
     finish_common_args,
-    history_lines,
     job_seconds,
     run_phases,
+    timing_and_commands,
 )
 from rkmeta_rl.stats import summarize
 from rkmeta_rl.supervised.omniglot import BACKGROUND_SMALL
@@ -273,7 +274,7 @@ def reading(verdicts: list[str], bests: list[str], args) -> str:
 
 
 def report(args, runs: Path, results: Path, phases, history, commands) -> None:
-    command = shlex.join(["python", "scripts/study_layer_methods.py", *args.argv])
+    command = command_line("study_layer_methods", args.argv)
     lines = ["# A tableau per layer: midpoint head, Ralston body (ANIL extension)", "",
              f"Command: `{command}`", "", f"Written {time.strftime('%Y-%m-%d %H:%M')}.", "",
              "The paper's \"Extension to ANIL\" suggests midpoint for the head and Ralston for "
@@ -303,11 +304,7 @@ def report(args, runs: Path, results: Path, phases, history, commands) -> None:
               f"the {len(train)} runs, {parallelism(args)})",
               "- per configuration (its seeds summed): " + ", ".join(
                   f"{k} {v / 60:.1f} min" for k, v in per_config.items()),
-              "- phases of this invocation: " + ", ".join(
-                  f"{k} {v / 60:.1f} min" for k, v in phases.items()),
-              "- every invocation:", history_lines(history), "",
-              "## Commands", "", "```"]
-    lines += [j.shell() for phase in commands.values() for j in phase] + ["```", ""]
+              *timing_and_commands(phases, history, commands)]
     (results / "README.md").write_text("\n".join(lines))
 
 

@@ -1,4 +1,5 @@
-"""scripts/compare_methods.py: differences to a baseline, paired on seeds and tasks, checked
+"""``rkmeta-rl compare`` (``rkmeta_rl.analysis.compare``; ``scripts/compare_methods.py``
+drives it): differences to a baseline, paired on seeds and tasks, checked
 against values and t-intervals worked out in the test."""
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 from helpers import load_script
 
-compare = load_script("compare_methods")
+from rkmeta_rl.analysis import compare
+from rkmeta_rl.cli import main as cli
+
 T_1DF, T_2DF = 12.706204736, 4.302652730  # t(0.975) with 1 and 2 degrees of freedom
 
 
@@ -90,3 +93,26 @@ def test_the_baseline_can_read_another_evaluation(runs, capsys) -> None:
     half = T_1DF / 2
     assert rows == [f"| ralston | 0 | 2 | +1.50 | [{1.5 - half:+.2f}, {1.5 + half:+.2f}] | "
                     "[+1.50, +1.50] * | +2.00 / +1.00 |"]
+
+
+def test_the_subcommand_and_the_script_write_the_same_table(runs, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as help_exit:
+        cli(["compare", "--help"])
+    assert help_exit.value.code == 0 and "--baseline-eval-file" in capsys.readouterr().out
+    argv = [*map(str, runs), "--steps", "0,1"]
+    assert cli(["compare", *argv, "--out", str(tmp_path / "cli.md")]) == 0
+    by_cli = capsys.readouterr().out
+    script = load_script("compare_methods")
+    assert script.main is compare.main  # the script only drives the package
+    assert script.main([*argv, "--out", str(tmp_path / "script.md")]) == 0
+    assert capsys.readouterr().out == by_cli
+    assert (tmp_path / "cli.md").read_text() == (tmp_path / "script.md").read_text()
+
+
+def test_the_subcommand_answers_bad_input_in_one_line(runs, tmp_path, capsys) -> None:
+    assert cli(["compare", *map(str, runs), "--baseline", "heun"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rkmeta-rl: error: no runs of the baseline 'heun'"), err
+    assert cli(["compare", str(tmp_path / "typo")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"rkmeta-rl: error: no such run directory: {tmp_path / 'typo'}")

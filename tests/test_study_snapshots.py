@@ -1,18 +1,19 @@
-"""scripts/study_snapshots.py at a toy size: every snapshot and the validation pick are
+"""``rkmeta-rl snapshots`` (``rkmeta_rl.analysis.snapshots``; ``scripts/study_snapshots.py``
+drives it) at a toy size: every snapshot and the validation pick are
 evaluated with the real ``rkmeta-rl evaluate`` and tabulated by group."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 from helpers import load_script
 
+from rkmeta_rl.analysis import snapshots as study
 from rkmeta_rl.cli import main as cli
 from rkmeta_rl.rl.evaluate import combine_seeds, read_eval
-
-study = load_script("study_snapshots")
 
 TOY = ["--meta-iters", "2", "--meta-batch-size", "2", "--fast-batch-size", "2",
        "--hidden", "8", "--snapshot-every", "1", "--no-progress", "--num-threads", "1"]
@@ -57,6 +58,16 @@ def test_every_snapshot_and_the_best_pick_are_tabulated(tmp_path: Path) -> None:
     rows = [line.split("|")[1].strip() for line in lines
             if line.startswith("| ") and not line.startswith("| iteration")]
     assert rows[0] == "1" and rows[1].startswith("best (") and len(rows) == 2
+    # the subcommand and the script write the same table (from the same evaluations)
+    same = [*map(str, runs), "--iterations", "1", "--eval-extra", "--tasks 2 --episodes 2",
+            "--jobs", "1"]
+    assert cli(["snapshots", *same, "--out", str(tmp_path / "report" / "by-cli")]) == 0
+    script = load_script("study_snapshots")
+    assert script.main is study.main  # the script only drives the package
+    assert script.main([*same, "--out", str(tmp_path / "report" / "by-script")]) == 0
+    for name in ("by-cli", "by-script"):
+        assert (tmp_path / "report" / f"{name}.md").read_text() == (
+            only.parent / "only-1.md").read_text()
     # other evaluate flags make other files; an evaluation older than the checkpoint is stale
     other = study.parse_args([*map(str, runs), "--eval-extra", "--tasks 3", "--out", str(out)])
     assert study.eval_path(runs[0], other, "2") != study.eval_path(runs[0], args, "2")
@@ -98,3 +109,22 @@ def test_iterations_that_no_run_has_are_refused(tmp_path: Path, capsys) -> None:
         study.parse_args([*map(str, runs), "--iterations", "20,25,50", *out])
     assert ("--iterations 25,50: no run has a snapshot there; they have 10,20,30,40"
             in capsys.readouterr().err)
+
+
+def test_the_subcommand_shows_its_help_and_refuses_as_the_script(tmp_path: Path,
+                                                                 capsys) -> None:
+    with pytest.raises(SystemExit) as help_exit:
+        cli(["snapshots", "--help"])
+    assert help_exit.value.code == 0 and "--reference" in capsys.readouterr().out
+    (tmp_path / "r").mkdir()
+    with pytest.raises(SystemExit):
+        cli(["snapshots", str(tmp_path / "r"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"rkmeta-rl snapshots: error: {tmp_path / 'r'} has no snapshots (train "
+                   "with --snapshot-every N)")
+
+
+def test_without_matplotlib_the_study_stops_in_one_line(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib fails
+    with pytest.raises(ValueError, match=r'needs matplotlib: pip install -e "\.\[plot\]"'):
+        study.pyplot()

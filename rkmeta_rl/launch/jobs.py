@@ -212,3 +212,33 @@ def _drop_per_task(value):
     if isinstance(value, list):
         return [_drop_per_task(v) for v in value]
     return value
+
+
+def command_line(script: str, argv: list[str]) -> str:
+    """How a reproduction script was run, for its report: ``python scripts/NAME.py ARGS``."""
+    return shlex.join(["python", f"scripts/{script}.py", *argv])
+
+
+def timing_and_commands(phases: dict[str, float], history: list[dict],
+                        commands: dict[str, list[Job]], extra: list[str] | None = None
+                        ) -> list[str]:
+    """A report's last lines: this invocation's phases, the ``extra`` lines, every
+    invocation's phases (``history_lines``) and the commands, one a line in a code block."""
+    return ["- phases of this invocation: " + ", ".join(
+                f"{k} {v / 60:.1f} min" for k, v in phases.items()), *(extra or []),
+            "- every invocation:", history_lines(history), "",
+            "## Commands", "", "```", *(j.shell() for jobs in commands.values() for j in jobs),
+            "```", ""]
+
+
+def phase_minutes(phases: dict[str, float]) -> str:
+    """Each phase's minutes and their total, a Markdown list."""
+    return ("\n".join(f"- {p}: {s / 60:.1f} min" for p, s in phases.items())
+            + f"\n- total: {sum(phases.values()) / 60:.1f} min\n")
+
+
+def timed_commands(commands: dict[str, list[Job]]) -> list[str]:
+    """A code block per phase: each command with its seconds (``job_seconds``)."""
+    return [f"{phase}:\n\n```bash\n" + "\n".join(f"{j.shell()}   # {job_seconds(j):.0f}s"
+                                                 for j in jobs) + "\n```\n"
+            for phase, jobs in commands.items()]
