@@ -25,13 +25,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
 from rkmeta_rl.layer_methods import Rules, adaptation_steps, build_scheme, parse_layer_methods
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.rk import Params, Scheme, combined_gradient, rk_combination, stage_points
 from rkmeta_rl.run.config import PYTHON_NAMES, resolve_steps
 from rkmeta_rl.tableau import Tableau
-from torch import Tensor, nn
-from torch.func import functional_call
 
 TaskLoss = Callable[[Callable[..., Any], Any], Tensor]  # (model, task) -> scalar
 
