@@ -9,7 +9,7 @@ shell, from the repository root (where that module path starts):
 
 ``python -m`` looks for modules in the current directory; the ``rkmeta-rl`` script does not
 (use ``PYTHONPATH=. rkmeta-rl ...`` there, or install your package). The defaults took
-11 s on a 2-core AMD EPYC (2026-12-06): a problem this small trains on one torch thread
+14 s on a 2-core AMD EPYC (2026-12-06): a problem this small trains on one torch thread
 (``--num-threads 0`` decides by its size; README, "Threads").
 """
 

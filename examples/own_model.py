@@ -2,10 +2,11 @@
 
 A plain nn.Sequential learns to fit sine waves from 10 points (the sinusoid benchmark,
 generated here): the model code is unchanged, RKMetaLearner evaluates it with explicit
-parameters and its loss.backward() leaves the RK meta-gradient in .grad, so any torch
-optimizer takes the step.
+parameters, all the tasks of a meta-batch at once (torch.func.vmap; the losses below are
+written for one task), and its loss.backward() leaves the RK meta-gradient in .grad, so
+any torch optimizer takes the step.
 
-    python examples/own_model.py            # 33 s on a 2-core AMD EPYC
+    python examples/own_model.py            # 12 s on a 2-core AMD EPYC (36 s one task at a time)
 """
 
 from __future__ import annotations

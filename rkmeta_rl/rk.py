@@ -99,6 +99,35 @@ def as_scheme(tableau: Tableau | Scheme, h: float | None, names: Iterable[str]) 
     return Scheme.uniform(tableau, h, names)
 
 
+@dataclass(frozen=True)
+class _Uniform:
+    """One tableau and one h for every parameter: :class:`Scheme`'s coefficients as single
+    numbers (the same products, without a look-up per parameter)."""
+
+    tableau: Tableau
+    h: float
+
+    @property
+    def stages(self) -> int:
+        return self.tableau.stages
+
+    def move(self, i: int, j: int) -> float:
+        return self.h * self.tableau.q[i][j]
+
+    def node_step(self, i: int) -> float:
+        return self.h * self.tableau.c[i]
+
+    def needs_k(self, j: int) -> bool:
+        return self.tableau.needs_k(j)
+
+
+Step = Mapping[str, float] | float  # per parameter, or one for all
+
+
+def _any(step: Step) -> bool:
+    return step != 0.0 if isinstance(step, float) else any(s != 0.0 for s in step.values())
+
+
 def repeat_params(params: Params, n: int) -> Params:
     """θ -> per-task copies with a leading task dimension n (a differentiable view)."""
     return {k: v.unsqueeze(0).expand(n, *v.shape) for k, v in params.items()}
@@ -112,12 +141,14 @@ def _grad(loss: Tensor, wrt: Params, create_graph: bool) -> Params:
     return dict(zip(wrt, grads, strict=True))
 
 
-def _moved(point: Params, step: Mapping[str, float], direction: Params) -> Params:
+def _moved(point: Params, step: Step, direction: Params) -> Params:
     """point - step·direction, parameter by parameter (a step of 0 leaves it as it is)."""
+    if isinstance(step, float):
+        return {n: v - step * direction[n] for n, v in point.items()}
     return {n: v - step[n] * direction[n] if step[n] != 0.0 else v for n, v in point.items()}
 
 
-def _support_step(point: Params, step: Mapping[str, float], stage_loss: StageLoss,
+def _support_step(point: Params, step: Step, stage_loss: StageLoss,
                   first_order: bool) -> Params:
     """One more adaptation step point - step·∇L_1(point) (differentiated through unless
     ``first_order``)."""
@@ -152,7 +183,7 @@ def stage_points(
         raise ValueError(f"step size h must be > 0, got {h}")
     if isinstance(inner_steps, bool) or not isinstance(inner_steps, int) or inner_steps < 1:
         raise ValueError(f"inner_steps must be an integer >= 1, got {inner_steps!r}")
-    scheme = as_scheme(tableau, h, theta)
+    scheme = tableau if isinstance(tableau, Scheme) else _Uniform(tableau, float(h))
     needed = [j for j in range(scheme.stages) if scheme.needs_k(j)]
     last_needed = needed[-1] if needed else -1
     differentiable = torch.is_grad_enabled() and all(v.requires_grad for v in theta.values())
@@ -166,10 +197,10 @@ def stage_points(
             point = dict(theta)
             for j in range(i):
                 move = scheme.move(i, j)  # h_n q_n,ij
-                if any(m != 0.0 for m in move.values()):
+                if _any(move):
                     point = _moved(point, move, ks[j])
             node_step = scheme.node_step(i)  # h_n c_n,i
-            if i > 0 and any(c != 0.0 for c in node_step.values()):
+            if i > 0 and _any(node_step):
                 for _ in range(inner_steps - 1):
                     point = _support_step(point, node_step, stage_loss, first_order)
             points.append(point)
@@ -202,6 +233,8 @@ def rk_combination(points: list[Params], tableau: Tableau | Scheme, loss: StageL
     scheme qualifies when all its groups share the weights a."""
     terms = [a * loss(i, p) for i, (a, p) in enumerate(zip(_weights(tableau), points,
                                                             strict=True)) if a != 0.0]
+    if len(terms) <= 2:  # the same number as the sum below, in fewer operations
+        return terms[0] if len(terms) == 1 else terms[0] + terms[1]
     return torch.stack(terms).sum()
 
 

@@ -1,11 +1,16 @@
 """RKMetaLearner: the RK meta-gradient of any nn.Module, and a tableau per parameter group.
 
 Checked against (1) the built-in supervised path on its MLP and conv net, (2) an
-independent computation written here from the equations (stage points by hand, each k_i
-the total derivative of L_i(θ_i(θ)), ḡ = Σ a_i k_i per parameter), for every named
-tableau, exact and first order, and for per-group tableaus including ANIL."""
+independent computation written here from the equations (stage points by hand, one task
+at a time, each k_i the total derivative of L_i(θ_i(θ)), ḡ = Σ a_i k_i per parameter), for
+every named tableau, exact and first order, per-group tableaus including ANIL, several
+inner steps and batch norm in training mode; each in the three ways the learner runs the
+tasks: one at a time, all at once from a list, all at once from stacked tensors."""
 
 from __future__ import annotations
+
+import dataclasses
+import warnings
 
 import pytest
 import torch
@@ -51,9 +56,11 @@ def learner_grads(learner: RKMetaLearner, tasks, sl=support, ql=query) -> dict:
 # -- an independent implementation of the equations -------------------------------------
 
 
-def by_hand(net: nn.Module, tasks, tableaus: dict, steps: dict, first_order: bool) -> dict:
+def by_hand(net: nn.Module, tasks, tableaus: dict, steps: dict, first_order: bool,
+            inner_steps: int = 1, sl=support, ql=query) -> dict:
     """ḡ[n] = mean over tasks of Σ_i a_n,i k_i[n], with θ_i[n] = θ[n] - h_n Σ_j q_n,ij k_j[n]
-    and k_i = d/dθ L_i(θ_i(θ)) (or its value at θ_i when first order)."""
+    followed (i > 1) by inner_steps - 1 steps of h_n c_n,i on the support loss, and
+    k_i = d/dθ L_i(θ_i(θ)) (or its value at θ_i when first order)."""
     names = [n for n, _ in net.named_parameters()]
     s = max(t.stages for t in tableaus.values())
 
@@ -69,12 +76,19 @@ def by_hand(net: nn.Module, tasks, tableaus: dict, steps: dict, first_order: boo
 
         def loss(i, params, task=task):
             model = lambda x: torch.func.functional_call(net, params, (x,))  # noqa: E731
-            return support(model, task) if i == 0 else query(model, task)
+            return sl(model, task) if i == 0 else ql(model, task)
 
         ks = []
         for i in range(s):
             point = {n: theta[n] - sum(steps[n] * coef(n, "q", i, j) * ks[j][n]
                                        for j in range(i)) if i else theta[n] for n in names}
+            node = {n: steps[n] * sum(coef(n, "q", i, j) for j in range(i)) for n in names}
+            for _ in range(inner_steps - 1 if i and any(node.values()) else 0):
+                at = ({n: v.detach().requires_grad_() for n, v in point.items()} if first_order
+                      else point)
+                g = torch.autograd.grad(loss(0, at), list(at.values()),
+                                        create_graph=not first_order)
+                point = {n: point[n] - node[n] * gn for n, gn in zip(names, g, strict=True)}
             if first_order:
                 at = {n: v.detach().requires_grad_() for n, v in point.items()}
                 k = torch.autograd.grad(loss(i, at), list(at.values()))
@@ -91,36 +105,78 @@ def steps_for(tab, names):
     return {n: h for n in names}
 
 
-@pytest.mark.parametrize("first_order", [False, True], ids=["exact", "first-order"])
-@pytest.mark.parametrize("method", METHOD_NAMES)
-def test_every_named_tableau_matches_the_equations(method, first_order):
-    net, tab = small_net(), get_tableau(method)
-    learner = RKMetaLearner(net, method, inner_lr=ALPHA, first_order=first_order)
-    tasks = mse_tasks()
-    names = [n for n, _ in net.named_parameters()]
-    expected = by_hand(net, tasks, {n: tab for n in names}, steps_for(tab, names), first_order)
-    got = learner_grads(learner, tasks)
-    for n in names:
+FORMS = ["loop", "list", "stacked"]  # one task at a time; all at once from a list / stacked
+
+
+def form_grads(form: str, net: nn.Module, tasks, sl=support, ql=query, **kwargs) -> dict:
+    """The learner's meta-gradient with the tasks run as ``form`` says (all at once must
+    not fall back to the loop: vectorize=True raises instead)."""
+    learner = RKMetaLearner(net, vectorize=form != "loop", **kwargs)
+    if form == "stacked":
+        tasks = tuple(torch.stack(leaf) for leaf in zip(*tasks, strict=True))
+    learner.module.zero_grad()
+    learner(tasks, sl, ql, stacked=form == "stacked").backward()
+    return {n: p.grad.clone() for n, p in learner.module.named_parameters()}
+
+
+def assert_grads(got: dict, expected: dict) -> None:
+    assert got.keys() == expected.keys()
+    for n in got:
         torch.testing.assert_close(got[n], expected[n], rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("spec", ["2=midpoint,*=ralston", "0=rk4,*=heun",
-                                  "2=midpoint,*=frozen:midpoint"])
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("first_order", [False, True], ids=["exact", "first-order"])
-def test_per_group_tableaus_match_the_equations(spec, first_order):
-    net = small_net()
-    learner = RKMetaLearner(net, layer_methods=spec, inner_lr=ALPHA, first_order=first_order)
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_every_named_tableau_matches_the_equations(method, first_order, form):
+    net, tab = small_net(), get_tableau(method)
+    tasks = mse_tasks()
+    names = [n for n, _ in net.named_parameters()]
+    expected = by_hand(net, tasks, {n: tab for n in names}, steps_for(tab, names), first_order)
+    assert_grads(form_grads(form, net, tasks, method=method, inner_lr=ALPHA,
+                            first_order=first_order), expected)
+
+
+def group_tableaus(net: nn.Module, spec: str) -> tuple[dict, dict]:
+    """Each parameter's tableau and h under ``spec`` (patterns on the first name part)."""
     rules = dict(parse_layer_methods(spec))
     names = [n for n, _ in net.named_parameters()]
     tableaus = {n: rules[n.split(".")[0]] if n.split(".")[0] in rules else rules["*"]
                 for n in names}
     steps = {n: 0.0 if t.name.startswith("frozen:") else steps_for(t, [n])[n]
              for n, t in tableaus.items()}
+    return tableaus, steps
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("spec", ["2=midpoint,*=ralston", "0=rk4,*=heun",
+                                  "2=midpoint,*=frozen:midpoint"])
+@pytest.mark.parametrize("first_order", [False, True], ids=["exact", "first-order"])
+def test_per_group_tableaus_match_the_equations(spec, first_order, form):
+    net = small_net()
     tasks = mse_tasks(2)
-    expected = by_hand(net, tasks, tableaus, steps, first_order)
-    got = learner_grads(learner, tasks)
-    for n in names:
-        torch.testing.assert_close(got[n], expected[n], rtol=1e-9, atol=1e-12)
+    expected = by_hand(net, tasks, *group_tableaus(net, spec), first_order)
+    assert_grads(form_grads(form, net, tasks, layer_methods=spec, inner_lr=ALPHA,
+                            first_order=first_order), expected)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("case", ["midpoint", "rk3", "heun-first-order",
+                                  "2=midpoint,*=ralston"])
+def test_two_inner_steps_match_the_equations(case, form):
+    net, tasks = small_net(), mse_tasks(2)
+    first_order = case.endswith("-first-order")
+    method = case.removesuffix("-first-order")
+    if "=" in case:
+        tableaus, steps = group_tableaus(net, case)
+        kwargs = {"layer_methods": case}
+    else:
+        names = [n for n, _ in net.named_parameters()]
+        tableaus = {n: get_tableau(method) for n in names}
+        steps, kwargs = steps_for(get_tableau(method), names), {"method": method}
+    expected = by_hand(net, tasks, tableaus, steps, first_order, inner_steps=2)
+    assert_grads(form_grads(form, net, tasks, inner_lr=ALPHA, first_order=first_order,
+                            inner_steps=2, **kwargs), expected)
 
 
 def test_anil_is_maml_on_the_head_and_a_plain_query_gradient_on_the_body():
@@ -326,3 +382,264 @@ def test_clear_errors():
         parse_layer_methods("head:midpoint")
     with pytest.raises(ValueError, match="unknown method 'rk9'"):
         parse_layer_methods("*=rk9")
+
+
+# -- batch norm in training mode: each task's own statistics -------------------------------
+
+
+def bn_net(track: bool) -> nn.Module:
+    torch.manual_seed(5)
+    return nn.Sequential(nn.Linear(2, 5), nn.BatchNorm1d(5, track_running_stats=track),
+                         nn.Tanh(), nn.Linear(5, 1)).to(DT).train()
+
+
+class ConvBN(nn.Module):
+    """conv -> batch norm -> ReLU -> 2x2 max-pool -> linear: every layer the learner runs
+    with its own task-batched product."""
+
+    def __init__(self, track: bool) -> None:
+        super().__init__()
+        torch.manual_seed(6)
+        self.conv = nn.Conv2d(1, 3, 3, padding=1)
+        self.norm = nn.BatchNorm2d(3, track_running_stats=track)
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Linear(3 * 3 * 3, 2)
+
+    def forward(self, x):
+        return self.head(self.pool(torch.relu(self.norm(self.conv(x)))).flatten(1))
+
+
+def image_tasks(n: int = 3) -> list[tuple[torch.Tensor, ...]]:
+    g = torch.Generator().manual_seed(7)
+    y = torch.tensor([0, 1, 1, 0])
+    return [(torch.rand(4, 1, 6, 6, generator=g, dtype=DT), y,
+             torch.rand(4, 1, 6, 6, generator=g, dtype=DT), y) for _ in range(n)]
+
+
+def ce_support(model, task):
+    return F.cross_entropy(model(task[0]), task[1])
+
+
+def ce_query(model, task):
+    return F.cross_entropy(model(task[2]), task[3])
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("kind,method,track", [
+    ("linear", "midpoint", False), ("linear", "midpoint", True), ("conv", "midpoint", False),
+    ("conv", "midpoint", True), ("conv", "rk3", False)])
+def test_batch_norm_in_training_mode_uses_each_tasks_statistics(kind, method, track, form):
+    """by_hand evaluates one task at a time, so its batch statistics are that task's: the
+    batched learner must give the same meta-gradient (MAML's transductive batch norm)."""
+    net = bn_net(track) if kind == "linear" else ConvBN(track).to(DT)
+    tasks, sl, ql = ((mse_tasks(), support, query) if kind == "linear"
+                     else (image_tasks(), ce_support, ce_query))
+    names = [n for n, _ in net.named_parameters()]
+    tab = get_tableau(method)
+    expected = by_hand(net, tasks, {n: tab for n in names}, steps_for(tab, names), False,
+                       sl=sl, ql=ql)
+    assert_grads(form_grads(form, net, tasks, sl, ql, method=method, inner_lr=ALPHA),
+                 expected)
+
+
+def test_running_statistics_move_by_the_mean_of_the_tasks_updates():
+    """Euler evaluates each task's support loss once: all tasks at once, the running mean
+    moves by the mean over tasks of each task's update (one at a time: task after task)."""
+    tasks = mse_tasks(3)
+    for vectorize in (True, False):
+        net = bn_net(True)
+        norm = net[1]
+        start = norm.running_mean.clone()
+        RKMetaLearner(net, "euler", inner_lr=ALPHA, vectorize=vectorize)(tasks, support, query)
+        with torch.no_grad():
+            means = [net[0](t[0]).mean(0) for t in tasks]  # each task's batch mean
+        m = norm.momentum
+        if vectorize:
+            expected = sum((1 - m) * start + m * mu for mu in means) / len(tasks)
+            assert int(norm.num_batches_tracked) == 1
+        else:
+            expected = start
+            for mu in means:
+                expected = (1 - m) * expected + m * mu
+            assert int(norm.num_batches_tracked) == len(tasks)
+        torch.testing.assert_close(norm.running_mean, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_the_task_batched_layers_do_the_work():
+    """Linear, conv, batch norm and max-pool each take their hand-written task-batched
+    product (not vmap's generic rules) inside the learner."""
+    from rkmeta_rl.learner import vmap_primitives
+    from rkmeta_rl.learner.task_layers import TaskLayers
+
+    used: list[str] = []
+    rules = {n: getattr(TaskLayers, n) for n in ("_linear", "_conv2d", "_batch_norm",
+                                                      "_max_pool2d")}
+
+    def spy(name):
+        def rule(self, *args):
+            out = rules[name](self, *args)
+            used.append(name if out is not None else f"{name} declined")
+            return out
+        return rule
+
+    if not vmap_primitives.FAST:
+        pytest.skip("this torch has not the primitives the task-batched layers use")
+    try:
+        for name in rules:
+            setattr(TaskLayers, name, spy(name))
+        net = ConvBN(False).to(DT)
+        RKMetaLearner(net, "midpoint", inner_lr=ALPHA, vectorize=True)(
+            image_tasks(), ce_support, ce_query)
+    finally:
+        for name, rule in rules.items():
+            setattr(TaskLayers, name, rule)
+    assert set(used) == set(rules)
+
+
+def test_the_public_vmap_gives_the_same_numbers(monkeypatch):
+    """Without functorch's primitives (another torch), the learner takes torch.func.vmap."""
+    from rkmeta_rl.learner import vmap_primitives
+
+    monkeypatch.setattr(vmap_primitives, "FAST", False)
+    net, tasks = ConvBN(False).to(DT), image_tasks()
+    names = [n for n, _ in net.named_parameters()]
+    tab = get_tableau("midpoint")
+    expected = by_hand(net, tasks, {n: tab for n in names}, steps_for(tab, names), False,
+                       sl=ce_support, ql=ce_query)
+    assert_grads(form_grads("list", net, tasks, ce_support, ce_query, method="midpoint",
+                            inner_lr=ALPHA), expected)
+
+
+# -- the other ways to give the tasks and the losses ---------------------------------------
+
+
+def test_batched_losses_stage_loss_and_meta_gradient_agree():
+    net, tasks = small_net(), mse_tasks(3)
+    learner = RKMetaLearner(net, "rk3", inner_lr=ALPHA)
+    expected = learner_grads(learner, tasks)
+    stacked = tuple(torch.stack(leaf) for leaf in zip(*tasks, strict=True))  # (T, 6, 2) each
+
+    def batched(i, model, batch):  # the T tasks' losses (T,)
+        x, y = (batch[0], batch[1]) if i == 0 else (batch[2], batch[3])
+        return (model(x) - y[..., :1]).pow(2).mean(dim=(1, 2))
+
+    def per_task(i, model, task):
+        return support(model, task) if i == 0 else query(model, task)
+
+    got = {
+        "batched": learner.meta_gradient(stacked, stage_loss=batched, stacked=True,
+                                         batched_losses=True),
+        "batched from a list": learner.meta_gradient(tasks, stage_loss=batched,
+                                                     batched_losses=True),
+        "stage_loss": learner.meta_gradient(tasks, stage_loss=per_task),
+        "params": learner.meta_gradient(
+            tasks, support, query,
+            params={n: p.detach().clone().requires_grad_() for n, p in net.named_parameters()}),
+    }
+    for grads in got.values():
+        assert_grads(grads, expected)
+
+
+def test_dataclass_batches_stack_field_by_field():
+    @dataclasses.dataclass
+    class Task:
+        xs: torch.Tensor
+        ys: torch.Tensor
+        xq: torch.Tensor
+        yq: torch.Tensor
+        name: str = "sine"
+
+    net, tasks = small_net(), mse_tasks(3)
+    expected = learner_grads(RKMetaLearner(net, "midpoint", inner_lr=ALPHA), tasks)
+    sl = lambda m, t: support(m, (t.xs, t.ys))  # noqa: E731
+    ql = lambda m, t: query(m, (None, None, t.xq, t.yq))  # noqa: E731
+    items = [Task(*t) for t in tasks]
+    learner = RKMetaLearner(net, "midpoint", inner_lr=ALPHA, vectorize=True)
+    assert_grads(learner.meta_gradient(items, sl, ql), expected)
+    batch = Task(*(torch.stack(leaf) for leaf in zip(*tasks, strict=True)))
+    assert_grads(learner.meta_gradient(batch, sl, ql, stacked=True), expected)
+
+
+def test_adapt_all_tasks_at_once_and_evaluate_them_per_task():
+    net, tasks = small_net(), mse_tasks(3)
+    learner = RKMetaLearner(net, layer_methods="2=heun,*=frozen:heun", inner_lr=ALPHA)
+    stacked = tuple(torch.stack(leaf) for leaf in zip(*tasks, strict=True))
+    adapted = learner.adapt(stacked, support, steps=2, stacked=True)  # (T, ...) each
+    outputs = learner.per_task(adapted)(stacked[2])  # (T, 6, 1)
+    for t, task in enumerate(tasks):
+        one = learner.adapt(task, support, steps=2)
+        for n in one:
+            torch.testing.assert_close(adapted[n][t], one[n], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(outputs[t], learner.functional(one)(task[2]))
+
+
+# -- when the tasks cannot all be run at once --------------------------------------------------
+
+
+class Branchy(nn.Module):
+    """Data-dependent control flow: vmap cannot run it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(8)
+        self.lin = nn.Linear(2, 1)
+
+    def forward(self, x):
+        return self.lin(x) if x.sum() > 0 else -self.lin(x)
+
+
+def test_a_module_vmap_cannot_run_falls_back_to_one_task_at_a_time_with_one_warning():
+    net, tasks = Branchy().to(DT), mse_tasks(3)
+    names = [n for n, _ in net.named_parameters()]
+    tab = get_tableau("midpoint")
+    expected = by_hand(net, tasks, {n: tab for n in names}, steps_for(tab, names), False)
+    learner = RKMetaLearner(net, "midpoint", inner_lr=ALPHA)
+    with pytest.warns(UserWarning, match=r"one at a time \(slower\): torch.func.vmap cannot run "
+                                         r"Branchy .*vectorize=False"):
+        assert_grads(learner_grads(learner, tasks), expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_grads(learner_grads(learner, tasks), expected)  # said once
+        quiet = RKMetaLearner(net, "midpoint", inner_lr=ALPHA, vectorize=False)
+        assert_grads(learner_grads(quiet, tasks), expected)
+    with pytest.raises(RuntimeError):
+        learner_grads(RKMetaLearner(net, "midpoint", inner_lr=ALPHA, vectorize=True), tasks)
+
+
+def test_tasks_of_different_shapes_run_one_at_a_time():
+    net, tasks = small_net(), mse_tasks(3)
+    tasks[1] = tuple(v[:4] for v in tasks[1])  # 4 examples instead of 6
+    names = [n for n, _ in net.named_parameters()]
+    tab = get_tableau("ralston")
+    expected = by_hand(net, tasks, {n: tab for n in names}, steps_for(tab, names), False)
+    with pytest.warns(UserWarning, match="the tasks' tensors differ in shape"):
+        got = learner_grads(RKMetaLearner(net, "ralston", inner_lr=ALPHA), tasks)
+    assert_grads(got, expected)
+    with pytest.raises(ValueError, match="cannot be stacked .*vectorize=True"):
+        RKMetaLearner(net, inner_lr=ALPHA, vectorize=True)(tasks, support, query)
+
+
+def test_batched_forms_refuse_what_they_cannot_take():
+    net, tasks = small_net(), mse_tasks(2)
+    learner = RKMetaLearner(net, inner_lr=ALPHA)
+    with pytest.raises(ValueError, match="same leading task dimension"):
+        learner((torch.zeros(2, 6, 2), torch.zeros(3, 6, 2)), support, query, stacked=True)
+    with pytest.raises(ValueError, match=r"the 2 tasks' losses, shape \(2,\)"):
+        learner(tasks, lambda m, b: m(b[0]).sum(), query, batched_losses=True)
+    with pytest.raises(ValueError, match="not both"):
+        learner(tasks, support, query, stage_loss=lambda i, m, t: support(m, t))
+    with pytest.raises(ValueError, match="params must name exactly"):
+        learner(tasks, support, query, params={"0.weight": net[0].weight})
+    with pytest.raises(ValueError, match="vectorize must be None, True or False"):
+        RKMetaLearner(net, inner_lr=ALPHA, vectorize="yes")
+
+
+def test_an_error_in_the_losses_is_raised_and_not_taken_for_vmaps():
+    learner = RKMetaLearner(small_net(), inner_lr=ALPHA)
+    bad = lambda m, t: (m(t[0]) @ torch.ones(3, 3, dtype=DT)).sum()  # noqa: E731 - (6, 1) @ (3, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "one at a time" warning either
+        with pytest.raises(RuntimeError, match="cannot be multiplied"):
+            learner(mse_tasks(2), bad, query)
+        learner(mse_tasks(2), support, query)
+    assert not learner._unbatchable  # still all at once

@@ -18,7 +18,13 @@ import torch.nn.functional as F
 
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.supervised.fewshot import FewShotBatch
-from rkmeta_rl.supervised.meta import adapt, meta_gradient, meta_step, task_losses
+from rkmeta_rl.supervised.meta import (
+    adapt,
+    meta_gradient,
+    meta_step,
+    output_losses,
+    task_losses,
+)
 from rkmeta_rl.supervised.models import MLP, ConvNet
 from rkmeta_rl.supervised.sinusoid import sample_sinusoid_tasks
 
@@ -163,9 +169,9 @@ def test_meta_step_is_one_adam_step_on_the_meta_gradient():
 
 def test_stage_losses_are_support_at_theta_and_query_at_the_stage_point():
     model, theta, batch = sinusoid_problem(6)
-    from rkmeta_rl.supervised.meta import MetaStepResult
+    from rkmeta_rl.supervised.meta import AdamStepResult
 
-    res = MetaStepResult()
+    res = AdamStepResult()
     meta_gradient(model, theta, batch, get_tableau("heun"), 0.05, inner_steps=2, result=res)
     support = sum(float(one_task_loss(model, theta, batch.xs[t], batch.ys[t]).detach())
                   for t in range(TASKS)) / TASKS
@@ -217,3 +223,84 @@ def test_task_losses_match_torch_functions():
     out = model(params, batch.xs)
     for t in range(TASKS):
         assert float(loss[t]) == pytest.approx(float(F.mse_loss(out[t], batch.ys[t])))
+
+
+# -- the same numbers as the hand-written task-batched code before RKMetaLearner -------------
+
+
+def _old_mlp(params, x):
+    """The sinusoid MLP as it was written by hand: x (T, B, 1) -> (T, B, 1)."""
+    h, layers = x, len(params) // 2
+    for i in range(layers):
+        w, b = params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
+        h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+        h = F.relu(h) if i < layers - 1 else h
+    return h
+
+
+def _old_convnet(params, x, blocks: int = 2):
+    """The conv net as it was written by hand: tasks folded into the channels, one group
+    per task, x (T, B, C, H, W) -> logits (T, B, ways)."""
+    T, B = x.shape[:2]
+    h = x.transpose(0, 1).reshape(B, T * x.shape[2], *x.shape[3:])  # (B, T*C, H, W)
+    for i in range(blocks):
+        w = params[f"blocks.{i}.conv.weight"]
+        h = F.conv2d(h, w.reshape(T * w.shape[1], *w.shape[2:]),
+                     params[f"blocks.{i}.conv.bias"].reshape(-1), padding=1, groups=T)
+        h = F.batch_norm(h, None, None, params[f"blocks.{i}.norm.weight"].reshape(-1),
+                         params[f"blocks.{i}.norm.bias"].reshape(-1), training=True, eps=1e-5)
+        h = F.max_pool2d(F.relu(h), 2)
+    feats = h.reshape(B, T, -1).transpose(0, 1)  # (T, B, features)
+    return torch.baddbmm(params["head.bias"].unsqueeze(1), feats,
+                         params["head.weight"].transpose(1, 2))
+
+
+def _old_meta_gradient(old_model, theta, batch, tableau, h, inner_steps, first_order):
+    """supervised.meta.meta_gradient as it was: stage points on per-task copies of θ."""
+    from rkmeta_rl.rk import Scheme, combined_gradient, repeat_params, rk_combination, stage_points
+
+    def stage_loss(i, params):
+        x, y = (batch.xs, batch.ys) if i == 0 else (batch.xq, batch.yq)
+        return output_losses(old_model(params, x), y)[0].sum()
+
+    T = batch.xs.shape[0]
+    points = stage_points(repeat_params(theta, T), tableau, h, stage_loss,
+                          first_order=first_order, inner_steps=inner_steps)
+    if isinstance(tableau, Scheme) and tableau.shared_weights is None:
+        return {n: g / T for n, g in combined_gradient(points, tableau, stage_loss,
+                                                       theta).items()}
+    grads = torch.autograd.grad(rk_combination(points, tableau, stage_loss) / T,
+                                list(theta.values()))
+    return dict(zip(theta, grads, strict=True))
+
+
+@pytest.mark.parametrize("case", ["mlp-midpoint", "mlp-rk4", "mlp-heun-fo-2",
+                                  "mlp-layers", "conv-ralston", "conv-rk3", "conv-midpoint-2"])
+def test_the_same_float32_numbers_as_the_hand_written_code(case):
+    """Bit for bit, in float32: the learner's task-batched layers run the products the
+    hand-written models ran, in the same order."""
+    from rkmeta_rl.layer_methods import build_scheme, parse_layer_methods
+
+    kind, method, *rest = case.split("-")
+    first_order, inner_steps = "fo" in rest, 2 if "2" in rest else 1
+    g = torch.Generator().manual_seed(11)
+    if kind == "mlp":
+        model, old = MLP(1, (16, 16), 1), _old_mlp
+        batch = sample_sinusoid_tasks(4, 5, 7, g)
+    else:
+        model, old = ConvNet(1, 8, ways=3, filters=4, blocks=2), _old_convnet
+        batch = FewShotBatch(torch.rand(3, 3, 1, 8, 8, generator=g), torch.arange(3).repeat(3, 1),
+                             torch.rand(3, 6, 1, 8, 8, generator=g),
+                             torch.arange(3).repeat_interleave(2).repeat(3, 1))
+    theta = {k: v.requires_grad_() for k, v in model.init_params(g).items()}
+    if method == "layers":
+        tableau, h = build_scheme(parse_layer_methods("layers.2=midpoint,*=ralston"),
+                                  list(theta), 0.01, None, 0.01), None
+    else:
+        tableau = get_tableau(method)
+        h = (0.3 if kind == "conv" else 0.01) / tableau.c[1]
+    got = meta_gradient(model, theta, batch, tableau, h, inner_steps=inner_steps,
+                        first_order=first_order)
+    expected = _old_meta_gradient(old, theta, batch, tableau, h, inner_steps, first_order)
+    for k in theta:
+        assert torch.equal(got[k], expected[k]), k

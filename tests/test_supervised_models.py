@@ -38,7 +38,7 @@ def _reference_mlp(params: Params, t: int, sizes: list[int]) -> nn.Sequential:
 def _reference_convnet(params: Params, t: int, model: ConvNet) -> nn.Sequential:
     layers: list[nn.Module] = []
     channels = model.in_channels
-    for i in range(model.blocks):
+    for i in range(len(model.blocks)):
         conv = nn.Conv2d(channels, model.filters, 3, padding=1)
         norm = nn.BatchNorm2d(model.filters, track_running_stats=False)
         conv.weight.data.copy_(params[f"blocks.{i}.conv.weight"][t])
@@ -204,3 +204,44 @@ def test_repeat_params_is_differentiable_view() -> None:
     assert rep["w"].data_ptr() == base["w"].data_ptr()
     rep["w"].sum().backward()
     torch.testing.assert_close(base["w"].grad, torch.full((2, 3), 4.0))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "convnet"])
+def test_the_models_are_ordinary_modules(kind: str) -> None:
+    """model(x) is one task at the module's own parameters (init_params seeded 0, made
+    without drawing from torch's global random stream); model(params, x) all tasks."""
+    state = torch.random.get_rng_state()
+    model: MLP | ConvNet = MLP(1, (4, 4), 1) if kind == "mlp" else ConvNet(1, 8, 2, 2, 2)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    own = dict(model.named_parameters())
+    init = model.init_params(torch.Generator().manual_seed(0))
+    assert own.keys() == init.keys()
+    for n in own:
+        assert torch.equal(own[n].detach(), init[n])
+    x = torch.randn(3, 1) if kind == "mlp" else torch.randn(3, 1, 8, 8)
+    params = repeat_params({n: p.detach() for n, p in own.items()}, 2)
+    with torch.no_grad():
+        batched = model(params, torch.stack([x, x]))  # (2, 3, out)
+        torch.testing.assert_close(batched[0], model(x))
+        torch.testing.assert_close(batched[1], model(x))
+
+
+def test_the_hand_written_mlp_gives_vmaps_numbers() -> None:
+    """MLP.forward_per_task (the learner calls it instead of vmap, for speed) computes what
+    vmap over its forward computes, gradients included."""
+
+    class Vmapped(MLP):
+        forward_per_task = None  # the learner's own task-batched evaluation
+
+    model, vmapped = MLP(1, (5, 5), 1), Vmapped(1, (5, 5), 1)
+    params = _per_task(_to_double(model.init_params(torch.Generator().manual_seed(0))))
+    params = {k: v.requires_grad_() for k, v in params.items()}
+    x = torch.randn(T, 4, 1, dtype=torch.float64)
+    model.double()
+    vmapped.double()
+    a, b = model(params, x), vmapped(params, x)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    ga = torch.autograd.grad(a.pow(2).sum(), list(params.values()))
+    gb = torch.autograd.grad(b.pow(2).sum(), list(params.values()))
+    for u, v in zip(ga, gb, strict=True):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=0)

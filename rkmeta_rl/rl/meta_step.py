@@ -35,11 +35,13 @@ from rkmeta_rl.rl.trpo import (
 )
 from rkmeta_rl.tableau import Tableau
 
-__all__ = ["MetaStepResult", "meta_step", "rk_weights"]
+__all__ = ["TRPOStepResult", "meta_step", "rk_weights"]
 
 
 @dataclass
-class MetaStepResult:
+class TRPOStepResult:
+    """What one RK-TRPO meta-iteration measured and did (the RL wing's metrics row)."""
+
     stage_returns: list[float]  # mean undiscounted return of each stage's episodes
     return_pre: float  # before adaptation (stage 1, θ itself)
     return_post: float  # after one adaptation step (stage 2; one-stage tableaus: a step of h)
@@ -59,7 +61,7 @@ def meta_step(
     tableau: Tableau | Scheme,
     h: float | None,
     cfg: MetaStepConfig,
-) -> MetaStepResult:
+) -> TRPOStepResult:
     """Sample every stage, take one TRPO step on the RK surrogate, write θ if accepted.
 
     sample(stage, per_task_params) -> Episodes for the meta-batch's tasks, stage i (0-based)
@@ -112,7 +114,7 @@ def _sampled(
     h: float | None,
     sampler: StageSampler,
     num_tasks: int,
-) -> MetaStepResult:
+) -> TRPOStepResult:
     """The result so far: each stage's mean return, return_pre and return_post (for one
     stage, after a monitoring adaptation step, counted as sampling time)."""
     seconds = {"sampling": sampler.seconds}
@@ -125,11 +127,11 @@ def _sampled(
         return_post = _monitor_post(policy, theta, sampler.data[0], sampler.sample, step,
                                     num_tasks)
         seconds["sampling"] += time.perf_counter() - t
-    return MetaStepResult(stage_returns, stage_returns[0], return_post, seconds=seconds)
+    return TRPOStepResult(stage_returns, stage_returns[0], return_post, seconds=seconds)
 
 
 def _take(ls: LineSearchResult, theta: Params, fixed: Params, loss0: float,
-          result: MetaStepResult) -> None:
+          result: TRPOStepResult) -> None:
     """Record the line search in ``result`` and write its point into θ if accepted."""
     result.line_search_steps = ls.steps
     if not ls.accepted and ls.rejected_nonfinite:

@@ -28,7 +28,7 @@ from rkmeta_rl.layer_methods import method_of
 from rkmeta_rl.rk import Params, Scheme
 from rkmeta_rl.rl.config import TrainConfig, read_train_config, resolve
 from rkmeta_rl.rl.episodes import Episodes
-from rkmeta_rl.rl.meta_step import MetaStepResult, meta_step, rk_weights
+from rkmeta_rl.rl.meta_step import TRPOStepResult, meta_step, rk_weights
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
 from rkmeta_rl.rl.sampler import LocalSampler, Sampler
 from rkmeta_rl.rl.streams import StreamKey
@@ -63,7 +63,7 @@ def run_alpha(cfg: TrainConfig, policy: GaussianMLPPolicy) -> float | dict[str, 
     return method_of(cfg, policy.params())[2]
 
 
-def metrics_record(it: int, res: MetaStepResult, seconds: float) -> dict[str, Any]:
+def metrics_record(it: int, res: TRPOStepResult, seconds: float) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "iter": it,
         "return_pre": res.return_pre,
@@ -146,7 +146,7 @@ class Trainer:
                                       StreamKey(self.cfg.seed, self.iteration, stage))
         return sample
 
-    def meta_step(self, tasks: list[dict]) -> MetaStepResult:
+    def meta_step(self, tasks: list[dict]) -> TRPOStepResult:
         """One RK-TRPO meta-step on ``tasks`` (θ is updated in place if accepted)."""
         return meta_step(self.policy, self.sampler(tasks), len(tasks), self.tableau, self.h,
                          self.cfg)

@@ -22,7 +22,7 @@ from rkmeta_rl.supervised.models import MLP, ConvNet
 from rkmeta_rl.supervised.omniglot import load_omniglot, omniglot_split
 from rkmeta_rl.supervised.sinusoid import sample_sinusoid_tasks
 
-Sampler = Callable[[int, torch.Generator], object]  # (num_tasks, generator) -> batch
+TaskBatchSampler = Callable[[int, torch.Generator], object]  # (num_tasks, generator) -> batch
 
 OMNIGLOT_SIZE = 28
 MINIIMAGENET_SIZE = 84
@@ -32,13 +32,13 @@ VALIDATION_SEED_OFFSET = 1_000_003  # validation tasks: a stream no training run
 @dataclass
 class Benchmark:
     model: MLP | ConvNet
-    train: Sampler
-    validation: Sampler
-    test: Sampler
+    train: TaskBatchSampler
+    validation: TaskBatchSampler
+    test: TaskBatchSampler
     classification: bool
 
 
-def _few_shot(data: ClassDataset, cfg: SupervisedConfig) -> Sampler:
+def _few_shot(data: ClassDataset, cfg: SupervisedConfig) -> TaskBatchSampler:
     """Tasks of the configured shape; a split too small for it fails here, before a run
     directory is written."""
     check_task_shape(data, cfg.ways, cfg.shots, cfg.queries)

@@ -2,8 +2,9 @@
 
 Stage 1's loss is the support loss at θ (its gradient k_1 is the adaptation gradient);
 stage i > 1's loss is the query loss at θ_i (docs/method.md, "What the stage losses are").
-The RK meta-gradient Σ_i a_i k_i (Eq. 3) comes from ``rkmeta_rl.rk``, the one
-implementation shared with RL; here it is averaged over the meta-batch and handed to Adam.
+The RK meta-gradient Σ_i a_i k_i (Eq. 3), averaged over the meta-batch, comes from
+``rkmeta_rl.RKMetaLearner`` (all tasks at once, the stage points from ``rkmeta_rl.rk``, the
+one implementation shared with RL) and is handed to Adam.
 """
 
 from __future__ import annotations
@@ -14,28 +15,27 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from rkmeta_rl.rk import (
-    Params,
-    Scheme,
-    combined_gradient,
-    repeat_params,
-    rk_combination,
-    stage_points,
-)
+from rkmeta_rl.learner import RKMetaLearner
+from rkmeta_rl.rk import Params, Scheme, repeat_params
 from rkmeta_rl.tableau import Tableau
 
-Model = Callable[[Params, Tensor], Tensor]
+Model = Callable[[Params, Tensor], Tensor]  # model(params (T, ...), x (T, B, ...)) -> (T, B, ...)
 
 
 def task_losses(model: Model, params: Params, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Per-task mean loss (T,) and, for classification (integer y), accuracy (T,), of
+    ``model`` at per-task ``params`` on x (T, B, ...) (see :func:`output_losses`)."""
+    return output_losses(model(params, x), y)
+
+
+def output_losses(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor | None]:
     """Per-task mean loss (T,) and, for classification (integer y), accuracy (T,).
 
     Regression: mean squared error of outputs (T, B, 1) against y (T, B, 1).
     Classification: cross-entropy of logits (T, B, N) against labels y (T, B).
     """
-    out = model(params, x)
     if y.dtype.is_floating_point:
         return (out - y).pow(2).mean(dim=(1, 2)), None
     ce = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none").view(y.shape)
@@ -43,50 +43,62 @@ def task_losses(model: Model, params: Params, x: Tensor, y: Tensor) -> tuple[Ten
 
 
 @dataclass
-class MetaStepResult:
+class AdamStepResult:
+    """What one supervised meta-step (Adam on the RK meta-gradient) measured and did."""
+
     stage_loss: dict[int, float] = field(default_factory=dict)  # mean over tasks, per stage
     stage_accuracy: dict[int, float] = field(default_factory=dict)
     grad_norm: float = math.nan
     rejected: str = ""  # why θ was kept ("" when the step was taken)
 
 
-def meta_gradient(model: Model, theta: Params, batch, tableau: Tableau | Scheme,
+def learner_for(model: nn.Module, tableau: Tableau | Scheme, h: float | None, *,
+                inner_steps: int = 1, first_order: bool = False) -> RKMetaLearner:
+    """The :class:`RKMetaLearner` of ``model`` with this tableau (and step ``h``) or scheme,
+    made once and kept on the model."""
+    per_model = model.__dict__.setdefault("_rkmeta_learners", {})
+    key = (id(tableau), h, inner_steps, first_order)
+    made = per_model.get(key)
+    if made is None or made[0] is not tableau:
+        scheme = isinstance(tableau, Scheme)
+        learner = RKMetaLearner(model, tableau=tableau, step_size=None if scheme else h,
+                                inner_steps=inner_steps, first_order=first_order,
+                                vectorize=True)
+        made = per_model[key] = (tableau, learner)
+    return made[1]
+
+
+def meta_gradient(model: nn.Module, theta: Params, batch, tableau: Tableau | Scheme,
                   h: float | None, *, inner_steps: int = 1, first_order: bool = False,
-                  result: MetaStepResult | None = None) -> Params:
+                  result: AdamStepResult | None = None) -> Params:
     """(1/T) Σ_tasks Σ_i a_i k_i with respect to the shared ``theta`` (Eq. 3-4).
 
     ``batch`` has support (xs, ys) and query (xq, yq) with a leading task dimension T.
     ``tableau`` is one tableau with step ``h``, or a tableau per parameter group (a
     ``Scheme``, with its own steps). Stage losses are recorded in ``result`` when given.
     """
-    num_tasks = batch.xs.shape[0]
+    learner = learner_for(model, tableau, h, inner_steps=inner_steps, first_order=first_order)
 
-    def stage_loss(i: int, params: Params) -> Tensor:
-        x, y = (batch.xs, batch.ys) if i == 0 else (batch.xq, batch.yq)
-        loss, acc = task_losses(model, params, x, y)
+    def stage_loss(i: int, per_task: Callable[[Tensor], Tensor], data: tuple) -> Tensor:
+        xs, ys, xq, yq = data
+        x, y = (xs, ys) if i == 0 else (xq, yq)
+        loss, acc = output_losses(per_task(x), y)  # (T,) each
         if result is not None and i not in result.stage_loss:  # first call: at θ_i itself
             result.stage_loss[i] = float(loss.detach().mean())
             if acc is not None:
                 result.stage_accuracy[i] = float(acc.mean())
-        return loss.sum()  # tasks are independent: the per-task slices get their own k
+        return loss  # tasks are independent: the per-task slices get their own k
 
-    per_task = repeat_params(theta, num_tasks)
-    points = stage_points(per_task, tableau, h, stage_loss, first_order=first_order,
-                          inner_steps=inner_steps)
-    if isinstance(tableau, Scheme) and tableau.shared_weights is None:
-        grads = combined_gradient(points, tableau, stage_loss, theta)
-        return {n: g / num_tasks for n, g in grads.items()}
-    objective = rk_combination(points, tableau, stage_loss) / num_tasks
-    grads = torch.autograd.grad(objective, list(theta.values()), allow_unused=True,
-                                materialize_grads=True)
-    return dict(zip(theta, grads, strict=True))
+    return learner.meta_gradient((batch.xs, batch.ys, batch.xq, batch.yq),
+                                 stage_loss=stage_loss, stacked=True, batched_losses=True,
+                                 params=theta)
 
 
-def meta_step(model: Model, theta: Params, optimizer: torch.optim.Optimizer, batch,
+def meta_step(model: nn.Module, theta: Params, optimizer: torch.optim.Optimizer, batch,
               tableau: Tableau | Scheme, h: float | None, *, inner_steps: int = 1,
-              first_order: bool = False) -> MetaStepResult:
+              first_order: bool = False) -> AdamStepResult:
     """Adam step on the RK meta-gradient; a non-finite loss or gradient leaves θ untouched."""
-    result = MetaStepResult()
+    result = AdamStepResult()
     grads = meta_gradient(model, theta, batch, tableau, h, inner_steps=inner_steps,
                           first_order=first_order, result=result)
     norm = torch.sqrt(sum(g.pow(2).sum() for g in grads.values()))
