@@ -2,131 +2,15 @@
 
     python scripts/plot_training.py runs/nav2d-*-s* --out training.png
 
-Each argument is a run directory. Runs are grouped by method (config.json); a group of
-several seeds is drawn as the mean over seeds with a t-based 95% band across them. The
-numbers are the training metrics (``return_pre``, ``return_post``: the meta-batch's mean
-return with θ and after one step of α), smoothed over ``--window`` iterations, and are
-written as CSV next to the figure. The figure says each run's dynamics and horizon (in
-steps, and in simulated seconds for a MuJoCo family).
+The same as ``rkmeta-rl plot training`` (``rkmeta_rl/analysis/plots/training.py``, where the
+figure is described), kept for the commands written with the script.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import sys
-from pathlib import Path
 
-import matplotlib
-import numpy as np
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-from scipy import stats
-
-from rkmeta_rl.rl.evaluate import describe_horizon
-from rkmeta_rl.rl.tasks import seconds_per_step
-from rkmeta_rl.run import rundir
-from rkmeta_rl.run.arguments import fail
-
-
-def load_groups(paths: list[str], parser: argparse.ArgumentParser
-                ) -> tuple[dict[str, list[dict[str, np.ndarray]]], str]:
-    """{label: [{"pre": (I,), "post": (I,)} per run]}, label = method (+ env if not nav2d),
-    and the runs' distinct dynamics and horizons as text."""
-    groups: dict[str, list[dict[str, np.ndarray]]] = {}
-    settings: set[str] = set()
-    for text in paths:
-        try:
-            cfg = rundir.read_config(Path(text))
-            records = rundir.read_metrics(Path(text), drop_torn_last_line=True)
-        except ValueError as e:
-            fail(parser, str(e))
-        if not records:
-            fail(parser, f"{text}: no meta-iterations in metrics.jsonl yet")
-        if not all(isinstance(cfg.get(k), str) for k in ("method", "env")) or any(
-                f"return_{k}" not in r for r in records for k in ("pre", "post")):
-            fail(parser, f"{text}: not an RL training run (its config.json needs 'method' and "
-                         "'env', its metrics.jsonl 'return_pre' and 'return_post')")
-        label = cfg["method"] + ("" if cfg["env"] == "nav2d" else f" ({cfg['env']})")
-        curves = {k: np.array([np.nan if r[f"return_{k}"] is None else r[f"return_{k}"]
-                               for r in records]) for k in ("pre", "post")}
-        groups.setdefault(label, []).append(curves)
-        settings.add(describe_horizon(setting_of(cfg)))
-    return groups, "; ".join(sorted(settings - {""}))
-
-
-def setting_of(cfg: dict) -> dict:
-    """A run's dynamics and horizon, with the seconds per step of its env (if it has one)."""
-    dynamics = cfg.get("dynamics") or "gymnasium"  # written before the dynamics existed
-    try:
-        seconds = seconds_per_step(cfg["env"], dynamics)
-    except ValueError:  # not a dynamics of this env: show the steps only
-        seconds = None
-    return {"dynamics": dynamics, "max_episode_steps": cfg.get("max_episode_steps"),
-            "seconds_per_step": seconds}
-
-
-def smooth(x: np.ndarray, window: int) -> np.ndarray:
-    """Trailing mean over ``window`` iterations (over fewer at the start)."""
-    c = np.concatenate([[0.0], np.cumsum(x)])
-    i = np.arange(1, len(x) + 1)
-    start = np.maximum(i - window, 0)
-    return (c[i] - c[start]) / (i - start)
-
-
-def band(curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over runs and the t-based 95% interval across them (zero width for one run)."""
-    length = min(len(c) for c in curves)
-    x = np.stack([c[:length] for c in curves])
-    mean = x.mean(0)
-    if len(curves) < 2:
-        return mean, mean, mean
-    half = stats.t.ppf(0.975, len(curves) - 1) * x.std(0, ddof=1) / np.sqrt(len(curves))
-    return mean, mean - half, mean + half
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", required=True, type=Path, help="figure file")
-    p.add_argument("--window", type=int, default=5, help="smoothing window (iterations)")
-    p.add_argument("--title", help="figure title")
-    args = p.parse_args(argv)
-    if args.window <= 0:
-        p.error(f"--window must be > 0, got {args.window}")
-    groups, settings = load_groups(args.runs, p)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    rows = []
-    for label in sorted(groups):
-        for ax, key in zip(axes, ("pre", "post"), strict=True):
-            mean, lo, hi = band([smooth(run[key], args.window) for run in groups[label]])
-            it = np.arange(len(mean))
-            n = len(groups[label])
-            ax.plot(it, mean, label=f"{label} ({n} seed{'s' if n > 1 else ''})")
-            ax.fill_between(it, lo, hi, alpha=0.2, linewidth=0)
-            rows += [[label, key, i, m, a, b, n] for i, m, a, b in zip(it, mean, lo, hi,
-                                                                        strict=True)]
-    for ax, key in zip(axes, ("before adaptation", "after one gradient step"), strict=True):
-        ax.set(xlabel="meta-iteration", title=f"return {key}")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"mean return (trailing mean of {args.window})")
-    axes[1].legend(fontsize="small")
-    title = "\n".join(t for t in (args.title, settings) if t)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=150)
-    plt.close(fig)
-    with args.out.with_suffix(".csv").open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["label", "curve", "iter", "mean", "ci95_low", "ci95_high", "runs"])
-        w.writerows(rows)
-    print(f"wrote {args.out} and {args.out.with_suffix('.csv')}")
-    return 0
-
+from rkmeta_rl.analysis.plots.training import main
 
 if __name__ == "__main__":
     sys.exit(main())

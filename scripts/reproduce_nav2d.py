@@ -50,16 +50,14 @@ import math
 import shlex
 import shutil
 import sys
-import time
 from pathlib import Path
 
-from rkmeta_rl.launch.grid import Grid, add_grid_args, check_grid_args, parallelism
+from rkmeta_rl.launch.grid import add_grid_args, check_grid_args, parallelism
 from rkmeta_rl.launch.jobs import (
     Job,
     history_lines,
     phase_minutes,
-    record_phase,
-    run_jobs,
+    run_phases,
     timed_commands,
 )
 from rkmeta_rl.methods import get_tableau
@@ -316,14 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     train, dirs = train_jobs(args, runs)
     commands: dict[str, list[Job]] = {"train": train, "evaluate": eval_jobs(args, dirs),
                                       "plot": []}
-    started = time.strftime("%Y-%m-%d %H:%M:%S")
-    phases: dict[str, float] = {}
-    with Grid.from_args(args, runs) as grid:
-        for phase, jobs in commands.items():
-            if phase == "plot":  # its file list is known once the evaluations exist
-                jobs.extend(plot_jobs(args, dirs, results))
-            phases[phase] = run_jobs(phase, jobs, grid, args.poll, REPO)
-            history = record_phase(runs, started, phase, phases[phase])
+    phases, history = run_phases(  # the plots' file lists are known once the evaluations exist
+        commands, runs, args, REPO, later={"plot": lambda: plot_jobs(args, dirs, results)})
     copy_provenance(dirs, results)
     report(args, phases, history, dirs, results, commands)
     print(f"wrote {results / 'README.md'} ({sum(phases.values()) / 60:.1f} min)")

@@ -1,6 +1,8 @@
-"""scripts/plot_tableaus.py (Figure 1 from the tableau data) and
-scripts/plot_sinusoid_adaptation.py (a trained sinusoid run after 0, 1, ... steps), run in
-process: the figures are written, and what they plot matches an independent computation."""
+"""``rkmeta-rl plot tableaus`` (Figure 1 from the tableau data), ``plot
+sinusoid-adaptation`` (a trained sinusoid run after 0, 1, ... steps) and ``plot
+fewshot-steps`` (Figure 3), from ``rkmeta_rl/analysis/plots/`` (also run by
+``scripts/plot_*.py``), in process: the figures are written, and what they plot matches an
+independent computation."""
 
 from __future__ import annotations
 
@@ -13,19 +15,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-from helpers import load_script
 from supervised_runs import sinusoid, train
 
+from rkmeta_rl.analysis.plots import fewshot_steps as fewshot
+from rkmeta_rl.analysis.plots import sinusoid_adaptation as adaptation
+from rkmeta_rl.analysis.plots import tableaus
 from rkmeta_rl.supervised.evaluate import CHUNK
 from rkmeta_rl.supervised.sinusoid import sample_sinusoid_tasks
 from rkmeta_rl.supervised.trainer import load_supervised_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-
-tableaus = load_script("plot_tableaus")
-adaptation = load_script("plot_sinusoid_adaptation")
 
 
 def line(ax: plt.Axes, label: str):
@@ -142,8 +141,6 @@ def test_plot_sinusoid_adaptation_refuses_bad_input(sinusoid_run, tmp_path, caps
 
 
 # ------------------------------------------------------------ Figure 3 (few-shot steps)
-
-fewshot = load_script("plot_fewshot_steps")
 
 
 def _fake_eval(path: Path, method: str, ways: int, accuracies: list[float]) -> Path:

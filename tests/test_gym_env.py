@@ -18,9 +18,11 @@ import pytest
 import torch
 from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env
-from helpers import interrupt_on_call, load_script
+from helpers import interrupt_on_call
 
 from envs.gym_batch import BatchedGymEnv
+from rkmeta_rl.analysis.plots import adaptation as plot_adaptation
+from rkmeta_rl.analysis.plots import training as plot_training
 from rkmeta_rl.cli import main
 from rkmeta_rl.rl.cli import run_name
 from rkmeta_rl.rl.config import TrainConfig, resolve
@@ -150,8 +152,8 @@ def test_custom_env_by_import_path_trains_evaluates_and_plots(tmp_path, capsys):
                  "--no-progress"]) == 0
     result = json.loads((run / "eval.json").read_text())
     assert len(result["by_step"]) == 3 and len(result["tasks_drawn"]) == 3
-    assert load_script("plot_adaptation").main([str(run), "--out", str(tmp_path / "a.png")]) == 0
-    assert load_script("plot_training").main([str(run), "--out", str(tmp_path / "t.png")]) == 0
+    assert plot_adaptation.main([str(run), "--out", str(tmp_path / "a.png")]) == 0
+    assert plot_training.main([str(run), "--out", str(tmp_path / "t.png")]) == 0
     assert (tmp_path / "a.png").stat().st_size > 0 and (tmp_path / "t.png").stat().st_size > 0
 
 

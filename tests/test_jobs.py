@@ -7,6 +7,7 @@ starts scripts/reproduce_table2.py as a process, which starts its own."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -140,6 +141,30 @@ def test_jobs_is_for_a_local_instance_only(capsys, monkeypatch) -> None:
     assert "the cluster's resources decide" in capsys.readouterr().err
     assert table2.parse_args(["--ray-address", "auto"]).jobs is None
     assert table2.parse_args([]).jobs == 2
+
+
+def test_run_phases_adds_later_jobs_just_before_their_phase(tmp_path: Path,
+                                                            monkeypatch) -> None:
+    """``later[phase]()`` is called once the earlier phases ran; its jobs run with the
+    phase's own and stay in ``commands`` for the report."""
+    ran: list[tuple[str, list[str]]] = []
+
+    def fake_run_jobs(phase: str, job_list: list[Job], grid: Grid, poll: float,
+                      cwd: Path) -> float:
+        ran.append((phase, [j.name for j in job_list]))
+        return 1.0
+
+    monkeypatch.setattr(jobs, "run_jobs", fake_run_jobs)
+    commands = {"evaluate": [Job("e", ["true"])], "plot": [Job("p0", ["true"])]}
+    args = argparse.Namespace(ray_address=None, jobs=1, cpus_per_job=1.0, gpus_per_job=1.0,
+                              poll=60.0)
+    phases, history = jobs.run_phases(commands, tmp_path, args, tmp_path, later={
+        "plot": lambda: [Job(f"after-{ran[-1][0]}", ["true"])]})
+    assert ran == [("evaluate", ["e"]), ("plot", ["p0", "after-evaluate"])]
+    assert [j.name for j in commands["plot"]] == ["p0", "after-evaluate"]
+    assert phases == {"evaluate": 1.0, "plot": 1.0}
+    assert [h["phase"] for h in history] == ["evaluate", "plot"]
+    assert jobs.run_phases({"train": []}, tmp_path / "b", args, tmp_path)[0] == {"train": 1.0}
 
 
 @pytest.mark.slow

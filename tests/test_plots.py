@@ -1,19 +1,25 @@
-"""scripts/plot_adaptation.py (Figure 5) and scripts/plot_trajectories.py (Figure 4) on
-tiny runs trained and evaluated inside the test."""
+"""``rkmeta-rl plot adaptation`` (Figure 5), ``plot trajectories`` (Figure 4) and ``plot
+training`` (``rkmeta_rl/analysis/plots/``, also run by ``scripts/plot_*.py``) on tiny runs
+trained and evaluated inside the test; ``rkmeta-rl plot`` itself, and its modules without
+matplotlib."""
 
 from __future__ import annotations
 
 import csv
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import load_script
 from scipy import stats
 
+from rkmeta_rl.analysis.plots import adaptation as plot_adaptation
+from rkmeta_rl.analysis.plots import training as plot_training
+from rkmeta_rl.analysis.plots import trajectories as plot_trajectories
 from rkmeta_rl.cli import main as cli
 from rkmeta_rl.rl.adapt import adapt_to_tasks
 from rkmeta_rl.rl.tasks import make_family
@@ -23,11 +29,6 @@ TINY = ["--env", "nav2d", "--meta-iters", "1", "--meta-batch-size", "2",
         "--fast-batch-size", "2", "--hidden", "8", "--no-progress"]
 EVAL = ["--tasks", "3", "--episodes", "2", "--steps", "2", "--no-progress"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-
-plot_adaptation = load_script("plot_adaptation")
-plot_trajectories = load_script("plot_trajectories")
 
 
 @pytest.fixture(scope="module")
@@ -176,9 +177,6 @@ def test_trajectories_rejects_bad_steps(runs, tmp_path, capsys, steps):
     assert not (tmp_path / "t.png").exists()
 
 
-plot_training = load_script("plot_training")
-
-
 def test_smooth_is_a_trailing_mean():
     x = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
     np.testing.assert_allclose(plot_training.smooth(x, 2), [1.0, 1.5, 2.5, 3.5, 4.5])
@@ -221,3 +219,39 @@ def test_figures_state_the_dynamics_and_the_horizon(runs, tmp_path, monkeypatch)
     parser = plot_training.argparse.ArgumentParser()
     assert plot_training.load_groups([str(run), str(runs["euler"])], parser)[1] == \
         "100-step episodes; maml dynamics, 10 steps × 0.01 s = 0.1 s"
+
+
+FIGURES = ("training", "adaptation", "trajectories", "sinusoid-adaptation", "fewshot-steps",
+           "tableaus")
+
+
+def test_rkmeta_rl_plot_draws_a_figure_and_lists_them_all(tmp_path, capsys):
+    out = tmp_path / "tableaus.png"
+    assert cli(["plot", "tableaus", "--out", str(out), "--dpi", "30"]) == 0
+    assert out.read_bytes().startswith(PNG_MAGIC)
+    assert f"wrote {out}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:
+        cli(["plot", "tableaus", "--out", str(tmp_path / "no" / "t.png")])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"rkmeta-rl plot tableaus: error: --out {tmp_path / 'no' / 't.png'}: the folder "
+        f"{tmp_path / 'no'} does not exist")
+    with pytest.raises(SystemExit) as help_exit:
+        cli(["plot", "--help"])
+    assert help_exit.value.code == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in FIGURES), listed
+
+
+def test_the_plot_modules_need_matplotlib_only_to_draw(tmp_path):
+    code = ("import sys; sys.modules['matplotlib'] = None\n"  # import matplotlib fails
+            "from rkmeta_rl.analysis.plots import adaptation, fewshot_steps, "
+            "sinusoid_adaptation, tableaus, trajectories, training\n"
+            "from rkmeta_rl.cli import main\n"
+            f"sys.exit(main(['plot', 'tableaus', '--out', {str(tmp_path / 't.png')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == ('rkmeta-rl: error: drawing the figures needs matplotlib: '
+                           'pip install -e ".[plot]"\n')
+    assert not (tmp_path / "t.png").exists()

@@ -5,7 +5,6 @@ one line naming the file and what is wrong, and exit code 2: never a traceback."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from collections.abc import Callable
@@ -14,21 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from rkmeta_rl.analysis.plots import adaptation as plot_adaptation
+from rkmeta_rl.analysis.plots import training as plot_training
+from rkmeta_rl.analysis.plots import trajectories as plot_trajectories
 from rkmeta_rl.cli import main
 from rkmeta_rl.rl import load_run
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TINY = ["--env", "nav2d", "--meta-batch-size", "2", "--fast-batch-size", "2", "--hidden", "8",
         "--max-episode-steps", "10", "--meta-iters", "1", "--no-progress"]
 SINUSOID = ["--benchmark", "sinusoid", "--meta-batch-size", "2", "--hidden", "8,8",
             "--meta-iters", "2", "--log-every", "1", "--eval-tasks", "2", "--no-progress"]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"untrusted_{name}", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +180,7 @@ def test_a_tableau_file_is_checked_field_by_field(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-# -- the plot scripts -------------------------------------------------------------------------
+# -- the plot scripts (rkmeta_rl/analysis/plots/) --------------------------------------------
 
 EVALS = {
     "empty": b"",
@@ -202,10 +196,9 @@ EVALS = {
 def test_plot_adaptation_names_a_damaged_evaluation(made, tmp_path, capsys, how):
     bad = tmp_path / "eval.json"
     bad.write_bytes(EVALS[how])
-    script = load_script("plot_adaptation")
     with pytest.raises(SystemExit) as exit_:
-        script.main([str(made["rl"] / "eval.json"), str(bad), "--out",
-                     str(tmp_path / "f.png")])
+        plot_adaptation.main([str(made["rl"] / "eval.json"), str(bad), "--out",
+                              str(tmp_path / "f.png")])
     assert exit_.value.code == 2
     assert str(bad) in _error_line(capsys.readouterr().err)
 
@@ -221,9 +214,8 @@ def test_plot_training_names_damaged_metrics(made, tmp_path, capsys, how):
     else:
         lines = [json.dumps({"iter": 0, "loss_stage1": 1.0})]
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    script = load_script("plot_training")
     with pytest.raises(SystemExit) as exit_:
-        script.main([str(run), "--out", str(tmp_path / "t.png")])
+        plot_training.main([str(run), "--out", str(tmp_path / "t.png")])
     assert exit_.value.code == 2
     assert str(run) in _error_line(capsys.readouterr().err)
 
@@ -232,8 +224,7 @@ def test_plot_training_names_damaged_metrics(made, tmp_path, capsys, how):
 def test_plot_trajectories_names_a_damaged_checkpoint(made, tmp_path, capsys, how):
     run = shutil.copytree(made["rl"], tmp_path / "run")
     _write_checkpoint(run, how)
-    script = load_script("plot_trajectories")
     with pytest.raises(SystemExit) as exit_:
-        script.main([str(run), "--out", str(tmp_path / "p.png"), "--episodes", "2"])
+        plot_trajectories.main([str(run), "--out", str(tmp_path / "p.png"), "--episodes", "2"])
     assert exit_.value.code == 2
     assert "checkpoint.pt" in _error_line(capsys.readouterr().err)

@@ -24,6 +24,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -178,16 +179,22 @@ def finish_common_args(p: argparse.ArgumentParser, args: argparse.Namespace,
 
 
 def run_phases(commands: dict[str, list[Job]], runs: Path, args: argparse.Namespace,
-               cwd: Path) -> tuple[dict[str, float], list[dict]]:
+               cwd: Path, later: dict[str, Callable[[], list[Job]]] | None = None
+               ) -> tuple[dict[str, float], list[dict]]:
     """Run each phase's jobs in order on the grid of ``args`` (logs in RUNS/logs), a
-    status line every ``args.poll`` seconds. Returns the wall seconds of each phase and
-    the timing history of every invocation."""
+    status line every ``args.poll`` seconds. ``later[phase]()``, called just before that
+    phase runs, gives jobs known only once the earlier phases are done (e.g. a plot of the
+    evaluations that exist); they are appended to ``commands[phase]``, so a report of
+    ``commands`` lists them. Returns the wall seconds of each phase and the timing history
+    of every invocation."""
     (runs / "logs").mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     phases: dict[str, float] = {}
     history: list[dict] = []
     with Grid.from_args(args, runs) as grid:
         for phase, jobs in commands.items():
+            if later and phase in later:
+                jobs.extend(later[phase]())
             phases[phase] = run_jobs(phase, jobs, grid, args.poll, cwd)
             history = record_phase(runs, started, phase, phases[phase])
     return phases, history
