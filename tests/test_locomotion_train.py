@@ -160,7 +160,7 @@ def test_render_refuses_nav2d(tmp_path, capsys):
     run = tmp_path / "nav"
     prepare_run_dir(resolve(TrainConfig(**{**TINY, "meta_iters": 1})), run).run(progress=False)
     assert main(["render", str(run)]) == 2
-    assert "plot_trajectories" in capsys.readouterr().err
+    assert "rkmeta-rl plot trajectories" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------- --dynamics, oracles

@@ -83,7 +83,7 @@ def render_run(run_dir: str | Path, out: str | Path, task_json: str | None = Non
     cfg, policy = load_run(run_dir)
     if cfg.env not in LOCOMOTION:
         raise ValueError(f"render draws MuJoCo families ({', '.join(LOCOMOTION)}); run "
-                         f"{run_dir} is {cfg.env!r}: use scripts/plot_trajectories.py for it")
+                         f"{run_dir} is {cfg.env!r}: use rkmeta-rl plot trajectories for it")
     os.environ.setdefault("MUJOCO_GL", "egl")
     family = run_family(cfg)
     task = parse_task(task_json, family)

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rkmeta_rl.analysis.plotting import pyplot
+from rkmeta_rl.analysis.plotting import pyplot, script_main
 from rkmeta_rl.rl.evaluate import combine_seeds, describe_horizon, label_of, read_eval
 from rkmeta_rl.run.arguments import fail
 
@@ -189,7 +189,4 @@ def draw(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``scripts/plot_adaptation.py``: its own parser and error lines."""
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_args(p)
-    return draw(p, p.parse_args(argv))
+    return script_main(__doc__, add_args, draw, argv)

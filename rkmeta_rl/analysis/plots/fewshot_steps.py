@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rkmeta_rl.analysis.plotting import pyplot
+from rkmeta_rl.analysis.plotting import pyplot, script_main
 from rkmeta_rl.run.arguments import fail
 from rkmeta_rl.stats import summarize
 
@@ -107,7 +107,4 @@ def draw(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``scripts/plot_fewshot_steps.py``: its own parser and error lines."""
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_args(p)
-    return draw(p, p.parse_args(argv))
+    return script_main(__doc__, add_args, draw, argv)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from rkmeta_rl.rk import Params
     from rkmeta_rl.supervised.benchmarks import Benchmark
 
-REPO = Path(__file__).resolve().parents[3]  # the checkout: --out defaults into its docs/
+HERE = Path(".")  # --out defaults into docs/figures/ of the current directory
 
 DEFAULT_STEPS = "0,1,10"
 GRID_POINTS = 200
@@ -128,7 +128,7 @@ def plot(runs: list[Path], seed: int, task: int, steps: list[int]) -> Figure:
     return fig
 
 
-def add_args(p: argparse.ArgumentParser, repo: Path = REPO) -> None:
+def add_args(p: argparse.ArgumentParser, repo: Path = HERE) -> None:
     """The flags of ``rkmeta-rl plot sinusoid-adaptation`` and
     ``scripts/plot_sinusoid_adaptation.py`` (``--out`` defaults into ``repo``'s docs/)."""
     p.add_argument("runs", nargs="+", type=Path, help="sinusoid run directories")
@@ -169,8 +169,8 @@ def draw(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None, repo: Path | None = None) -> int:
     """``scripts/plot_sinusoid_adaptation.py``: its own parser and error lines; ``--out``
-    defaults into ``repo``'s docs/ [this package's checkout]."""
+    defaults into ``repo``'s docs/ [the current directory's]."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_args(p, REPO if repo is None else repo)
+    add_args(p, HERE if repo is None else repo)
     return draw(p, p.parse_args(argv))

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-REPO = Path(__file__).resolve().parents[3]  # the checkout: --out defaults into its docs/
+HERE = Path(".")  # --out defaults into docs/figures/ of the current directory
 
 ROWS = (("euler", "midpoint", "heun", "ralston", "itb"), ("rk3", "rk4"))
 STAGE_POINTS = r"stage points $\theta_i$"  # line labels
@@ -151,7 +151,7 @@ def positive(text: str) -> float:
     return value
 
 
-def add_args(p: argparse.ArgumentParser, repo: Path = REPO) -> None:
+def add_args(p: argparse.ArgumentParser, repo: Path = HERE) -> None:
     """The flags of ``rkmeta-rl plot tableaus`` and ``scripts/plot_tableaus.py``
     (``--out`` defaults into ``repo``'s docs/)."""
     p.add_argument("--out", default=str(repo / "docs" / "figures" / "tableaus.png"))
@@ -176,9 +176,9 @@ def draw(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None, repo: Path | None = None) -> int:
     """``scripts/plot_tableaus.py``: its own parser and error lines; ``--out`` defaults into
-    ``repo``'s docs/ [this package's checkout]."""
+    ``repo``'s docs/ [the current directory's]."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_args(p, REPO if repo is None else repo)
+    add_args(p, HERE if repo is None else repo)
     args = p.parse_args(argv)
     return draw(argparse.ArgumentParser(prog="plot_tableaus.py"), args)  # its error line, as before

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from rkmeta_rl.analysis.plotting import pyplot
+from rkmeta_rl.analysis.plotting import pyplot, script_main
 from rkmeta_rl.rl.evaluate import describe_horizon
 from rkmeta_rl.rl.tasks import seconds_per_step
 from rkmeta_rl.run import rundir
@@ -132,7 +132,4 @@ def draw(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``scripts/plot_training.py``: its own parser and error lines."""
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_args(p)
-    return draw(p, p.parse_args(argv))
+    return script_main(__doc__, add_args, draw, argv)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from rkmeta_rl.analysis.plotting import pyplot
+from rkmeta_rl.analysis.plotting import pyplot, script_main
 from rkmeta_rl.rl.adapt import adapt_to_tasks
 from rkmeta_rl.rl.episodes import rollout
 from rkmeta_rl.rl.evaluate import DEFAULT_EVAL_SEED, PROTOCOLS, held_out_tasks, step_sizes
@@ -190,7 +190,4 @@ def draw(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``scripts/plot_trajectories.py``: its own parser and error lines."""
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_args(p)
-    return draw(p, p.parse_args(argv))
+    return script_main(__doc__, add_args, draw, argv)
