@@ -1,6 +1,7 @@
 """``rkmeta-rl``: train, resume, evaluate and inspect RK meta-learning runs.
 
-The RL commands live in ``rkmeta_rl/rl/cli.py``, the supervised ones in
+``rkmeta-rl --version`` prints the package's version; ``rkmeta-rl`` alone prints this
+help. The RL commands live in ``rkmeta_rl/rl/cli.py``, the supervised ones in
 ``rkmeta_rl/supervised/cli.py``, the analysis of finished runs in
 ``rkmeta_rl/analysis/cli.py``; this module only puts them under one program.
 """
@@ -11,6 +12,7 @@ import argparse
 import sys
 import warnings
 
+from rkmeta_rl import __version__
 from rkmeta_rl.analysis import cli as analysis_cli
 from rkmeta_rl.methods import format_table
 from rkmeta_rl.rl import cli as rl_cli
@@ -34,7 +36,8 @@ def cmd_convert(args: argparse.Namespace, argv: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rkmeta-rl", description=__doc__.splitlines()[0],
                                      allow_abbrev=False)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"rkmeta-rl {__version__}")
+    sub = parser.add_subparsers(dest="command")  # none given: main prints the help
     rl_cli.add_commands(sub)
     supervised_cli.add_commands(sub)
     analysis_cli.add_commands(sub)
@@ -50,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare ``rkmeta-rl``: the help, not an error
+        parser.print_help()
+        return 0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")

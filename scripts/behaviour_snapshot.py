@@ -2,9 +2,9 @@
 supervised-evaluate) and keep what they wrote, without timing fields, to compare a
 restructure's outputs with the code before it:
 
-    python scripts/behaviour_snapshot.py /tmp/before      # on the old commit
-    python scripts/behaviour_snapshot.py /tmp/after       # on the new one
-    diff -r /tmp/before /tmp/after                        # nothing: the same behaviour
+    python scripts/behaviour_snapshot.py ../snap-before   # on the old commit
+    python scripts/behaviour_snapshot.py ../snap-after    # on the new one
+    diff -r ../snap-before ../snap-after                  # nothing: the same behaviour
 
 Each command runs on one torch thread (``--num-threads 1``), so the outputs are one
 function of the code on a given machine. Omniglot needs its data (``--omniglot``,

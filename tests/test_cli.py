@@ -1,7 +1,8 @@
 """Tests for the ``rkmeta-rl`` command line (rkmeta_rl.cli).
 
 Commands run in-process through ``cli.main(argv)`` (its exit code and captured output);
-one test runs the installed console script to prove the entry point works. Every
+one test runs the installed console script to prove the entry point works, one runs
+``python -m rkmeta_rl.cli`` for ``--version`` and the bare help. Every
 training run is tiny (2 tasks x 2 episodes, an 8x8 policy, 1-3 meta-iterations).
 """
 
@@ -19,7 +20,8 @@ import pytest
 import torch
 from helpers import interrupt_on_call
 
-from rkmeta_rl.cli import main
+from rkmeta_rl import __version__
+from rkmeta_rl.cli import build_parser, main
 from rkmeta_rl.methods import METHOD_NAMES, get_tableau
 from rkmeta_rl.rl.config import PRESETS, TrainConfig
 from rkmeta_rl.run import rundir
@@ -27,6 +29,7 @@ from rkmeta_rl.run import rundir
 TINY = ["--meta-batch-size", "2", "--fast-batch-size", "2", "--hidden", "8,8", "--no-progress"]
 METHODS = ("euler", "midpoint", "heun", "ralston", "ralston23", "itb", "rk3", "rk4")
 TIMING = "seconds"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def train_argv(out: Path, *extra: str, iters: int = 1) -> list[str]:
@@ -89,11 +92,31 @@ def test_console_script_methods():
     assert set(METHODS) <= _first_column(proc.stdout)
 
 
-def test_missing_command_is_a_usage_error(capsys):
+def test_bare_command_prints_the_full_help(capsys):
+    assert main([]) == 0
+    out, err = capsys.readouterr()
+    assert out == build_parser().format_help() and err == ""
+    assert "train" in out and "--version" in out
+
+
+def test_version_prints_the_package_version(capsys):
     with pytest.raises(SystemExit) as exc:
-        main([])
-    assert exc.value.code == 2
-    assert "command" in capsys.readouterr().err
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr() == (f"rkmeta-rl {__version__}\n", "")
+
+
+@pytest.mark.slow
+def test_module_entry_point_version_and_help():
+    """``python -m rkmeta_rl.cli`` as a user runs it: --version and no arguments exit 0."""
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rkmeta_rl.cli", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+
+    version, bare = run("--version"), run()
+    assert (version.returncode, version.stdout) == (0, f"rkmeta-rl {__version__}\n")
+    assert bare.returncode == 0 and bare.stderr == ""
+    assert bare.stdout.startswith("usage: rkmeta-rl") and "convert-checkpoint" in bare.stdout
 
 
 # -- train end to end --------------------------------------------------------------------
