@@ -114,7 +114,16 @@ def generic(x: float) -> Tableau:
 def get_tableau(name: str) -> Tableau:
     """Look up a method by name or alias (case-insensitive), or ``generic:X`` with ``X > 0``.
 
-    Raises ``ValueError`` listing the valid choices for an unknown name.
+    Args:
+        name: a named method (``rkmeta-rl methods`` lists them), an alias such as ``maml``,
+            or ``generic:X``.
+
+    Returns:
+        The method's tableau.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid choices), or a
+            ``generic:X`` whose X is not a finite number > 0.
     """
     if not isinstance(name, str):
         raise ValueError(

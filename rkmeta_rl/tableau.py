@@ -129,15 +129,18 @@ class Tableau:
         return len(self.a)
 
     def order_conditions(self) -> dict[int, list[tuple[float, float]]]:
-        """Classical (Butcher) order conditions as ``{p: [(value, required), ...]}``.
+        """Classical (Butcher) order conditions.
 
-        ``c_i = sum_j q_ij`` and ``A = q``:
+        With ``c_i = sum_j q_ij`` and ``A = q``:
 
         * p = 1: ``sum a_i = 1``
         * p = 2: ``sum a_i c_i = 1/2``
         * p = 3: ``sum a_i c_i^2 = 1/3``; ``sum a_i q_ij c_j = 1/6``
         * p = 4: ``sum a_i c_i^3 = 1/4``; ``sum a_i c_i q_ij c_j = 1/8``;
           ``sum a_i q_ij c_j^2 = 1/12``; ``sum a_i q_ij q_jk c_k = 1/24``
+
+        Returns:
+            ``{p: [(value, required), ...]}`` for p = 1..4.
         """
         a, q, c = self.a, self.q, self.c
         assert c is not None
@@ -162,10 +165,15 @@ class Tableau:
         }
 
     def order(self, tol: float = 1e-9) -> int:
-        """Highest ``p`` in 1..4 such that all order conditions of orders 1..p hold.
+        """The order the tableau reaches.
 
-        Returns 0 if even ``sum(a) = 1`` fails (impossible after validation). Orders above
-        4 are not checked, so a higher-order method reports 4.
+        Args:
+            tol: absolute tolerance of each order condition.
+
+        Returns:
+            The highest ``p`` in 1..4 such that all order conditions of orders 1..p hold;
+            0 if even ``sum(a) = 1`` fails (impossible after validation). Orders above 4
+            are not checked, so a higher-order method reports 4.
         """
         result = 0
         for p, conditions in sorted(self.order_conditions().items()):
@@ -175,13 +183,20 @@ class Tableau:
         return result
 
     def needs_k(self, j: int) -> bool:
-        """True if ``k_j`` (0-based) enters a later stage point, i.e. ``q[i][j] != 0`` for
-        some ``i > j``.
+        """Whether ``k_j`` enters a later stage point.
 
-        When it is False, ``k_j`` enters the meta-update only through its weight ``a_j``
+        When it does not, ``k_j`` enters the meta-update only through its weight ``a_j``
         (Eq. 3) and not through any stage point ``theta_i`` (Eq. 4); the last stage is
         never needed.
-        Raises ``IndexError`` for ``j`` outside ``0..s-1``.
+
+        Args:
+            j: the stage, 0-based.
+
+        Returns:
+            True if ``q[i][j] != 0`` for some ``i > j``.
+
+        Raises:
+            IndexError: ``j`` is outside ``0..s-1``.
         """
         s = self.stages
         if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < s:
@@ -193,11 +208,27 @@ class Tableau:
 
     @classmethod
     def from_rows(cls, name: str, a: Iterable[Any], q: Iterable[Iterable[Any]]) -> Tableau:
-        """Build a tableau from weights ``a`` and stage rows ``q``; ``c`` is derived."""
+        """Build a tableau from its weights and stage rows; ``c`` is derived.
+
+        Args:
+            name: the method's name.
+            a: the weights, one per stage.
+            q: the stage rows, square and strictly lower triangular.
+
+        Returns:
+            The validated tableau.
+
+        Raises:
+            ValueError: the data is not a valid explicit tableau.
+        """
         return cls(name=name, a=a, q=q)  # type: ignore[arg-type]  # converted on validation
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"name", "a", "q", "c"}`` with plain lists, JSON-serialisable."""
+        """The tableau as plain data.
+
+        Returns:
+            ``{"name", "a", "q", "c"}`` with plain lists, JSON-serialisable.
+        """
         assert self.c is not None
         return {
             "name": self.name,
@@ -208,9 +239,20 @@ class Tableau:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Tableau:
-        """Inverse of :meth:`to_dict`. ``a`` and ``q`` are required; ``name`` defaults to
-        ``"custom"``; ``c``, if present (and not ``None``), must match the row sums of ``q``.
-        Any other key is refused."""
+        """Inverse of :meth:`to_dict`.
+
+        Args:
+            d: a mapping with ``a`` and ``q`` (required); ``name`` defaults to
+                ``"custom"``; ``c``, if present (and not ``None``), must match the row sums
+                of ``q``.
+
+        Returns:
+            The validated tableau.
+
+        Raises:
+            ValueError: ``d`` is not a mapping, has another key, misses ``a`` or ``q``, or
+                holds an invalid tableau.
+        """
         if not isinstance(d, Mapping):
             raise ValueError(
                 f"a tableau must be a mapping with keys {_KEYS_TEXT}, got {type(d).__name__}"

@@ -49,7 +49,8 @@ class RKMetaLearner(nn.Module):
     Args:
         module: any ``nn.Module``; its parameters that require grad are θ.
         method: a named tableau (``rkmeta-rl methods``), or pass ``tableau``.
-        inner_lr: α, the adaptation step (h = α / c2), or give ``step_size`` h (α = c2·h).
+        inner_lr: α, the adaptation step (h = α / c2), or give ``step_size``.
+        step_size: h, the RK step (α = c2·h), instead of ``inner_lr``.
         tableau: a ``Tableau`` (instead of ``method``), or a ``Scheme`` (a tableau and a
             step h per parameter; then no inner_lr or step_size).
         first_order: k_i at its point, not differentiated through θ_i(θ).
@@ -59,6 +60,11 @@ class RKMetaLearner(nn.Module):
         vectorize: None (default): all tasks at once through ``torch.func.vmap`` where it
             can run them, else one at a time with a warning saying why; True: all at once
             or an error; False: one at a time.
+
+    Raises:
+        ValueError: the module has no parameters that require grad, neither ``inner_lr``
+            nor ``step_size`` is given (without a ``Scheme``), or the arguments contradict
+            each other.
 
     ``learner(tasks, support_loss, query_loss)`` is the meta-loss (``.backward()`` leaves
     ḡ in ``.grad``), :meth:`meta_gradient` ḡ itself; :meth:`adapt` takes test-time steps
@@ -119,12 +125,27 @@ class RKMetaLearner(nn.Module):
 
     # -- evaluating the module at given parameters ----------------------------------------
     def theta(self) -> Params:
-        """θ: the module's own parameters (those that require grad), by name."""
+        """θ: the module's own parameters.
+
+        Returns:
+            The parameters that require grad, by name.
+        """
         params = dict(self.module.named_parameters())
         return {n: params[n] for n in self.names}
 
     def functional(self, params: Params) -> Callable[..., Any]:
-        """The module evaluated at ``params`` (names and shapes checked)."""
+        """The module evaluated at given parameters.
+
+        Args:
+            params: parameters by name (names and shapes checked), such as :meth:`adapt`
+                returns.
+
+        Returns:
+            A callable taking the module's inputs.
+
+        Raises:
+            ValueError: a name is not one of the module's, or a shape differs.
+        """
         self._check(params)
 
         def model(*args: Any, **kwargs: Any) -> Any:
@@ -133,9 +154,17 @@ class RKMetaLearner(nn.Module):
         return model
 
     def per_task(self, params: Params) -> Callable[..., Any]:
-        """The module evaluated for T tasks at once, each at its own parameters: ``params``
-        (T, ...) by name (as :meth:`adapt` with ``stacked=True`` returns them); the model
-        takes inputs and gives outputs with the leading task dimension T."""
+        """The module evaluated for T tasks at once, each at its own parameters.
+
+        Args:
+            params: (T, ...) by name (as :meth:`adapt` with ``stacked=True`` returns them).
+
+        Returns:
+            A model that takes inputs and gives outputs with the leading task dimension T.
+
+        Raises:
+            ValueError: a name is not one of the module's, or a shape differs.
+        """
         size = task_count(params)
         self._check(params, size)
 
@@ -195,15 +224,23 @@ class RKMetaLearner(nn.Module):
                 query_loss: TaskLoss | None = None, *, stage_loss: StageLoss | None = None,
                 stacked: bool = False, batched_losses: bool = False,
                 params: Params | None = None) -> Tensor:
-        """The meta-loss of a batch of tasks: a scalar whose gradient with respect to θ is
-        the mean over tasks of Σ_i a_i k_i.
+        """The meta-loss of a batch of tasks.
 
-        ``tasks``: a list of per-task items, or with ``stacked=True`` one item whose tensors
-        are (T, ...). ``support_loss(model, task)``, ``query_loss(model, task)``: stage 1's
-        loss and the later stages'; or ``stage_loss(i, model, task)`` for stage i (from 0).
-        With ``batched_losses=True`` each loss gets the stacked tasks and the model over
-        tasks (inputs and outputs (T, ...)) and returns the T losses (T,). ``params``: θ
-        (by name, requiring grad) instead of the module's own parameters.
+        Args:
+            tasks: a list of per-task items, or with ``stacked=True`` one item whose
+                tensors are (T, ...).
+            support_loss: ``support_loss(model, task)``, stage 1's loss.
+            query_loss: ``query_loss(model, task)``, the later stages' loss.
+            stage_loss: ``stage_loss(i, model, task)`` for stage i (from 0), instead of
+                the two above.
+            stacked: ``tasks`` is one item whose tensors are (T, ...).
+            batched_losses: each loss gets the stacked tasks and the model over tasks
+                (inputs and outputs (T, ...)) and returns the T losses (T,).
+            params: θ (by name, requiring grad) instead of the module's own parameters.
+
+        Returns:
+            A scalar whose gradient with respect to θ is the mean over tasks of
+            Σ_i a_i k_i.
         """
         return self._meta(tasks, pick_losses(support_loss, query_loss, stage_loss), stacked,
                           batched_losses, params, gradient=False)
@@ -212,8 +249,20 @@ class RKMetaLearner(nn.Module):
                       query_loss: TaskLoss | None = None, *, stage_loss: StageLoss | None = None,
                       stacked: bool = False, batched_losses: bool = False,
                       params: Params | None = None) -> Params:
-        """ḡ = the mean over tasks of Σ_i a_i k_i, by parameter (the arguments as
-        :meth:`forward`'s); ``.grad`` is left alone."""
+        """The meta-gradient itself; ``.grad`` is left alone.
+
+        Args:
+            tasks: as :meth:`forward`'s.
+            support_loss: as :meth:`forward`'s.
+            query_loss: as :meth:`forward`'s.
+            stage_loss: as :meth:`forward`'s.
+            stacked: as :meth:`forward`'s.
+            batched_losses: as :meth:`forward`'s.
+            params: as :meth:`forward`'s.
+
+        Returns:
+            ḡ = the mean over tasks of Σ_i a_i k_i, by parameter.
+        """
         return self._meta(tasks, pick_losses(support_loss, query_loss, stage_loss), stacked,
                           batched_losses, params, gradient=True)
 
@@ -332,13 +381,26 @@ class RKMetaLearner(nn.Module):
     def adapt(self, task: Any, support_loss: TaskLoss, steps: int = 1,
               params: Params | None = None, *, stacked: bool = False,
               batched_losses: bool = False) -> Params:
-        """Parameters after ``steps`` plain gradient steps on ``task``'s support loss, each
-        parameter with its own α (c2·h of its tableau; 0 for a frozen group). Detached:
-        for inference; evaluate them with :meth:`functional`.
+        """Parameters after ``steps`` plain gradient steps on ``task``'s support loss.
 
-        With ``stacked=True``, ``task`` is T tasks stacked as :meth:`forward` takes them
-        (``batched_losses`` as there), all adapted at once; the parameters returned are
-        (T, ...): evaluate them with :meth:`per_task`."""
+        Each parameter takes its own α (c2·h of its tableau; 0 for a frozen group).
+
+        Args:
+            task: one task's data; with ``stacked=True``, T tasks stacked as
+                :meth:`forward` takes them, all adapted at once.
+            support_loss: ``support_loss(model, task)``, as for :meth:`forward`.
+            steps: the number of gradient steps (0 or more).
+            params: where to start instead of θ.
+            stacked: ``task`` holds T tasks stacked.
+            batched_losses: as for :meth:`forward` (needs ``stacked=True``).
+
+        Returns:
+            The adapted parameters by name, detached, for inference: evaluate them with
+            :meth:`functional`, or with ``stacked=True`` (T, ...) with :meth:`per_task`.
+
+        Raises:
+            ValueError: ``steps`` is negative, or ``batched_losses`` without ``stacked``.
+        """
         check_steps("steps", steps, 0)
         if batched_losses and not stacked:
             raise ValueError("batched_losses=True adapts stacked tasks: give stacked=True")
