@@ -5,7 +5,7 @@
 
 Phases, each a list of ``rkmeta-rl`` / ``scripts/`` commands run as Ray tasks, ``--jobs``
 at a time here or on a cluster with ``--ray-address`` (one CPU and one torch thread each;
-README, "Reproductions on Ray"):
+docs/guides/ray.md):
 
 1. train: every env, method and seed at MAML's setting (40 tasks × the family's episodes,
    20 for HalfCheetah; α = 0.1, max KL 0.01, 2×100 ReLU, a 200-step horizon) under
@@ -167,7 +167,7 @@ def report(args, phases, history, dirs, results: Path, commands: dict[str, list[
         "tasks, the same for every run (α for the first step, α/2 after; fresh episodes at "
         "every step); ± is the 95% t-interval across seeds (across the tasks when a row has "
         "one run). The oracle row is its return without adaptation. MAML's figures are "
-        "for its own dynamics on rllab's models and MuJoCo 1.31 (README, \"Locomotion\").\n",
+        "for its own dynamics on rllab's models and MuJoCo 1.31 (docs/guides/locomotion.md).\n",
     ]
     for env in args.envs:
         table, setting = env_table(args, dirs, env)

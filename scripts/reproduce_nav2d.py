@@ -4,7 +4,7 @@ r"""Reproduce the paper's 2D-navigation experiment (Figures 4 and 5) from scratc
 
 Phases, each a list of ``rkmeta-rl`` / ``scripts/`` commands run as Ray tasks, ``--jobs``
 at a time here or on a cluster with ``--ray-address`` (one CPU and one torch thread each;
-README, "Reproductions on Ray"):
+docs/guides/ray.md):
 
 1. train: every method and seed at the paper's setting (40 tasks × 20 episodes,
    α = 0.16, max KL 0.01, 100 meta-iterations), and one oracle per seed
@@ -38,7 +38,7 @@ resumes from its last checkpoint, evaluations are recomputed (they are determini
 ``--curvature-fraction`` defaults to 0.25 here: conjugate gradient sees the KL curvature
 of 5 of each task's 20 episodes (the gradient, the KL bound and the line search use all
 of them). It made 18 runs fit in about an hour on 2 cores, where the exact curvature took
-about 2.5 hours before it was computed in closed form (README, "Speed"); see
+about 2.5 hours before it was computed in closed form (docs/speed.md); see
 results/nav2d-issue2.md for the comparison.
 """
 

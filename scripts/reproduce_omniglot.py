@@ -17,7 +17,7 @@ defaults here are meta-batch 16 × 1500 iterations (5-way) and 4 × 400 (20-way)
 architecture, step sizes and numbers of adaptation steps are the paper's.
 
 Every command runs as a Ray task, ``--jobs`` at a time here or on a cluster with
-``--ray-address`` (README, "Reproductions on Ray"). Run it again after an interruption:
+``--ray-address`` (docs/guides/ray.md). Run it again after an interruption:
 finished runs are kept, a stopped one resumes, evaluations are recomputed.
 """
 

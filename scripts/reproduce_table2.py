@@ -13,7 +13,7 @@ h = 0.02) and euler's training never uses α, so those runs are shared; only the
 differs.
 
 Phases: train (``rkmeta-rl supervised``, as Ray tasks ``--jobs`` at a time, one thread
-each, or on a cluster with ``--ray-address``: README, "Reproductions on Ray"), evaluate
+each, or on a cluster with ``--ray-address``: docs/guides/ray.md), evaluate
 (``rkmeta-rl supervised-evaluate``: 600 held-out sinusoids, the same for every run, MSE
 after 0..10 steps), report (``RESULTS_DIR/README.md``: mean ± 95% CI across seeds next to
 the paper's figures, the commands and the time each phase took). Run it again after an

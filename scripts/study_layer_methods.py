@@ -16,7 +16,7 @@ characters, accuracy after the benchmark's 3 test steps). Every run of a benchma
 evaluated on the same held-out tasks.
 
 Phases: train (``rkmeta-rl supervised``, as Ray tasks ``--jobs`` at a time, one thread
-each, or on a cluster with ``--ray-address``: README, "Reproductions on Ray"), evaluate
+each, or on a cluster with ``--ray-address``: docs/guides/ray.md), evaluate
 (``rkmeta-rl supervised-evaluate``), report (``RESULTS_DIR/README.md``: mean ± 95% CI across
 seeds, paired seed-by-seed differences, the commands and the time taken). Run it again
 after an interruption: finished runs are kept, a killed one resumes, evaluations are

@@ -5,7 +5,7 @@
 job as a Ray task with its resources (:meth:`Grid.submit`; the task's body is
 :func:`rkmeta_rl.launch.job_process.run_command`). Ray is imported only here and only when
 needed: without it the scripts stop at once with one line (:func:`require_ray`).
-README, "Reproductions on Ray", shows the commands for a machine and for a cluster.
+docs/guides/ray.md shows the commands for a machine and for a cluster.
 """
 
 from __future__ import annotations

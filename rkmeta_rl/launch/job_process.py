@@ -6,7 +6,7 @@ in the job's log, and waits, looking every second for the script's stop file (ne
 the logs). When the file appears (the script was stopped, or another command failed),
 or when the task is left early (its worker told to exit, as when the script's Ray
 instance shuts down), the whole group is stopped (:func:`stop_group`): SIGTERM, which a
-training answers by stopping cleanly (README, "Reliability"), a second SIGTERM, then
+training answers by stopping cleanly (docs/guides/reliability.md), a second SIGTERM, then
 SIGKILL after :data:`GRACE` seconds; a task that starts after the file appeared does not
 start its command. Should the worker itself be killed outright (by Ray's memory monitor,
 say), Linux sends the command SIGTERM as its parent dies (``PR_SET_PDEATHSIG``), so no

@@ -7,8 +7,8 @@ repository) runs as a Ray task that asks for its CPUs and GPUs: one CPU by defau
 ``--device cuda``. The task starts the command as a process group of its own, its output
 in ``RUNS/logs/PHASE-NAME.log``, and stops that group when the script tells it to
 (:mod:`rkmeta_rl.launch.job_process`). Without ``--ray-address`` the script starts a local Ray
-instance with ``--jobs`` CPUs; with it, the commands run on that cluster (README,
-"Reproductions on Ray"). The script follows the tasks with ``ray.wait`` and prints a
+instance with ``--jobs`` CPUs; with it, the commands run on that cluster
+(docs/guides/ray.md). The script follows the tasks with ``ray.wait`` and prints a
 training job's latest metrics every ``--poll`` seconds. A failing command stops the others
 and ends the script with its log's tail; Ctrl-C or SIGTERM stops the running commands,
 and the same command run again resumes (each training command continues its run

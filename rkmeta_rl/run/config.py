@@ -117,7 +117,7 @@ def torch_threads(requested: int, forward_flops: float | None = None) -> int:
     core this process may use, or one where ``forward_flops`` (one forward pass of the
     model over a meta-batch's data) is below :data:`SMALL_PROBLEM_FLOPS`. Measured on a
     quiet 2-core machine, an exact paper-size nav2d iteration takes 0.55× the time on two
-    threads that it takes on one (README, "Speed"); a process that shares the cores with
+    threads that it takes on one (docs/guides/threads.md); a process that shares the cores with
     another (the reproduction scripts run jobs side by side) should ask for 1: two threads
     on one free core ran 2-4× slower. The same number repeats a run's metrics; another may
     change their last bits on some CPUs (docs/method.md, "Reproducibility")."""

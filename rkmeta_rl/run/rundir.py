@@ -1,7 +1,7 @@
 """A run directory: config.json, metrics.jsonl, TensorBoard events, checkpoint.pt, and
 snapshots/iter-NNNNNN.pt (the policy every few iterations, for ``evaluate --checkpoint``).
 
-What it promises (README, "Reliability"):
+What it promises (docs/guides/reliability.md):
 
 * Checkpoints are written to a temporary file and renamed over the old one, so a run
   killed at any moment, or a write that fails (disk full, read-only), leaves the previous
