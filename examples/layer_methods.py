@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--iters", type=int, default=800)
     args = p.parse_args(argv)
-    torch.set_num_threads(1)  # a problem this small gains nothing from more (docs/guides/threads.md)
+    torch.set_num_threads(1)  # so small a problem gains nothing from more (docs/guides/threads.md)
     held_out = sine_tasks(50, torch.Generator().manual_seed(1))
     results = {}
     for rules in RULES:

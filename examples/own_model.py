@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--iters", type=int, default=1500)
     p.add_argument("--method", default="ralston")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)  # a problem this small gains nothing from more (docs/guides/threads.md)
+    torch.set_num_threads(1)  # so small a problem gains nothing from more (docs/guides/threads.md)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(1, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(),
                           nn.Linear(40, 1))
