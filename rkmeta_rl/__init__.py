@@ -6,4 +6,14 @@ from rkmeta_rl.tableau import Tableau
 
 __version__ = "0.1.0"
 
-__all__ = ["RKMetaLearner", "Tableau", "get_tableau", "__version__"]
+__all__ = ["MetaRL", "RKMetaLearner", "Tableau", "get_tableau", "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    """``rkmeta_rl.MetaRL``, the RL wing's Python API, imported on first use (the RL wing
+    brings Gymnasium and MuJoCo, which a user of ``RKMetaLearner`` does not need)."""
+    if name == "MetaRL":
+        from rkmeta_rl.rl.api import MetaRL
+
+        return MetaRL
+    raise AttributeError(f"module 'rkmeta_rl' has no attribute {name!r}")

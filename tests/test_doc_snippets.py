@@ -2,8 +2,7 @@
 
 * ``python`` blocks run as written, in a fresh folder. A block that opens a run directory
   (``runs/nav2d-ralston-s0``, ``runs/sinusoid-ralston-s0``) finds a tiny trained one there.
-  Blocks using ``MetaRL`` are skipped until ``rkmeta_rl/rl/api.py`` exists. A block that is
-  only a ``--8<--`` include shows a file of the repository, which its own tests run.
+  A block that is only a ``--8<--`` include shows a file of the repository, which its own tests run.
 * ``bash`` blocks: every ``rkmeta-rl`` command and every ``python scripts/NAME.py`` command
   is parsed by the real argparse parser (its flags and choices must be valid); the quick
   ones (``QUICK``) also run.
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import re
 import runpy
@@ -34,7 +32,6 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 NEEDS = ("data", "gpu", "hours", "install", "cluster")
 QUICK = {"rkmeta-rl methods"}
 COMMANDS = ("rkmeta-rl", "python", "pip", "ray", "tensorboard", "mkdocs", "pytest")
-HAS_METARL = importlib.util.find_spec("rkmeta_rl.rl.api") is not None
 
 
 @dataclass(frozen=True)
@@ -204,8 +201,6 @@ def test_python_blocks_run_as_written(block, run_dirs, capsys):
         for name in re.findall(r'--8<-- "([^"]+)"', code):
             assert (ROOT / name).is_file(), f"{block}: {name} is missing"
         return  # a file of the repository, shown whole; tests/test_examples.py runs it
-    if "MetaRL" in code and not HAS_METARL:
-        pytest.skip("MetaRL lands with rkmeta_rl/rl/api.py")
     assert not block.needs, f"{block}: a marked python block (run it instead)"
     run_dirs(code)
     exec(compile(code, str(block), "exec"), {"__name__": "__doc_snippet__"})  # noqa: S102
@@ -219,6 +214,20 @@ def test_the_in_memory_training_snippet_writes_nothing(tmp_path, monkeypatch, ca
     assert [r["iter"] for r in namespace["records"]] == [0, 1]
     printed = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in printed] == ["0", "1"]
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_the_in_memory_metarl_snippet_learns_on_and_writes_nothing(tmp_path, monkeypatch,
+                                                                  capsys):
+    (block,) = [b for b in PYTHON if "MetaRL(" in b.code and "nothing is written" in b.code]
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block.code, str(block), "exec"), namespace)  # noqa: S102
+    assert [r["iter"] for r in namespace["records"]] == [0, 1]
+    assert [r["iter"] for r in namespace["agent"].records] == [0, 1, 2]
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in printed[:2]] == ["0", "1"]
+    assert printed[2].startswith("after 0, 1 steps:")
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from rkmeta_rl.rl.config import MetaStepConfig, TrainConfig, preset_values, resolve
+from rkmeta_rl.rl.config import MetaStepConfig, TrainConfig, train_config
 from rkmeta_rl.rl.evaluate import EvalConfig, evaluate_run
 from rkmeta_rl.rl.render import render_run
 from rkmeta_rl.rl.tasks import FAMILIES, LOCOMOTION, oracle_env
@@ -83,11 +83,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The resolved config of a train / train-oracle command line: the dataclass defaults,
     then the preset's, then the flags given (the family's defaults fill what is left)."""
     given = given_settings(args, TrainConfig)
-    values = dict(preset_values(given["preset"])) if "preset" in given else {}
-    values.update(given)
-    if args.command == "train-oracle":
-        values.update(env=oracle_env(values.get("env", TrainConfig.env)), method="euler")
-    return resolve(TrainConfig(**values), tableau_file=getattr(args, "tableau", None))
+    if args.command == "train-oracle":  # no preset sets env or method: as if given last
+        given.update(env=oracle_env(given.get("env", TrainConfig.env)), method="euler")
+    return train_config(given, tableau_file=getattr(args, "tableau", None))
 
 
 def run_name(env: str) -> str:

@@ -14,7 +14,10 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
-from dataclasses import dataclass
+import numbers
+import types
+import typing
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +63,16 @@ def preset_values(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; valid choices: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def train_config(settings: dict[str, Any], tableau_file: str | None = None) -> TrainConfig:
+    """The resolved config of the ``settings`` given (TrainConfig's field names): the
+    dataclass defaults, then the preset's (``settings["preset"]``), then ``settings``; the
+    family's defaults fill what is left (:func:`resolve`, which raises ValueError)."""
+    preset = settings.get("preset")
+    values = dict(preset_values(preset)) if preset is not None else {}
+    values.update(settings)
+    return resolve(TrainConfig(**values), tableau_file=tableau_file)
 
 
 @dataclass
@@ -136,6 +149,51 @@ class TrainConfig(MetaStepConfig, StoredConfig):
                                    "instead of starting a local instance")
     alpha: float | None = setting(None, flag=False, help="the resolved adaptation step α")
     h: float | None = setting(None, flag=False, help="the resolved RK step h")
+
+
+# TrainConfig's fields that resolve() fills: no setting of the Python API (what to give).
+RESOLVED = {"alpha": "give inner_lr", "h": "give step_size", "tableau": "give tableau="}
+PYTHON_SETTINGS = tuple(sorted(f.name for f in fields(TrainConfig) if f.name not in RESOLVED))
+_KINDS = {bool: "True or False", int: "an integer", float: "a number", str: "a string",
+          list: "a list of positive integers"}
+
+
+def python_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings given in Python (``rkmeta_rl.rl.api.MetaRL``), each in its field's type
+    (an int for a float, a tuple for a list); a one-line ValueError names an unknown
+    setting with the valid ones, or a value of the wrong type."""
+    unknown = sorted(set(settings) - set(PYTHON_SETTINGS))
+    if unknown:
+        hints = "".join(f" ({name} is resolved: {RESOLVED[name]})" for name in unknown
+                        if name in RESOLVED)
+        raise ValueError(f"unknown setting{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(map(repr, unknown))}{hints}; valid settings: "
+                         f"{', '.join(PYTHON_SETTINGS)}")
+    return {name: _typed(name, value) for name, value in settings.items()}
+
+
+def _typed(name: str, value: Any) -> Any:
+    """``value`` in the type of TrainConfig's field ``name`` (ValueError otherwise)."""
+    hint, optional = typing.get_type_hints(TrainConfig)[name], False
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint, optional = next(a for a in typing.get_args(hint) if a is not type(None)), True
+    if value is None and optional:
+        return None
+    base = typing.get_origin(hint) or hint
+    integral = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if base is bool and isinstance(value, bool):
+        return value
+    if base is int and integral:
+        return int(value)
+    if base is float and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if base is str and isinstance(value, str):
+        return value
+    if base is list and isinstance(value, (list, tuple)) and all(
+            isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in value):
+        return [int(x) for x in value]
+    raise ValueError(f"{name} must be {_KINDS[base]}{' or None' if optional else ''}, "
+                     f"got {value!r}")
 
 
 _POSITIVE_INTS = ("meta_iters", "meta_batch_size", "fast_batch_size", "cg_iters", "ls_steps",

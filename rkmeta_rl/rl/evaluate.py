@@ -6,6 +6,8 @@ adapted policies sample ``episodes`` fresh episodes per task (step k's from the 
 (evaluation seed, 0, k), ``rkmeta_rl/rl/streams.py``); the mean return per task
 is recorded and then one REINFORCE step is taken (of α, or with the MAML test protocol
 α first and α/2 after). The result is written to ``eval.json`` next to the run.
+:func:`evaluate_policy` is the evaluation itself, of any policy in memory;
+:func:`evaluate_run` chooses a run directory's policy, evaluates it and writes the result.
 """
 
 from __future__ import annotations
@@ -149,19 +151,28 @@ def validation_scores(run_dir: Path, cfg: TrainConfig, family: TaskFamily,
     return scores, done
 
 
-def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
-                 out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Adapt the run's policy to the held-out tasks; write and return the evaluation."""
-    ecfg.check()
-    run_dir = Path(run_dir)
-    cfg = read_train_config(run_dir)
-    family = run_family(cfg)
+def chosen_policy(run_dir: Path, cfg: TrainConfig, family: TaskFamily, ecfg: EvalConfig
+                  ) -> tuple[GaussianMLPPolicy, int, dict[int, float] | None]:
+    """(policy, meta-iterations it had, validation scores or None) that ``ecfg`` chooses
+    from the run: ``init`` and ``checkpoint``, "best" picked by :func:`validation_scores`."""
     chosen, validation = ecfg.checkpoint, None
     if chosen == "best":
         validation, done = validation_scores(run_dir, cfg, family, ecfg)
         best = max(validation, key=lambda it: (validation[it], it))
         chosen = "last" if best == done else str(best)
     _, policy, iteration = evaluation_policy(run_dir, ecfg.init, cfg, family, chosen)
+    return policy, iteration, validation
+
+
+def evaluate_policy(policy: GaussianMLPPolicy, cfg: TrainConfig, ecfg: EvalConfig,
+                    family: TaskFamily, iteration: int, run_dir: Path | None = None,
+                    validation: dict[int, float] | None = None, progress: bool = True
+                    ) -> dict[str, Any]:
+    """Adapt ``policy`` (on the CPU; a run's, config ``cfg``, after ``iteration``
+    meta-iterations) to ``ecfg``'s held-out tasks of ``family`` (reseeded here: give it a
+    family the run does not train with); the evaluation eval.json holds. ``ecfg`` is
+    checked by the caller; ``run_dir`` (None: a policy in memory) and ``validation`` (the
+    scores of ``checkpoint best``) are recorded as they are."""
     tasks = held_out_tasks(family, ecfg.tasks, ecfg.seed)
     alpha = run_alpha(cfg, policy) if ecfg.alpha is None else ecfg.alpha
     alphas = step_sizes(alpha, ecfg.steps, ecfg.protocol)
@@ -173,8 +184,8 @@ def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
 
     _, returns = adapt_to_tasks(policy, family, tasks, alphas, ecfg.steps, ecfg.episodes,
                                 ecfg.seed, cfg.gamma, cfg.gae_lambda, on_step=on_step)
-    result = {
-        "run_dir": str(run_dir),
+    return {
+        "run_dir": None if run_dir is None else str(run_dir),
         "env": cfg.env,
         **horizon_record(cfg, family),
         "method": cfg.method if cfg.layer_methods is None else f"layers {cfg.layer_methods}",
@@ -189,9 +200,25 @@ def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
         "tasks_drawn": [{k: np.asarray(v).tolist() for k, v in t.items()} for t in tasks],
         "by_step": [{"step": k, **summarize(r)} for k, r in enumerate(returns)],
     }
-    path = Path(out) if out is not None else run_dir / ecfg.default_filename()
+
+
+def write_eval(result: dict[str, Any], path: str | Path) -> None:
+    """Write an evaluation (:func:`evaluate_policy`) to ``path`` atomically."""
     text = (json.dumps(result, indent=1) + "\n").encode()
-    rundir.atomic_write_bytes(path, lambda f: f.write(text))
+    rundir.atomic_write_bytes(Path(path), lambda f: f.write(text))
+
+
+def evaluate_run(run_dir: str | Path, ecfg: EvalConfig = EvalConfig(),
+                 out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Adapt the run's policy to the held-out tasks; write and return the evaluation."""
+    ecfg.check()
+    run_dir = Path(run_dir)
+    cfg = read_train_config(run_dir)
+    family = run_family(cfg)
+    policy, iteration, validation = chosen_policy(run_dir, cfg, family, ecfg)
+    result = evaluate_policy(policy, cfg, ecfg, family, iteration, run_dir, validation,
+                             progress)
+    write_eval(result, out if out is not None else run_dir / ecfg.default_filename())
     return result
 
 

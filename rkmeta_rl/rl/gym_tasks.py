@@ -132,8 +132,16 @@ def _attempt(name: str, what: str, call: Callable[[], Any]) -> Any:
 
 
 def check_protocol(env: gym.Env, name: str) -> None:
-    """Reset without a task (seed 0), draw tasks and probe them (:func:`probe_tasks`), or
-    ValueError naming what is missing."""
+    """Check that an env follows the task protocol: reset without a task (seed 0), draw
+    tasks and probe them (``probe_tasks``).
+
+    Args:
+        env: the env, as ``gymnasium.make`` or its maker returns it.
+        name: how messages name it (its ``--env`` value).
+
+    Raises:
+        ValueError: one line naming what is missing or wrong.
+    """
     unwrapped = env.unwrapped
     sample = getattr(unwrapped, "sample_tasks", None)
     if not callable(sample):

@@ -207,7 +207,9 @@ class Trainer:
             method()
 
 
-def _stored_config(run_dir: Path) -> dict[str, Any]:
+def stored_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config.json re-resolved, as a dict (a setting added since it was written
+    compares by its default)."""
     return resolve(read_train_config(run_dir)).to_dict()
 
 
@@ -218,7 +220,7 @@ def prepare_run_dir(cfg: TrainConfig, run_dir: Path) -> Trainer:
     that another process is training in.
     """
     run_dir = Path(run_dir)
-    return rundir.open_run(run_dir, cfg.to_dict(), partial(_stored_config, run_dir),
+    return rundir.open_run(run_dir, cfg.to_dict(), partial(stored_config, run_dir),
                            new=lambda: Trainer(cfg, run_dir),
                            resume=lambda: resume_run(run_dir))
 
@@ -248,7 +250,18 @@ def checkpoint_policy(run_dir: Path, cfg: TrainConfig, family: TaskFamily
 
 
 def load_run(path: str | Path) -> tuple[TrainConfig, GaussianMLPPolicy]:
-    """(config, meta-trained policy) of a run directory, from its last checkpoint."""
+    """The config and meta-trained policy of a run directory, from its last checkpoint.
+
+    Args:
+        path: the run directory (``rkmeta-rl train --out``, or ``MetaRL.save``).
+
+    Returns:
+        ``(config, policy)``: the run's resolved ``TrainConfig`` and its
+        ``GaussianMLPPolicy``.
+
+    Raises:
+        ValueError: not a run directory, or a file in it missing or malformed.
+    """
     run_dir = Path(path)
     cfg = read_train_config(run_dir)
     return cfg, checkpoint_policy(run_dir, cfg, run_family(cfg))[0]

@@ -255,11 +255,22 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def _metrics_line(record: dict[str, Any]) -> bytes:
+    """One record as one line of metrics.jsonl (strict JSON: NaN and ±Inf as null)."""
+    return (json.dumps({k: _json_safe(v) for k, v in record.items()}, allow_nan=False) + "\n"
+            ).encode()
+
+
+def write_metrics(run_dir: Path, records: list[dict[str, Any]]) -> None:
+    """Replace metrics.jsonl with ``records``, atomically (:func:`atomic_write_bytes`)."""
+    text = b"".join(_metrics_line(r) for r in records)
+    atomic_write_bytes(Path(run_dir) / METRICS, lambda f: f.write(text))
+
+
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     """Append one line, whole or not at all: on any failure the file is cut back to its
     previous length (no torn line) and an OSError becomes a :class:`WriteError`."""
-    line = (json.dumps({k: _json_safe(v) for k, v in record.items()}, allow_nan=False) + "\n"
-            ).encode()
+    line = _metrics_line(record)
     path = run_dir / METRICS
     with open(path, "ab") as f:
         size = f.tell()
@@ -309,10 +320,8 @@ def read_metrics(run_dir: Path, drop_torn_last_line: bool = False) -> list[dict[
 
 def truncate_metrics(run_dir: Path, iterations_done: int) -> None:
     """Keep only records of iterations < iterations_done (a resumed run redoes the rest)."""
-    records = [r for r in read_metrics(run_dir, drop_torn_last_line=True)
-               if r["iter"] < iterations_done]
-    text = "".join(json.dumps(r) + "\n" for r in records).encode()
-    atomic_write_bytes(run_dir / METRICS, lambda f: f.write(text))
+    write_metrics(run_dir, [r for r in read_metrics(run_dir, drop_torn_last_line=True)
+                            if r["iter"] < iterations_done])
 
 
 def open_run(run_dir: Path, wanted: dict[str, Any], existing: Callable[[], dict[str, Any]],
