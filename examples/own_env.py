@@ -11,8 +11,8 @@ The env is ``examples/point_env.py``'s ``PointEnv``, named to rkmeta-rl by its i
 It writes the same run directory (``--out``) and eval.json in it; run again with the same
 flags, it finds the run finished and only evaluates it. The defaults took 10-13 s on a
 2-core AMD EPYC (2026-12-06; the two commands run as subprocesses took 21 s): a problem
-this small trains on one torch thread (``num_threads`` 0 decides by its size; README,
-"Threads").
+this small trains on one torch thread (``num_threads`` 0 decides by its size;
+docs/guides/threads.md).
 """
 
 from __future__ import annotations

@@ -102,7 +102,8 @@ class TrainConfig(MetaStepConfig, StoredConfig):
         GYMNASIUM, choices=DYNAMICS,
         help=f"{' or '.join(DYNAMICS)}: the MuJoCo families' step, velocity and reward terms, "
              "Gymnasium v5's (0.05 s steps) or the MAML code's (0.01 s HalfCheetah, 0.02 s "
-             "Ant; see README); other envs have gymnasium only; recorded in config.json")
+             "Ant; see docs/guides/locomotion.md); other envs have gymnasium only; recorded "
+             "in config.json")
     # a named tableau, or the name of a --tableau file's tableau
     method: str = setting("ralston", help=METHOD_HELP)
     tableau: dict[str, Any] | None = setting(

@@ -8,7 +8,7 @@ draws its exploration noise and reset seed from its own stream, a function of th
 task's index in ``tasks`` and its own index (``rkmeta_rl/rl/streams.py``; an episode
 restarted in its row, MAML's sampling, continues that row's streams), so how the tasks
 are spread over processes never changes the episodes. Two backends, chosen with
-``--sampler`` (README, "Sampling"):
+``--sampler`` (docs/guides/ray.md):
 
 * :class:`LocalSampler` steps every (task, episode) of the call as one batched env on this
   machine, evaluating the policy once per time step for all of them;

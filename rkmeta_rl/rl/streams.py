@@ -17,7 +17,7 @@ episodes (``tests/test_streams.py``; the per-task policy products are bitwise in
 of the batch, ``rkmeta_rl/rl/policy.py``). A resumed run meets the same streams again, with
 nothing to save in the checkpoint. The trainer's key is (``--seed``, iteration, stage),
 with stage the RK stage (0-based; a one-stage tableau's monitoring sample is stage 1);
-evaluation and ``render`` use (their seed, 0, adaptation step) (README, "Sampling").
+evaluation and ``render`` use (their seed, 0, adaptation step) (docs/guides/ray.md).
 """
 
 from __future__ import annotations
