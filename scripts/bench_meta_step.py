@@ -25,19 +25,35 @@ trust the ratios taken in one process more than the absolute seconds.
              on double-backward products of the weighted KL.
 All three take the same step (tests/test_curvature_closed_form.py,
 tests/test_bench_yardstick.py).
+
+The floor. Before each thread count the bench measures the machine's rate for the products
+the curvature makes (GFLOP/s, the best of ``--rates``' three chunk shapes), and after the
+timed iterations it runs one more of each implementation under
+a dispatch mode that counts the FLOPs of every matrix product (mm, bmm, addmm, baddbmm,
+forward and backward: 2·m·k·n each). ``floor cg`` and ``floor total``
+are then (FLOPs / rate) / seconds: the fraction of the machine's product rate that conjugate
+gradient (its curvature products) and the whole meta-iteration reach; 1.0 would be
+products alone at full speed, with no elementwise work, copies or Python. The first line
+names the CPU, so that figures from different machines can be told apart.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import platform
 import statistics
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
+import plain_trpo
 import torch
 from plain_trpo import plain_meta_step
 from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
 
+import rkmeta_rl.rl.meta_step as package_step
 from rkmeta_rl.rk import Scheme
 from rkmeta_rl.rl.config import TrainConfig, resolve
 from rkmeta_rl.rl.episodes import CHUNK_ROWS
@@ -69,14 +85,76 @@ def bench(cfgs: dict[str, TrainConfig], iters: int, impls: list[str]
             seconds = (plain_meta_step(trainer, tasks) if impl == "plain"
                        else trainer.meta_step(tasks).seconds)
             rows[m, impl].append({**seconds, "total": time.perf_counter() - t0})
-    return {key: {k: statistics.median(r.get(k, 0.0) for r in rs[1:])
-                  for k in (*PHASES, "total")} for key, rs in rows.items()}
+    medians = {key: {k: statistics.median(r.get(k, 0.0) for r in rs[1:])
+                     for k in (*PHASES, "total")} for key, rs in rows.items()}
+    for (m, impl), trainer in trainers.items():  # one more, counted: FLOPs of each phase
+        medians[m, impl].update(counted_flops(trainer, cfgs[m], impl))
+    return medians
 
 
-def rates(tasks: int, steps: int, hidden: int) -> None:
-    """GFLOP/s of the products the closed-form curvature makes, on one chunk of tasks
-    (``Episodes.task_chunks``), and the memory rate of an elementwise add on one hidden
-    activation, on this machine."""
+_ATEN = torch.ops.aten
+_PRODUCTS = {_ATEN.mm.default: (0, 1), _ATEN.bmm.default: (0, 1),
+             _ATEN.addmm.default: (1, 2), _ATEN.baddbmm.default: (1, 2)}  # the operands
+
+
+class ProductFlops(TorchDispatchMode):
+    """Counts 2·m·k·n for every matrix product torch runs while it is active (autograd's
+    backward products included: they reach the dispatcher as the same ops)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        if func in _PRODUCTS:
+            i, j = _PRODUCTS[func]
+            a, b = args[i], args[j]
+            self.flops += 2 * a.numel() * b.shape[-1]
+        return func(*args, **(kwargs or {}))
+
+
+def counted_flops(trainer: Trainer, cfg: TrainConfig, impl: str) -> dict[str, float]:
+    """The matrix-product FLOPs of one meta-iteration (``flops total``) and of its
+    conjugate-gradient phase (``flops cg``). The phases are the step's own: its clock is
+    read at the end of the inner adaptation, of CG and of the line search (the last three
+    readings), and the count is taken at each reading."""
+    module = plain_trpo if impl == "plain" else package_step
+    counts: list[int] = []
+    with ProductFlops() as counter:
+        def perf_counter() -> float:
+            counts.append(counter.flops)
+            return time.perf_counter()
+
+        module.time = SimpleNamespace(perf_counter=perf_counter)  # type: ignore[attr-defined]
+        try:
+            tasks = trainer.family.sample_tasks(cfg.meta_batch_size)
+            if impl == "plain":
+                plain_meta_step(trainer, tasks)
+            else:
+                trainer.meta_step(tasks)
+        finally:
+            module.time = time  # type: ignore[attr-defined]
+    return {"flops total": float(counter.flops), "flops cg": float(counts[-2] - counts[-3])}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what ``platform`` says."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def product_rate(tasks: int, steps: int, hidden: int) -> float:
+    """FLOP/s: the best of the chunk-shaped products :func:`rates` prints."""
+    return max(rate for _, rate in product_rates(tasks, steps, hidden))
+
+
+def product_rates(tasks: int, steps: int, hidden: int) -> list[tuple[str, float]]:
+    """(shape, FLOP/s) of the products the closed-form curvature makes, on one chunk of
+    tasks (``Episodes.task_chunks``), on this machine at the current thread count."""
     chunk = max(1, CHUNK_ROWS // steps)  # tasks per chunk
     a = torch.randn(chunk, steps, hidden)
     w, ws = torch.randn(hidden, hidden), torch.randn(chunk, hidden, hidden)
@@ -86,8 +164,16 @@ def rates(tasks: int, steps: int, hidden: int) -> None:
               (lambda: torch.bmm(a, ws)),
               f"({chunk}, {hidden}, {steps}) @ ({chunk}, {steps}, {hidden}), reduction":
               (lambda: torch.bmm(a.transpose(1, 2), a))}
-    for name, fn in shapes.items():
-        print(f"  {name}: {2 * a.numel() * hidden / _time(fn) / 1e9:6.1f} GFLOP/s")
+    return [(name, 2 * a.numel() * hidden / _time(fn)) for name, fn in shapes.items()]
+
+
+def rates(tasks: int, steps: int, hidden: int) -> None:
+    """GFLOP/s of the products the closed-form curvature makes (:func:`product_rates`),
+    and the memory rate of an elementwise add on one hidden activation, on this machine."""
+    for name, rate in product_rates(tasks, steps, hidden):
+        print(f"  {name}: {rate / 1e9:6.1f} GFLOP/s")
+    chunk = max(1, CHUNK_ROWS // steps)
+    a = torch.randn(chunk, steps, hidden)
     seconds = _time(lambda: a + a)
     print(f"  add of ({chunk}, {steps}, {hidden}) float32: "
           f"{3 * a.numel() * 4 / seconds / 1e9:6.1f} GB/s")
@@ -137,8 +223,9 @@ def main() -> None:
     if any(c not in IMPLS for c in impls):
         p.error(f"--impl must be among {', '.join(IMPLS)}, got {args.impl}")
     methods = args.method.split(",")
-    print(f"methods {args.method}, {args.episodes} episodes x 100 steps per task, first_order "
-          f"{args.first_order}, torch {torch.__version__}, device {args.device}")
+    print(f"CPU {cpu_model()}; methods {args.method}, {args.episodes} episodes x 100 steps per "
+          f"task, first_order {args.first_order}, torch {torch.__version__}, device "
+          f"{args.device}")
     if args.rates:
         for threads in (int(t) for t in args.threads.split(",")):
             torch.set_num_threads(threads)
@@ -161,18 +248,24 @@ def main() -> None:
         return
     print(f"{'threads':>7} {'tasks':>5} {'hidden':>8} {'fraction':>8} {'method':>12} "
           f"{'impl':>10} "
-          + " ".join(f"{k:>16}" for k in PHASES) + f" {'total s/iter':>12} {'ratio':>6}")
+          + " ".join(f"{k:>16}" for k in PHASES) + f" {'total s/iter':>12} {'ratio':>6}"
+          f" {'floor cg':>8} {'floor total':>11}")
     base = None
     grid = itertools.product((int(t) for t in args.threads.split(",")), tasks, hiddens,
                              (float(f) for f in args.fractions.split(",")))
     for threads, n, hidden, frac in grid:
         torch.set_num_threads(threads)
+        rate = product_rate(n, args.episodes * 100, hidden[0])
+        print(f"  {threads} thread(s): products at {rate / 1e9:.1f} GFLOP/s", flush=True)
         cfgs = {m: config(n, hidden, frac, m) for m in methods}
         for (m, impl), r in bench(cfgs, args.iters, impls).items():
             base = base or r["total"]
+            floor_cg = r["flops cg"] / rate / r["cg"] if r["cg"] > 0 else float("nan")
+            floor_total = r["flops total"] / rate / r["total"]
             print(f"{threads:>7} {n:>5} {'x'.join(map(str, hidden)):>8} {frac:>8.2f} "
                   f"{m:>12} {impl:>10} " + " ".join(f"{r[k]:>16.3f}" for k in PHASES)
-                  + f" {r['total']:>12.2f} {r['total'] / base:>6.2f}", flush=True)
+                  + f" {r['total']:>12.2f} {r['total'] / base:>6.2f}"
+                  f" {floor_cg:>8.2f} {floor_total:>11.2f}", flush=True)
 
 if __name__ == "__main__":
     main()

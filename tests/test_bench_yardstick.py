@@ -46,3 +46,27 @@ def test_plain_yardstick_refuses_tableaus_it_does_not_run():
     with pytest.raises(ValueError, match="move by k_1 alone"):
         trainer = _trainer("rk4", False)
         load_script("plain_trpo").plain_meta_step(trainer, trainer.family.sample_tasks(4))
+
+
+def test_the_floor_counts_every_matrix_product_forward_and_backward():
+    """scripts/bench_meta_step.py's FLOP count: 2·m·k·n per product, by hand."""
+    import torch
+
+    bench = load_script("bench_meta_step")
+    a = torch.randn(3, 5, 7, requires_grad=True)
+    w, m = torch.randn(3, 7, 2), torch.randn(4, 6)
+    with bench.ProductFlops() as counter:
+        y = torch.bmm(a, w).sum() + (m @ torch.randn(6, 8)).sum()
+        y.backward()  # dL/da = ones (3,5,2) @ wᵀ: one more bmm of 3·5·2·7
+        torch.nn.functional.linear(m, torch.randn(9, 6), torch.randn(9))  # addmm
+    by_hand = 2 * (3 * 5 * 7 * 2) + 2 * (4 * 6 * 8) + 2 * (3 * 5 * 2 * 7) + 2 * (4 * 6 * 9)
+    assert counter.flops == by_hand
+
+
+def test_the_floor_splits_the_step_into_its_phases():
+    bench = load_script("bench_meta_step")
+    trainer = _trainer("midpoint", False)
+    for impl in ("rkmeta-rl", "plain"):
+        flops = bench.counted_flops(trainer, trainer.cfg, impl)
+        assert 0 < flops["flops cg"] < flops["flops total"]
+    assert bench.cpu_model()
