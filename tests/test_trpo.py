@@ -16,6 +16,7 @@ import torch
 from rkmeta_rl.rl.trpo import (
     backtracking_line_search,
     conjugate_gradient,
+    conjugate_gradient_and_product,
     dot,
     flatten,
     natural_step,
@@ -212,6 +213,24 @@ def test_natural_step_on_known_fisher(max_kl):
     assert float(0.5 * step @ fisher @ step) == pytest.approx(max_kl, rel=1e-10)
     assert expected == pytest.approx(math.sqrt(2 * max_kl * float(g.dot(nat))), rel=1e-8)
     assert expected > 0
+
+
+@pytest.mark.parametrize("iters", [1, 3, 6])
+def test_cg_tracks_the_product_of_its_answer_without_another_product(iters):
+    """A x accumulated from CG's own products equals A x computed afresh, and CG asks for
+    exactly one product per iteration (TRPO's step length used to take an eleventh)."""
+    a = _spd(8, 0.5, 4.0, seed=7)
+    b = torch.randn(8, generator=torch.Generator().manual_seed(8), dtype=DT)
+    calls = []
+
+    def matvec(v):
+        calls.append(1)
+        return a @ v
+
+    x, ax = conjugate_gradient_and_product(matvec, b, iters=iters, residual_tol=1e-30)
+    assert len(calls) == iters
+    torch.testing.assert_close(ax, a @ x, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x, conjugate_gradient(lambda v: a @ v, b, iters, 1e-30))
 
 
 def test_dot_is_the_same_whatever_the_number_of_threads():

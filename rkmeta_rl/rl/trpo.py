@@ -62,7 +62,17 @@ def conjugate_gradient(
     matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, residual_tol: float = 1e-10
 ) -> Tensor:
     """Approximately solve A x = b for symmetric positive definite A given x -> A x."""
+    return conjugate_gradient_and_product(matvec, b, iters, residual_tol)[0]
+
+
+def conjugate_gradient_and_product(
+    matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int = 10, residual_tol: float = 1e-10
+) -> tuple[Tensor, Tensor]:
+    """:func:`conjugate_gradient`'s x and A x. A x is accumulated from the products CG
+    makes (x = Σ α_k p_k, so A x = Σ α_k A p_k): TRPO's step length needs it, and it
+    costs no further product (equal to ``matvec(x)`` up to rounding)."""
     x = torch.zeros_like(b)
+    ax = torch.zeros_like(b)
     r = b.clone()
     p = b.clone()
     rr = dot(r, r)
@@ -72,11 +82,12 @@ def conjugate_gradient(
         ap = matvec(p)
         alpha = rr / dot(p, ap)
         x = x + alpha * p
+        ax = ax + alpha * ap
         r = r - alpha * ap
         rr_new = dot(r, r)
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return x
+    return x, ax
 
 
 @dataclass
@@ -123,8 +134,8 @@ def natural_step(
 
     Returns (step, expected_improvement) where expected_improvement = -gᵀ step > 0.
     """
-    direction = conjugate_gradient(fvp, -grad, iters=cg_iters)
-    shs = 0.5 * dot(direction, fvp(direction))
+    direction, f_direction = conjugate_gradient_and_product(fvp, -grad, iters=cg_iters)
+    shs = 0.5 * dot(direction, f_direction)  # sᵀFs/2, F s from CG's own products
     scale = torch.sqrt(max_kl / shs)
     step = direction * scale
     return step, float(-dot(grad, step))
