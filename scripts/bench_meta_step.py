@@ -26,15 +26,16 @@ trust the ratios taken in one process more than the absolute seconds.
 All three take the same step (tests/test_curvature_closed_form.py,
 tests/test_bench_yardstick.py).
 
-The floor. Before each thread count the bench measures the machine's rate for the products
-the curvature makes (GFLOP/s, the best of ``--rates``' three chunk shapes), and after the
-timed iterations it runs one more of each implementation under
-a dispatch mode that counts the FLOPs of every matrix product (mm, bmm, addmm, baddbmm,
-forward and backward: 2·m·k·n each). ``floor cg`` and ``floor total``
-are then (FLOPs / rate) / seconds: the fraction of the machine's product rate that conjugate
-gradient (its curvature products) and the whole meta-iteration reach; 1.0 would be
-products alone at full speed, with no elementwise work, copies or Python. The first line
-names the CPU, so that figures from different machines can be told apart.
+The floor. Before and after each thread count's iterations the bench measures the
+machine's rate for the products the curvature makes (GFLOP/s, the best of ``--rates``'
+three chunk shapes, median of 20 calls) and takes the higher of the two. After the timed
+iterations it runs one more of each implementation under a dispatch mode that counts the
+FLOPs of every matrix product (mm, bmm, addmm, baddbmm, forward and backward: 2·m·k·n
+each). ``floor cg`` and ``floor total`` are then (FLOPs / rate) / seconds: the fraction of
+the machine's product rate that conjugate gradient (its curvature products) and the whole
+meta-iteration reach; 1.0 would be products alone at full speed, with no elementwise
+work, copies or Python. The first line names the CPU, so that figures from different
+machines can be told apart.
 """
 
 from __future__ import annotations
@@ -164,7 +165,8 @@ def product_rates(tasks: int, steps: int, hidden: int) -> list[tuple[str, float]
               (lambda: torch.bmm(a, ws)),
               f"({chunk}, {hidden}, {steps}) @ ({chunk}, {steps}, {hidden}), reduction":
               (lambda: torch.bmm(a.transpose(1, 2), a))}
-    return [(name, 2 * a.numel() * hidden / _time(fn)) for name, fn in shapes.items()]
+    return [(name, 2 * a.numel() * hidden / _time(fn, repeats=20))
+            for name, fn in shapes.items()]
 
 
 def rates(tasks: int, steps: int, hidden: int) -> None:
@@ -255,10 +257,14 @@ def main() -> None:
                              (float(f) for f in args.fractions.split(",")))
     for threads, n, hidden, frac in grid:
         torch.set_num_threads(threads)
-        rate = product_rate(n, args.episodes * 100, hidden[0])
-        print(f"  {threads} thread(s): products at {rate / 1e9:.1f} GFLOP/s", flush=True)
+        before = product_rate(n, args.episodes * 100, hidden[0])
         cfgs = {m: config(n, hidden, frac, m) for m in methods}
-        for (m, impl), r in bench(cfgs, args.iters, impls).items():
+        results = bench(cfgs, args.iters, impls)
+        after = product_rate(n, args.episodes * 100, hidden[0])
+        rate = max(before, after)  # a busy moment lowers one measurement, not the machine
+        print(f"  {threads} thread(s): products at {before / 1e9:.1f} GFLOP/s before the "
+              f"iterations, {after / 1e9:.1f} after; the floor takes the higher", flush=True)
+        for (m, impl), r in results.items():
             base = base or r["total"]
             floor_cg = r["flops cg"] / rate / r["cg"] if r["cg"] > 0 else float("nan")
             floor_total = r["flops total"] / rate / r["total"]
