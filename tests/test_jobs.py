@@ -211,3 +211,26 @@ def wait_for(condition, timeout: float) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+def test_copied_results_name_no_folder_of_the_machine(tmp_path):
+    """copy_runs writes the data paths a run resolved (absolute) relative to the repository
+    root, drops the per-task lists, and copies the metrics as they are."""
+    root, shared = tmp_path / "repo", tmp_path / "shared" / "data"
+    run = tmp_path / "runs" / "omniglot-s0"
+    run.mkdir(parents=True)
+    config = {"benchmark": "omniglot", "data": [str(shared / "a.zip")], "seed": 0}
+    rundir.write_config(run, config)
+    (run / "metrics.jsonl").write_text('{"iter": 0}\n')
+    (run / "eval.json").write_text(json.dumps(
+        {"one_shot_runs": {"path": str(shared / "runs.zip")}, "run_dir": "runs/omniglot-s0",
+         "by_step": [{"step": 0, "mean": 0.5, "per_task": [0.4, 0.6]}]}))
+    jobs.copy_runs([Job("omniglot-s0", ["true"], run_dir=run)], root / "results", root)
+    dest = root / "results" / "runs" / "omniglot-s0"
+    assert json.loads((dest / "config.json").read_text()) == {
+        **config, "data": [os.path.join("..", "shared", "data", "a.zip")]}
+    evaluation = json.loads((dest / "eval.json").read_text())
+    assert evaluation == {"one_shot_runs": {"path": os.path.join("..", "shared", "data",
+                                                                  "runs.zip")},
+                          "run_dir": "runs/omniglot-s0", "by_step": [{"step": 0, "mean": 0.5}]}
+    assert (dest / "metrics.jsonl").read_text() == '{"iter": 0}\n'

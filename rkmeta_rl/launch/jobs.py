@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -200,17 +201,33 @@ def run_phases(commands: dict[str, list[Job]], runs: Path, args: argparse.Namesp
     return phases, history
 
 
-def copy_runs(train: list[Job], results: Path) -> None:
+def copy_runs(train: list[Job], results: Path, root: Path | None = None) -> None:
     """Each training run's config, metrics and evaluations to RESULTS/runs/NAME/; the
-    evaluations without their per-task lists (those stay in the run directory)."""
+    evaluations without their per-task lists (those stay in the run directory). Absolute
+    paths in the config and evaluations (the data a run read, resolved when it started)
+    are written relative to ``root`` (default: the current directory, the repository root
+    the scripts run from), so that the results name no folder of the machine they ran on."""
+    root = Path.cwd() if root is None else root
     for job in train:
         dest = results / "runs" / job.run_dir.name
         dest.mkdir(parents=True, exist_ok=True)
-        for f in ("config.json", "metrics.jsonl"):
-            shutil.copy2(job.run_dir / f, dest / f)
+        config = _relative_paths(json.loads((job.run_dir / "config.json").read_text()), root)
+        (dest / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        shutil.copy2(job.run_dir / "metrics.jsonl", dest / "metrics.jsonl")
         for f in job.run_dir.glob("eval*.json"):
-            summary = _drop_per_task(json.loads(f.read_text()))
+            summary = _relative_paths(_drop_per_task(json.loads(f.read_text())), root)
             (dest / f.name).write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def _relative_paths(value: Any, root: Path) -> Any:
+    """``value`` with every string that is an absolute path made relative to ``root``."""
+    if isinstance(value, dict):
+        return {k: _relative_paths(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative_paths(v, root) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        return os.path.relpath(value, root)
+    return value
 
 
 def _drop_per_task(value):
