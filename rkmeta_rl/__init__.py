@@ -1,8 +1,13 @@
 """rkmeta-rl: gradient-based meta-learning whose meta-update is an explicit Runge-Kutta step."""
 
+from typing import TYPE_CHECKING
+
 from rkmeta_rl.learner import RKMetaLearner
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.tableau import Tableau
+
+if TYPE_CHECKING:  # for type checkers; at run time MetaRL is imported on first use
+    from rkmeta_rl.rl.api import MetaRL
 
 __version__ = "0.1.0"
 

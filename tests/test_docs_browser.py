@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from docs_site import build, local_refs, missing_tools, target
+from docs_site import local_refs, missing_tools, target
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
                  if shutil.which(n)), None)
@@ -38,14 +38,6 @@ def render(page: Path, *extra: str) -> str:
 
 def text(dom: str) -> str:
     return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)))
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    site_dir = tmp_path_factory.mktemp("site")
-    done = build(site_dir)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return site_dir
 
 
 def test_the_home_page_renders_with_every_section(site, tmp_path):
@@ -81,7 +73,10 @@ def test_every_image_of_the_site_loads_in_the_browser(site):
       for (const img of document.images)
         img.setAttribute("data-width", img.complete ? img.naturalWidth : -1);
     }});</script></body>""")
-    dom = render(check)
+    try:
+        dom = render(check)
+    finally:
+        check.unlink()  # the site is shared with the other docs tests
     widths = dict(re.findall(r'<img src="([^"]+)" data-width="(-?\d+)"', dom))
     assert set(widths) == set(images), "the page script did not run"
     assert [n for n, w in widths.items() if int(w) <= 0] == []

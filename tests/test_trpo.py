@@ -83,15 +83,21 @@ def test_conjugate_gradient_random_spd_system():
     assert (x - exact).norm() / exact.norm() < 1e-6
 
 
-def test_conjugate_gradient_well_conditioned_ten_iterations():
-    a = _spd(20, 1.0, 1.5, seed=2)
-    b = torch.randn(20, generator=torch.Generator().manual_seed(3), dtype=DT)
+def _counted(a):
+    """v -> a v, and the list that grows by one at every call."""
     calls = []
 
     def matvec(v):
         calls.append(1)
         return a @ v
 
+    return matvec, calls
+
+
+def test_conjugate_gradient_well_conditioned_ten_iterations():
+    a = _spd(20, 1.0, 1.5, seed=2)
+    b = torch.randn(20, generator=torch.Generator().manual_seed(3), dtype=DT)
+    matvec, calls = _counted(a)
     x = conjugate_gradient(matvec, b, iters=10, residual_tol=1e-30)
     exact = torch.linalg.solve(a, b)
     assert (x - exact).norm() / exact.norm() < 1e-6
@@ -221,12 +227,7 @@ def test_cg_tracks_the_product_of_its_answer_without_another_product(iters):
     exactly one product per iteration (TRPO's step length used to take an eleventh)."""
     a = _spd(8, 0.5, 4.0, seed=7)
     b = torch.randn(8, generator=torch.Generator().manual_seed(8), dtype=DT)
-    calls = []
-
-    def matvec(v):
-        calls.append(1)
-        return a @ v
-
+    matvec, calls = _counted(a)
     x, ax = conjugate_gradient_and_product(matvec, b, iters=iters, residual_tol=1e-30)
     assert len(calls) == iters
     torch.testing.assert_close(ax, a @ x, rtol=1e-12, atol=1e-12)
