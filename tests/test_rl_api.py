@@ -236,10 +236,12 @@ def test_evaluate_defaults_are_the_commands():
     ({"alpha": 0.1}, ["unknown setting 'alpha'", "give inner_lr", "inner_lr"]),
     ({"hidden": "8,8"}, ["hidden must be a list of positive integers, got '8,8'"]),
     ({"meta_iters": 2.5}, ["meta_iters must be an integer, got 2.5"]),
-    ({"meta_batch_size": 0}, ["--meta-batch-size must be > 0, got 0"]),
+    ({"meta_batch_size": 0}, ["meta_batch_size must be > 0, got 0"]),
+    ({"ls_ratio": 1.5}, ["ls_ratio must be in (0, 1), got 1.5"]),
     ({"env": "nowhere"}, ["unknown env 'nowhere'", "nav2d"]),
     ({"env": "no_such_module:Env"}, ["cannot import module 'no_such_module'"]),
-], ids=["typo", "resolved", "type", "float-count", "range", "env", "import-path"])
+], ids=["typo", "resolved", "type", "float-count", "range", "range-float", "env",
+        "import-path"])
 def test_bad_settings_are_refused_in_one_line_before_anything_is_written(
         tmp_path, settings, expected):
     env = settings.pop("env", "nav2d")
@@ -247,6 +249,7 @@ def test_bad_settings_are_refused_in_one_line_before_anything_is_written(
         MetaRL(env, run_dir=tmp_path / "run", **{**TINY, **settings})
     for text in expected:
         assert text in one_line(err.value)
+    assert "--" not in str(err.value)  # the keywords given, not the command line's flags
     assert not (tmp_path / "run").exists()
 
 

@@ -17,7 +17,13 @@ from torch import Tensor
 
 from rkmeta_rl.rk import Params
 from rkmeta_rl.rl.adapt import adapt_to_tasks
-from rkmeta_rl.rl.config import TrainConfig, python_settings, read_train_config, train_config
+from rkmeta_rl.rl.config import (
+    TrainConfig,
+    in_python_terms,
+    python_settings,
+    read_train_config,
+    train_config,
+)
 from rkmeta_rl.rl.evaluate import (
     DEFAULT_EVAL_SEED,
     Alpha,
@@ -98,7 +104,10 @@ class MetaRL:
             values.update(method=tableau.name, tableau=tableau.to_dict())
         elif tableau is not None:
             tableau_file = str(tableau)
-        cfg = train_config(values, tableau_file)
+        try:
+            cfg = train_config(values, tableau_file)
+        except ValueError as e:  # resolve() names flags; say the keywords given here
+            raise in_python_terms(e) from None
         if run_dir is None:
             self._start(Trainer(cfg), [])
             return

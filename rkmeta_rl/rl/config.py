@@ -15,6 +15,7 @@ import copy
 import importlib.util
 import math
 import numbers
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -171,6 +172,17 @@ def python_settings(settings: dict[str, Any]) -> dict[str, Any]:
                          f"{', '.join(map(repr, unknown))}{hints}; valid settings: "
                          f"{', '.join(PYTHON_SETTINGS)}")
     return {name: _typed(name, value) for name, value in settings.items()}
+
+
+def in_python_terms(error: ValueError) -> ValueError:
+    """``error`` (from :func:`resolve`, which speaks in flags) with every ``--flag-name``
+    of a setting written as the keyword a Python user gave, ``flag_name``; other flags
+    (``--resume``, ``--out``) stay as they are."""
+    def keyword(match: re.Match[str]) -> str:
+        name = match.group(1).replace("-", "_")
+        return name if name in PYTHON_SETTINGS else match.group(0)
+
+    return ValueError(re.sub(r"--([a-z][a-z0-9-]*)", keyword, str(error)))
 
 
 def _typed(name: str, value: Any) -> Any:
