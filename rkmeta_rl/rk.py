@@ -91,14 +91,6 @@ class Scheme:
         return rows.pop() if len(rows) == 1 else None
 
 
-def as_scheme(tableau: Tableau | Scheme, h: float | None, names: Iterable[str]) -> Scheme:
-    if isinstance(tableau, Scheme):
-        return tableau
-    if h is None:
-        raise ValueError("a step size h is needed with a single tableau")
-    return Scheme.uniform(tableau, h, names)
-
-
 @dataclass(frozen=True)
 class _Uniform:
     """One tableau and one h for every parameter: :class:`Scheme`'s coefficients as single
