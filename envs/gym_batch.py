@@ -15,6 +15,10 @@ they return when it is not Gymnasium's tuple with an observation of the observat
 shape, a finite scalar reward and finite observation values (``envs/checks.py`` says what
 is wrong); a step's error also names the step.
 
+Where the env reports ``info["success"]`` (Meta-World), :attr:`success` holds each row's
+flag of the latest step ((T, E) bool; False for rows not stepped); it stays None for envs
+that never report one.
+
 Actions arrive in the env's units (the policy's output already scaled to the action Box);
 they are clipped to the Box and cast to its dtype. Ended episodes are frozen: reward 0,
 their last observation, no more ``step`` calls. Episodes still running after
@@ -80,6 +84,7 @@ class BatchedGymEnv(EpisodeBatch):
         self._obs_shape = (self.obs_dim,)
         self._obs = np.zeros((n, self.obs_dim), dtype=np.float32)  # (N, d)
         self.alive = torch.zeros(self.batch_shape, dtype=torch.bool, device=self.device)
+        self.success: torch.Tensor | None = None  # (T, E) bool: info["success"] this step
         self._steps = 0
 
     # ------------------------------------------------------------------ protocol
@@ -111,17 +116,22 @@ class BatchedGymEnv(EpisodeBatch):
         n = self.num_envs
         was_alive = self.alive.cpu().numpy().reshape(n)
         reward, terminated = np.zeros(n), np.zeros(n, dtype=bool)
-        env_truncated = np.zeros(n, dtype=bool)
+        env_truncated, success = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        reports = False
         for i in np.flatnonzero(was_alive):
             result = self._call(i, self.envs[i].step, act[i])
             try:
-                obs, rew, terminated[i], env_truncated[i], _ = result
+                obs, rew, terminated[i], env_truncated[i], info = result
             except (TypeError, ValueError):  # not five values, or a flag not a scalar
                 raise self._error(i, "step", step_problem(result, self._obs_shape)
                                   or f"returned {describe_value(result)}") from None
             reward[i] = rew if isinstance(rew, NUMBERS) else self._reward(i, rew)
             self._store(i, "step", obs)
+            if isinstance(info, dict) and "success" in info:
+                reports, success[i] = True, bool(info["success"])
         self._check_finite("step", reward)
+        if reports or self.success is not None:
+            self.success = self._tensor(success)
         self._steps += 1
         at_horizon = self._steps >= self.max_episode_steps
         truncated = was_alive & ~terminated & (env_truncated | at_horizon)

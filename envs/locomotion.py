@@ -171,7 +171,9 @@ class _TaskFamilyMixin:
         if not self.robot_dynamics.at_new_state:
             after = self._root_xy()
             return (after - before) / self.dt, after
+        warm_start = self.data.qacc_warmstart.copy()
         mujoco.mj_forward(self.model, self.data)  # as rllab's forward() after stepping
+        self.data.qacc_warmstart[:] = warm_start  # MuJoCo 3's mj_forward moves it; 4's not
         mujoco.mj_rnePostConstraint(self.model, self.data)
         mujoco.mj_subtreeVel(self.model, self.data)
         return (self.data.subtree_linvel[self._torso, :2].copy(),

@@ -44,8 +44,9 @@ Under MAML's dynamics the envs run ``mj_forward``, ``mj_rnePostConstraint`` (Ant
 ``mj_subtreeVel`` after the step; ``subtree_linvel[torso]`` is then exactly rllab's
 ``get_body_comvel("torso")`` (the mass-weighted mean of the ``mj_objectVelocity`` of the
 torso's subtree's bodies) and ``subtree_com[torso]`` its ``get_body_com("torso")``. Running
-``mj_forward`` changes neither the state nor the solver's warm start, so the trajectory is
-the same as without it.
+``mj_forward`` does not change the state, and the envs keep the solver's warm start as it was
+(MuJoCo 3's ``mj_forward`` moves it, MuJoCo 4's does not), so the trajectory is the same as
+without it, bitwise, on either.
 
 The task terms (``envs.locomotion_tasks``) change with the dynamics only for Ant: MAML adds
 1 to ant-vel's term and 4 to ant-goal's, whose distance is L1 instead of L2.

@@ -23,7 +23,9 @@ such rows (from the batch's bad-state warning counters, or from time going back 
 leaves every simulation's state as it was before the step (no NaN reaches the others).
 
 Both engines give bitwise the same results on 1 or more threads; their threads work only
-inside ``advance``.
+inside ``advance``. On MuJoCo 3, which has no ``mujoco.batch``, HalfCheetah runs on
+:class:`LoopPhysics` (one ``MjData`` per simulation stepped from a thread pool), whose states
+are bitwise the batch's and Gymnasium's.
 """
 
 from __future__ import annotations
@@ -35,11 +37,16 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import mujoco
-import mujoco.batch
 import mujoco.rollout
 import numpy as np
 
 from envs.locomotion_dynamics import subtree_velocity
+
+# mujoco.batch arrived with MuJoCo 4; on MuJoCo 3 (which Meta-World's extra installs)
+# HalfCheetah runs on LoopPhysics, with the same states
+HAS_BATCH = int(mujoco.__version__.split(".")[0]) >= 4
+if HAS_BATCH:
+    import mujoco.batch
 
 Rows = slice | np.ndarray  # the rows of a step: indices (n,), or slice(None) for all N
 
@@ -302,6 +309,100 @@ class AntPhysics(Physics):
             self._executor.shutdown()
 
 
+class LoopPhysics(Physics):
+    """HalfCheetah without ``mujoco.batch`` (MuJoCo 3): one ``MjData`` per simulation, each
+    env step ``mj_step(model, data, nstep=frame_skip)`` as Gymnasium's, the rows split over
+    ``nthread`` threads (MuJoCo releases the GIL). The warm start carries over in each
+    ``MjData``, so states are Gymnasium's bitwise, as the batch engine's. ``xy`` is
+    ``(qpos[0], 0)``."""
+
+    STATE_SPEC = _INTEGRATION
+
+    def __init__(self, model: mujoco.MjModel, n: int, frame_skip: int, dt: float,
+                 nthread: int, at_new_state: bool = False) -> None:
+        super().__init__(model, frame_skip, dt, nthread, at_new_state)
+        self._datas = [mujoco.MjData(model) for _ in range(n)]
+        self.state = np.zeros((n, mujoco.mj_stateSize(model, _INTEGRATION)))
+        self._executor = (ThreadPoolExecutor(nthread, thread_name_prefix="mj-loop")
+                          if nthread > 1 else None)
+        self._subtree = subtree_bodies(model, _TORSO)
+
+    def _indices(self, rows: Rows) -> np.ndarray:
+        return np.arange(len(self.state))[rows]
+
+    def _reset_rows(self, rows: Rows) -> None:
+        for r in self._indices(rows):
+            mujoco.mj_resetData(self.model, self._datas[r])
+            mujoco.mj_getState(self.model, self._datas[r], self.state[r], _INTEGRATION)
+
+    def start(self, qpos: np.ndarray, qvel: np.ndarray, rows: Rows = slice(None)) -> np.ndarray:
+        cfrc = super().start(qpos, qvel, rows)
+        self._load(self._indices(rows), self.state[rows])
+        return cfrc
+
+    def _load(self, idx: np.ndarray, states: np.ndarray) -> None:
+        """Rows ``idx`` of the MjData set to ``states`` (n, nstate)."""
+        for r, state in zip(idx, states, strict=True):
+            mujoco.mj_setState(self.model, self._datas[r], state, _INTEGRATION)
+
+    def advance(self, rows: Rows, act: np.ndarray) -> Moved:
+        idx = self._indices(rows)
+        start = self.state[idx]  # (n, nstate), a copy
+        n = len(idx)
+        new, warned = np.empty_like(start), np.zeros(n, dtype=bool)
+        kinematics = [np.empty((n, self.model.nbody, k)) for k in (6, 3, 3)]
+
+        def step(k: int) -> None:
+            data = self._datas[idx[k]]
+            before = _bad_state_count(data)
+            data.ctrl[:] = act[k]
+            mujoco.mj_step(self.model, data, nstep=self.frame_skip)
+            mujoco.mj_getState(self.model, data, new[k], _INTEGRATION)
+            warned[k] = _bad_state_count(data) > before
+            if self.at_new_state:  # the positions and velocities at the new state
+                mujoco.mj_kinematics(self.model, data)
+                mujoco.mj_comPos(self.model, data)
+                mujoco.mj_comVel(self.model, data)
+                for field, out in zip((data.cvel, data.xipos, data.subtree_com), kinematics,
+                                      strict=True):
+                    out[k] = field
+
+        self._each(step, n)
+        unstable = self._unstable(start, new, warned)
+        if unstable.any():
+            self._load(idx, start)
+        else:
+            self.state[idx] = new
+        if not self.at_new_state:
+            xy = np.stack([new[:, self.qpos.start], np.zeros(n)], axis=1)
+            return Moved(new, xy, self.no_contact(n), unstable)
+        cvel, xipos, com = kinematics
+        velocity = subtree_velocity(cvel, xipos, com, self.model.body_mass, self._subtree, _TORSO)
+        return Moved(new, com[:, _TORSO, :2], self.no_contact(n), unstable, velocity[:, 0])
+
+    def _each(self, fn: Callable[[int], None], n: int) -> None:
+        """``fn(k)`` for k in 0..n-1, in ``nthread`` contiguous blocks."""
+        bounds = np.linspace(0, n, self.nthread + 1).astype(int)
+
+        def run(j: int) -> None:
+            for k in range(bounds[j], bounds[j + 1]):
+                fn(k)
+
+        if self._executor is None:
+            run(0)
+        else:
+            list(self._executor.map(run, range(self.nthread)))
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
+
+
+def _bad_state_count(data: mujoco.MjData) -> int:
+    """How often MuJoCo found this simulation's state bad (and reset it)."""
+    return sum(data.warning[w].number for w in _BAD_STATE)
+
+
 def subtree_bodies(model: mujoco.MjModel, root: int) -> np.ndarray:
     """The ids of body ``root`` and of every body below it in the kinematic tree."""
     inside = np.zeros(model.nbody, dtype=bool)
@@ -311,8 +412,8 @@ def subtree_bodies(model: mujoco.MjModel, root: int) -> np.ndarray:
     return np.flatnonzero(inside)
 
 
-ENGINES: dict[str, type[CheetahPhysics] | type[AntPhysics]] = {
-    "halfcheetah": CheetahPhysics,
+ENGINES: dict[str, type[Physics]] = {
+    "halfcheetah": CheetahPhysics if HAS_BATCH else LoopPhysics,
     "ant": AntPhysics,
 }
 """The engine of each robot (:attr:`envs.locomotion_tasks.LocomotionSpec.robot`)."""

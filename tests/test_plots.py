@@ -210,7 +210,7 @@ def test_figures_state_the_dynamics_and_the_horizon(runs, tmp_path, monkeypatch)
                 "--max-episode-steps", "10", "--no-progress", "--out", str(run)]) == 0
     assert cli(["evaluate", str(run), *EVAL]) == 0
     titles = []
-    monkeypatch.setattr(plot_adaptation, "plot", lambda *args: titles.append(args[-1]))
+    monkeypatch.setattr(plot_adaptation, "plot", lambda *args: titles.append(args[3]))
     assert plot_adaptation.main([str(run), "--out", str(tmp_path / "f.png"), "--title",
                                  "HalfCheetah"]) == 0
     assert plot_adaptation.main([str(runs["ralston"]), "--out", str(tmp_path / "g.png")]) == 0
@@ -255,3 +255,42 @@ def test_the_plot_modules_need_matplotlib_only_to_draw(tmp_path):
     assert done.stderr == ('rkmeta-rl: error: drawing the figures needs matplotlib: '
                            'pip install -e ".[plot]"\n')
     assert not (tmp_path / "t.png").exists()
+
+
+def test_success_rates_get_their_own_panel_and_csv(runs, tmp_path):
+    """Evaluations and runs with success rates (written here, as Meta-World's would be):
+    the adaptation plot writes their means over seeds to FIG-success.csv, the training
+    plot adds success_pre/post curves; without them neither appears."""
+    evals = []
+    for seed, rates in enumerate(([0.2, 0.5], [0.4, 0.9])):
+        e = json.loads((runs["ralston"] / "eval.json").read_text())
+        e["train_seed"], e["run_dir"] = seed, f"run{seed}"
+        e["by_step"] = e["by_step"][:2]
+        e["success_by_step"] = [{"step": k, "mean": r, "ci95": [r, r]}
+                                for k, r in enumerate(rates)]
+        evals.append(tmp_path / f"eval{seed}.json")
+        evals[-1].write_text(json.dumps(e))
+    out = tmp_path / "fig.png"
+    assert plot_adaptation.main([*map(str, evals), "--out", str(out)]) == 0
+    rows = read_csv(tmp_path / "fig-success.csv")
+    assert [(r["step"], float(r["mean"]), r["runs"]) for r in rows] == [
+        ("0", pytest.approx(0.3), "2"), ("1", pytest.approx(0.7), "2")]
+    assert_png(out)
+    plain = tmp_path / "plain.png"
+    assert plot_adaptation.main([str(runs["euler"]), "--out", str(plain)]) == 0
+    assert not (tmp_path / "plain-success.csv").exists()
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text((runs["ralston"] / "config.json").read_text())
+    lines = (runs["ralston"] / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(x) for x in lines]
+    for i, r in enumerate(records):
+        r["success_pre"], r["success_post"] = [(0.1, 0.3), (0.2, 0.6)][i % 2]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "training.png"
+    assert plot_training.main([str(run), "--out", str(out), "--window", "1"]) == 0
+    curves = {r["curve"] for r in read_csv(out.with_suffix(".csv"))}
+    assert curves == {"pre", "post", "success_pre", "success_post"}
+    first = [r for r in read_csv(out.with_suffix(".csv")) if r["curve"] == "success_post"][0]
+    assert float(first["mean"]) == pytest.approx(0.3)

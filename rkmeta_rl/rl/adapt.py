@@ -39,6 +39,7 @@ def adapt_to_tasks(
     gae_lambda: float = 1.0,
     on_step: Callable[[int, Tensor, Params], None] | None = None,
     sampler: Sampler | None = None,
+    on_episodes: Callable[[int, Episodes], None] | None = None,
 ) -> tuple[Params, list[Tensor]]:
     """Adapt to each task with ``steps`` gradient steps on fresh episodes.
 
@@ -49,6 +50,8 @@ def adapt_to_tasks(
     returns, params)`` is called as each is measured, with the parameters after k steps.
     Episodes come from ``sampler`` (default: a :class:`LocalSampler` of ``family``), step
     k's from the streams of ``StreamKey(seed, 0, k)`` (``rkmeta_rl/rl/streams.py``).
+    ``on_episodes(k, episodes)`` sees each step's episodes (their success, where the env
+    reports it).
     """
     alphas = [alpha] * steps if isinstance(alpha, (int, float, dict)) else list(alpha)
     if len(alphas) != steps:
@@ -59,6 +62,8 @@ def adapt_to_tasks(
     for step in range(steps + 1):
         episodes = sample(policy, params, tasks, episodes_per_task, StreamKey(seed, 0, step))
         returns.append(episodes.task_returns())
+        if on_episodes is not None:
+            on_episodes(step, episodes)
         if on_step is not None:
             on_step(step, returns[-1], params)
         if step < steps:

@@ -131,6 +131,9 @@ def cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     means = " ".join(f"{r['mean']:.1f}" for r in result["by_step"])
     out = args.out or str(Path(args.run_dir) / ecfg.default_filename())
     print(f"{result['method']} ({ecfg.init}) mean return after 0..{ecfg.steps} steps: {means}")
+    if "success_by_step" in result:
+        rates = " ".join(f"{r['mean']:.0%}" for r in result["success_by_step"])
+        print(f"success rate after 0..{ecfg.steps} steps: {rates}")
     print(f"wrote {out}")
     return 0
 

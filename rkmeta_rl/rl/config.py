@@ -31,6 +31,8 @@ from rkmeta_rl.rl.sampler import SAMPLERS
 from rkmeta_rl.rl.tasks import (
     FAMILIES,
     GYM_INNER_LR,
+    META_BATCH_SIZE,
+    METAWORLD_FORMS,
     describe,
     describe_episodes,
     episodes_of,
@@ -97,8 +99,9 @@ class MetaStepConfig:
 class TrainConfig(MetaStepConfig, StoredConfig):
     """A training run: the meta-step's settings plus the run's own."""
 
-    env: str = setting("nav2d", help="task family: " + ", ".join(FAMILIES) + ", or " + FORMS
-                       + " of an env with the task protocol")
+    env: str = setting("nav2d", help="task family: " + ", ".join(FAMILIES) + ", "
+                       + METAWORLD_FORMS + " (pip install 'rkmeta-rl[metaworld]'), or "
+                       + FORMS + " of an env with the task protocol")
     dynamics: str = setting(  # envs/locomotion_dynamics
         GYMNASIUM, choices=DYNAMICS,
         help=f"{' or '.join(DYNAMICS)}: the MuJoCo families' step, velocity and reward terms, "
@@ -125,14 +128,18 @@ class TrainConfig(MetaStepConfig, StoredConfig):
     max_episode_steps: int | None = setting(
         None, help="horizon [the family's: " + describe("horizon") + "; Gymnasium envs: their "
                    "spec's max_episode_steps, required if it has none]")
-    meta_batch_size: int = setting(40, help="tasks per meta-iteration")
+    meta_batch_size: int | None = setting(
+        None, help="tasks per meta-iteration [the family's: " + describe("meta_batch_size")
+                   + f"; {META_BATCH_SIZE}: Gymnasium envs]")
     fast_batch_size: int | None = setting(
         None, help=f"episodes per task and stage [{describe_episodes()}]")
     inner_lr: float | None = setting(
         None, exclusive=STEPS, help=inner_lr_help("the family's: " + describe("inner_lr")
                                                   + f"; {GYM_INNER_LR}: Gymnasium envs"))
     step_size: float | None = setting(None, exclusive=STEPS, help=STEP_SIZE_HELP)
-    hidden: list[int] = setting([100, 100], type=layer_sizes, help="hidden layer sizes")
+    hidden: list[int] | None = setting(
+        None, type=layer_sizes, help="hidden layer sizes [the family's: "
+                                      + describe("hidden", ",") + "]")
     init_std: float = setting(1.0, flag=False, help="the policy's initial standard deviation")
     seed: int = setting(0, help="tasks, weights and sampling")
     num_threads: int = setting(  # config.torch_threads
@@ -236,13 +243,18 @@ def resolve(cfg: TrainConfig, tableau_file: str | None = None) -> TrainConfig:
 
 
 def _fill_family_defaults(cfg: TrainConfig) -> None:
-    """The family's horizon and episodes per task where the config leaves them open (the
-    episodes' ValueError: a dynamics the family does not have)."""
-    if cfg.max_episode_steps is None:
-        cfg.max_episode_steps = horizon_of(cfg.env)
+    """The family's horizon, episodes per task, meta-batch size and hidden sizes where the
+    config leaves them open (the episodes' ValueError: a dynamics the family does not
+    have)."""
+    cfg.max_episode_steps = horizon_of(cfg.env, cfg.max_episode_steps)
     episodes = episodes_of(cfg.env, cfg.dynamics)
     if cfg.fast_batch_size is None:
         cfg.fast_batch_size = episodes
+    entry = family_entry(cfg.env)
+    if cfg.meta_batch_size is None:
+        cfg.meta_batch_size = entry.meta_batch_size
+    if cfg.hidden is None:
+        cfg.hidden = list(entry.hidden)
 
 
 def _check_ranges(cfg: TrainConfig) -> None:

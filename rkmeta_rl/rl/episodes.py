@@ -48,6 +48,9 @@ class Episodes:
     mask: Tensor  # (T, E, H), 1.0 on valid steps
     advantages: Tensor | None = None  # (T, E, H), normalised per task
     starts: Tensor | None = None  # (T, E, H), 1.0 on each segment's first step; None: step 0
+    # (T, E), 1.0 where the row's first episode reported success at some step (envs that
+    # report info["success"], such as Meta-World's); None for envs that do not
+    success: Tensor | None = None
 
     @property
     def num_tasks(self) -> int:
@@ -56,7 +59,8 @@ class Episodes:
     def _map(self, fn: Callable[[Tensor], Tensor]) -> Episodes:
         """The episodes with ``fn`` applied to every tensor (None stays None)."""
         return Episodes(*(None if x is None else fn(x) for x in (
-            self.obs, self.actions, self.rewards, self.mask, self.advantages, self.starts)))
+            self.obs, self.actions, self.rewards, self.mask, self.advantages, self.starts,
+            self.success)))
 
     def segment_starts(self) -> Tensor | None:
         """``starts`` (T, E, H) where some row holds more than one episode, else None (every
@@ -101,7 +105,9 @@ class Episodes:
                    for k in ("obs", "actions", "rewards", "mask")]
         has_starts = all(p.starts is not None for p in parts)
         starts = torch.cat([p.starts for p in parts]) if has_starts else None
-        return Episodes(*tensors, starts=starts)
+        has_success = all(p.success is not None for p in parts)
+        success = torch.cat([p.success for p in parts]) if has_success else None
+        return Episodes(*tensors, starts=starts, success=success)
 
     def task_returns(self) -> Tensor:
         """Mean undiscounted episode return per task: (T,), over each row's first episode.
@@ -124,6 +130,16 @@ class Episodes:
     def mean_return(self) -> float:
         """The mean over tasks of :meth:`task_returns`."""
         return float(self.task_returns().mean())
+
+    def task_success(self) -> Tensor | None:
+        """Success rate per task (T,): the share of its rows whose first episode succeeded
+        at some step (Meta-World's measure); None where the env reports no success."""
+        return None if self.success is None else self.success.mean(-1)
+
+    def success_rate(self) -> float | None:
+        """The mean over tasks of :meth:`task_success`, or None."""
+        rates = self.task_success()
+        return None if rates is None else float(rates.mean())
 
 
 def scale_action(u: Tensor, low: Tensor, high: Tensor) -> Tensor:
@@ -175,6 +191,8 @@ def _rollout(policy: Callable[[Tensor], tuple[Tensor, Tensor]], env, action_low:
     all_mask = obs.new_zeros(t_, e_, horizon)
     all_starts = obs.new_zeros(t_, e_, horizon)
     starts = torch.ones_like(env.alive)  # (T, E) bool: the row's next step starts an episode
+    first = torch.ones_like(env.alive)  # (T, E) bool: the row is in its first episode
+    success = None  # (T, E) bool once the env reports success: the first episode's, ever
     with torch.no_grad():
         for step in range(horizon):
             alive = env.alive.clone()
@@ -190,9 +208,14 @@ def _rollout(policy: Callable[[Tensor], tuple[Tensor, Tensor]], env, action_low:
             all_rew[:, :, step] = torch.where(alive, reward, 0.0)
             all_mask[:, :, step] = alive.float()
             all_starts[:, :, step] = (alive & starts).float()
+            if getattr(env, "success", None) is not None:
+                now = env.success & alive & first
+                success = now if success is None else success | now
             starts = (terminated | truncated) & env.alive  # restarted rows
+            first = first & ~starts
             obs = next_obs
-    return Episodes(all_obs, all_act, all_rew, all_mask, starts=all_starts)
+    return Episodes(all_obs, all_act, all_rew, all_mask, starts=all_starts,
+                    success=None if success is None else success.float())
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from rkmeta_rl.rl.adapt import adapt_to_tasks
 from rkmeta_rl.rl.config import TrainConfig, read_train_config
+from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
 from rkmeta_rl.rl.tasks import ORACLE_ENVS, TaskFamily
 from rkmeta_rl.rl.trainer import checkpoint_policy, make_policy, run_alpha, run_family
@@ -103,10 +104,12 @@ def step_sizes(alpha: Alpha, steps: int, protocol: str) -> list[Alpha]:
     return [alpha] * steps
 
 
-def held_out_tasks(family: TaskFamily, n: int, seed: int) -> list[dict]:
-    """``n`` tasks drawn from ``family``'s own task stream seeded with ``seed``."""
+def held_out_tasks(family: TaskFamily, n: int, seed: int, test: bool = True) -> list[dict]:
+    """``n`` tasks drawn from ``family``'s own task stream seeded with ``seed``: its test
+    tasks (``test``; Meta-World's test set, the training distribution elsewhere) or, for
+    validation, its training tasks."""
     family.seed(seed)
-    return family.sample_tasks(n)
+    return family.sample_test_tasks(n) if test else family.sample_tasks(n)
 
 
 def evaluation_policy(run_dir: Path, init: str, cfg: TrainConfig | None = None,
@@ -138,7 +141,7 @@ def validation_scores(run_dir: Path, cfg: TrainConfig, family: TaskFamily,
     checkpoint's iteration."""
     iterations = rundir.snapshot_iterations(run_dir)
     _, last, done = evaluation_policy(run_dir, "trained", cfg, family)
-    tasks = held_out_tasks(family, ecfg.tasks, VALIDATION_SEED)
+    tasks = held_out_tasks(family, ecfg.tasks, VALIDATION_SEED, test=False)
     scores = {}
     for it in sorted({*iterations, done}):
         policy = last if it == done else evaluation_policy(run_dir, "trained", cfg, family,
@@ -182,8 +185,15 @@ def evaluate_policy(policy: GaussianMLPPolicy, cfg: TrainConfig, ecfg: EvalConfi
         if bar is not None:
             bar.update(k + 1, step=k, mean_return=float(returns.mean()))
 
+    success: list[Tensor] = []  # (T,) per step, where the env reports success
+
+    def on_episodes(k: int, episodes: Episodes) -> None:
+        if episodes.success is not None:
+            success.append(episodes.task_success())
+
     _, returns = adapt_to_tasks(policy, family, tasks, alphas, ecfg.steps, ecfg.episodes,
-                                ecfg.seed, cfg.gamma, cfg.gae_lambda, on_step=on_step)
+                                ecfg.seed, cfg.gamma, cfg.gae_lambda, on_step=on_step,
+                                on_episodes=on_episodes)
     return {
         "run_dir": None if run_dir is None else str(run_dir),
         "env": cfg.env,
@@ -199,7 +209,24 @@ def evaluate_policy(policy: GaussianMLPPolicy, cfg: TrainConfig, ecfg: EvalConfi
         "step_sizes": alphas,
         "tasks_drawn": [{k: np.asarray(v).tolist() for k, v in t.items()} for t in tasks],
         "by_step": [{"step": k, **summarize(r)} for k, r in enumerate(returns)],
+        **success_record(success, [family.task_class(t) for t in tasks]),
     }
+
+
+def success_record(success: list[Tensor], classes: list[str | None]) -> dict[str, Any]:
+    """``success_by_step``: per step the success rate over the tasks (mean, 95% interval
+    over tasks) and, where tasks come in classes (Meta-World ML10/ML45), each class's;
+    nothing where the env reports no success."""
+    if not success:
+        return {}
+    rows = []
+    for k, rates in enumerate(success):
+        row = {"step": k, **summarize(rates)}
+        if all(c is not None for c in classes):
+            row["by_class"] = {c: float(rates[[i for i, x in enumerate(classes) if x == c]]
+                                        .mean()) for c in sorted(set(classes))}
+        rows.append(row)
+    return {"success_by_step": rows}
 
 
 def write_eval(result: dict[str, Any], path: str | Path) -> None:

@@ -18,6 +18,12 @@ work too and must reset everything a seed determines. The action space is a boun
 ``gymnasium.spaces.Box`` (the policy's actions are scaled to its bounds), the observation
 space a flat (1-D) ``Box``.
 
+Optional: ``sample_test_tasks(n)`` on the unwrapped env draws the tasks ``rkmeta-rl
+evaluate`` adapts to (a held-out test set, as Meta-World's; without it they come from
+``sample_tasks``), and ``info["success"]`` from ``step`` is recorded as the episode's success
+(set at any step: the episode succeeded), reported as success rates in the metrics and
+evaluations.
+
 :func:`check_protocol` also runs a short probe (:data:`PROBE_STEPS` steps of the same
 seeded actions, from ``reset(seed=0)`` with up to :data:`PROBE_TASKS` distinct sampled
 tasks, and the first task once more): what ``reset`` and ``step`` return must have the

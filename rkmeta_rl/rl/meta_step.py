@@ -52,6 +52,9 @@ class TRPOStepResult:
     line_search_steps: int = 0
     rejected: str = ""  # why a step was refused ("" when accepted or merely not improving)
     seconds: dict[str, float] = field(default_factory=dict)
+    # success rates before and after adaptation, where the env reports success (Meta-World)
+    success_pre: float | None = None
+    success_post: float | None = None
 
 
 def meta_step(
@@ -120,14 +123,15 @@ def _sampled(
     seconds = {"sampling": sampler.seconds}
     stage_returns = [sampler.data[i].mean_return() for i in range(tableau.stages)]
     if tableau.stages > 1:
-        return_post = stage_returns[1]
+        post = sampler.data[1]
     else:
         t = time.perf_counter()
         step = h if isinstance(tableau, Tableau) else adaptation_steps(tableau)
-        return_post = _monitor_post(policy, theta, sampler.data[0], sampler.sample, step,
-                                    num_tasks)
+        post = _monitor_post(policy, theta, sampler.data[0], sampler.sample, step, num_tasks)
         seconds["sampling"] += time.perf_counter() - t
-    return TRPOStepResult(stage_returns, stage_returns[0], return_post, seconds=seconds)
+    return TRPOStepResult(stage_returns, stage_returns[0], post.mean_return(),
+                          seconds=seconds, success_pre=sampler.data[0].success_rate(),
+                          success_post=post.success_rate())
 
 
 def _take(ls: LineSearchResult, theta: Params, fixed: Params, loss0: float,
@@ -152,8 +156,7 @@ def _monitor_post(
     sample: Callable[[int, Params], Episodes],
     step: float | dict[str, float],
     num_tasks: int,
-) -> float:
-    """Return after one REINFORCE step of ``step`` (one, or per parameter) from θ (for
-    one-stage tableaus; sampled as stage 1)."""
-    return sample(1, reinforce_step(policy, repeat_params(theta, num_tasks), episodes, step)
-                  ).mean_return()
+) -> Episodes:
+    """The episodes after one REINFORCE step of ``step`` (one, or per parameter) from θ
+    (for one-stage tableaus; sampled as stage 1)."""
+    return sample(1, reinforce_step(policy, repeat_params(theta, num_tasks), episodes, step))

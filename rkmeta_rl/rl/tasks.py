@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from envs import metaworld
 from envs.gym_batch import BatchedGymEnv
 from envs.locomotion import make_locomotion_env
 from envs.locomotion_dynamics import GYMNASIUM, MAML, check_dynamics
@@ -54,6 +55,16 @@ class TaskFamily:
 
     def sample_tasks(self, n: int) -> list[dict]:
         return self.env.sample_tasks(n)
+
+    def sample_test_tasks(self, n: int) -> list[dict]:
+        """Tasks to evaluate on: the same distribution as training's, unless the family
+        holds a test set apart (Meta-World)."""
+        return self.sample_tasks(n)
+
+    def task_class(self, task: dict) -> str | None:
+        """The class a task belongs to, where the family's tasks come in classes (Meta-World
+        ML10/ML45: its environment); None otherwise."""
+        return None
 
     def rng_state(self) -> dict[str, Any]:
         return self.env.np_random.bit_generator.state
@@ -118,28 +129,56 @@ class GymFamily(TaskFamily):
     """
 
     def __init__(self, name: str, max_episode_steps: int,
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu",
+                 make: Callable[[], gym.Env] | None = None) -> None:
         self.name = name
-        super().__init__(make_task_env(name, max_episode_steps), max_episode_steps, device)
+        self.make = make if make is not None else partial(make_task_env, name,
+                                                          max_episode_steps)
+        super().__init__(self.make(), max_episode_steps, device)
         self.env.reset(seed=0)
         self.pool: list[gym.Env] = []
 
     def sample_tasks(self, n: int) -> list[dict]:
         return list(self.env.unwrapped.sample_tasks(n))
 
+    def sample_test_tasks(self, n: int) -> list[dict]:
+        """The env's ``sample_test_tasks(n)`` where it has one (a held-out test set, as
+        Meta-World's), else :meth:`sample_tasks`."""
+        sample = getattr(self.env.unwrapped, "sample_test_tasks", None)
+        return list(sample(n)) if callable(sample) else self.sample_tasks(n)
+
     def batched_env(self, tasks: list[dict], episodes_per_task: int,
                     seeds: Sequence[int]) -> BatchedGymEnv:
         n = len(tasks) * episodes_per_task
         while len(self.pool) < n:
-            self.pool.append(make_task_env(self.name, self.max_episode_steps))
+            self.pool.append(self.make())
         return BatchedGymEnv(self.pool, tasks, episodes_per_task, seeds,
                              self.max_episode_steps, self.device)
+
+
+class MetaWorldFamily(GymFamily):
+    """A Meta-World benchmark (``envs/metaworld.py``): trained on its train tasks, evaluated
+    on its test tasks (:meth:`sample_test_tasks`), stepped by the generic loop."""
+
+    def __init__(self, name: str, max_episode_steps: int = metaworld.HORIZON,
+                 device: str | torch.device = "cpu") -> None:
+        benchmark, env_name = metaworld.parse_name(name)
+        horizon_of(name, max_episode_steps)  # within Meta-World's max_path_length
+        self.classes = benchmark != "ml1"
+        super().__init__(name, max_episode_steps, device,
+                         make=partial(metaworld.MetaWorldTaskEnv, benchmark, env_name))
+
+    def task_class(self, task: dict) -> str | None:
+        return metaworld.task_class(task) if self.classes else None
 
 
 # Episodes per task and stage (--fast-batch-size): MAML's 20 rollouts per gradient step,
 # except for its ant forward/backward runs, which took 40 (under MAML's dynamics only).
 EPISODES = 20
 MAML_EPISODES = {"ant-dir": 40}
+
+META_BATCH_SIZE = 40  # tasks per meta-iteration: MAML's 40 (20 for Meta-World, below)
+HIDDEN = (100, 100)  # the policy's hidden layers: MAML's
 
 Builder = Callable[[str | torch.device, int, str], TaskFamily]  # (device, horizon, dynamics)
 
@@ -155,6 +194,9 @@ class FamilyEntry:
     mujoco: bool = False  # sampled on the CPU by MuJoCo
     # the dynamics it has, each with its default episodes per task and stage
     episodes: dict[str, int] = field(default_factory=lambda: {GYMNASIUM: EPISODES})
+    max_horizon: int | None = None  # the longest episode the env allows, where it has one
+    meta_batch_size: int = META_BATCH_SIZE  # default tasks per meta-iteration
+    hidden: tuple[int, ...] = HIDDEN  # default hidden layer sizes
 
 
 def _nav2d(goal_conditioned: bool) -> Builder:
@@ -192,10 +234,43 @@ def family_entry(name: str) -> FamilyEntry:
     unknown names list the valid ones."""
     if name in FAMILIES:
         return FAMILIES[name]
+    if name.startswith(METAWORLD_PREFIX):
+        return _metaworld_entry(name)
     if not is_gym_name(name):
         raise ValueError(f"unknown env {name!r}; valid choices: {', '.join(FAMILIES)}, "
-                         f"{FORMS}")
+                         f"{METAWORLD_FORMS}, {FORMS}")
     return _gym_entry(name)
+
+
+METAWORLD_PREFIX = "metaworld-"
+METAWORLD_FORMS = "metaworld-ml1:ENV (such as metaworld-ml1:reach-v3), metaworld-ml10, " \
+                  "metaworld-ml45"
+# Meta-World's MAML-TRPO baseline, per benchmark: the Meta-World paper's Table 9 (Yu et al.,
+# 2019, arXiv:1910.10897, appendix: "Hyperparameters used for Garage experiments with
+# MAML"): meta-batch 20 / 20 / 45 tasks and 10 / 10 / 20 episodes per task (ML1 / ML10 /
+# ML45), 500-step episodes, a (128, 128) tanh policy, max KL 0.01, γ 0.99, one inner step.
+# α is garage's released example's 0.1 (examples/torch/maml_trpo_metaworld_ml1_push.py and
+# _ml10.py), not the table's 1e-4, which leaves the adapted policy where it started (the
+# tableaus would not differ); docs/guides/metaworld.md says more.
+METAWORLD_SIZES = {"ml1": (20, 10), "ml10": (20, 10), "ml45": (45, 20)}  # (tasks, episodes)
+METAWORLD = {"inner_lr": 0.1, "horizon": metaworld.HORIZON, "episodes": 10,
+             "meta_batch_size": 20, "hidden": (128, 128)}
+
+
+@cache
+def _metaworld_entry(name: str) -> FamilyEntry:
+    """The entry of a Meta-World benchmark ``metaworld-ml1:ENV``, ``metaworld-ml10`` or
+    ``metaworld-ml45`` (one-line ValueError for a bad name or a missing install)."""
+    benchmark, env_name = metaworld.parse_name(name)
+    try:
+        metaworld.check_benchmark(benchmark, env_name)
+    except ImportError as e:
+        raise ValueError(f"env {name!r}: {e}") from None
+    tasks, episodes = METAWORLD_SIZES[benchmark]
+    return FamilyEntry(
+        lambda device, horizon, dynamics: MetaWorldFamily(name, horizon, device),
+        METAWORLD["inner_lr"], METAWORLD["horizon"], episodes={GYMNASIUM: episodes},
+        max_horizon=metaworld.HORIZON, meta_batch_size=tasks, hidden=METAWORLD["hidden"])
 
 
 @cache
@@ -209,10 +284,14 @@ def _gym_entry(name: str) -> FamilyEntry:
 def horizon_of(name: str, max_episode_steps: int | None = None) -> int:
     """``max_episode_steps`` when given, else family ``name``'s horizon (ValueError if it
     has none: a Gymnasium env registered without max_episode_steps, or a class)."""
-    horizon = max_episode_steps or family_entry(name).horizon
+    entry = family_entry(name)
+    horizon = max_episode_steps or entry.horizon
     if horizon is None:
         raise ValueError(f"env {name!r} has no registered horizon (max_episode_steps); "
                          "give --max-episode-steps N")
+    if entry.max_horizon is not None and not 0 < horizon <= entry.max_horizon:
+        raise ValueError(f"--max-episode-steps for {name} must be in 1..{entry.max_horizon} "
+                         f"(its env's own limit), got {horizon}")
     return horizon
 
 
@@ -259,13 +338,23 @@ def describe_episodes() -> str:
     """The episode defaults for the CLI help, e.g. '20; maml: 40 for ant-dir, ...'."""
     special = {n: e.episodes[MAML] for n, e in FAMILIES.items()
                if e.episodes.get(MAML, EPISODES) != EPISODES}
-    return f"{EPISODES}; under --dynamics maml " + ", ".join(
-        f"{v} for {n}" for n, v in special.items())
+    return f"{EPISODES}; 10 for metaworld-ml1/ml10, 20 for metaworld-ml45; under --dynamics maml " \
+        + ", ".join(f"{v} for {n}" for n, v in special.items())
 
 
-def describe(key: str) -> str:
-    """One family-dependent default for the CLI help, e.g. '0.16: nav2d, nav2d-goal; ...'."""
+def describe(key: str, sep: str = ", ") -> str:
+    """One family-dependent default for the CLI help, e.g. '0.16: nav2d, nav2d-goal; ...'
+    (``sep`` joins a tuple value's items)."""
     groups: dict[Any, list[str]] = {}
     for name, entry in FAMILIES.items():
         groups.setdefault(getattr(entry, key), []).append(name)
-    return "; ".join(f"{value}: {', '.join(names)}" for value, names in groups.items())
+    if key == "meta_batch_size":
+        groups.setdefault(20, []).append("metaworld-ml1, metaworld-ml10")
+        groups.setdefault(45, []).append("metaworld-ml45")
+    else:
+        groups.setdefault(METAWORLD[key], []).append("metaworld-*")
+
+    def text(value: Any) -> str:
+        return sep.join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+    return "; ".join(f"{text(value)}: {', '.join(names)}" for value, names in groups.items())

@@ -78,6 +78,8 @@ def metrics_record(it: int, res: TRPOStepResult, seconds: float) -> dict[str, An
     }
     for i, r in enumerate(res.stage_returns):
         rec[f"return_stage{i + 1}"] = r
+    if res.success_pre is not None:  # envs reporting success (Meta-World)
+        rec["success_pre"], rec["success_post"] = res.success_pre, res.success_post
     for k, v in res.seconds.items():
         rec[f"seconds_{k}"] = v
     return rec
@@ -182,7 +184,10 @@ class Trainer:
         return rec  # every iteration is written
 
     def shown(self, rec: dict[str, Any]) -> dict[str, float]:
-        return {"pre": rec["return_pre"], "post": rec["return_post"], "kl": rec["kl"]}
+        shown = {"pre": rec["return_pre"], "post": rec["return_post"], "kl": rec["kl"]}
+        if "success_post" in rec:
+            shown.update(success_pre=rec["success_pre"], success_post=rec["success_post"])
+        return shown
 
     def start(self) -> None:
         self._sampler_call("start")  # Ray's workers, where the run samples on Ray

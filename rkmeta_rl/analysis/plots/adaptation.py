@@ -9,7 +9,9 @@ init" or "oracle"); a group of several runs (seeds) is drawn as the mean over ru
 t-based 95% band across runs, a single run with its band across tasks. The oracle is a
 horizontal line at its step-0 return. The plotted numbers are also written as CSV. The
 figure says what the curves were run on: for a MuJoCo family its dynamics and its horizon
-in steps and in simulated seconds, for the others the horizon in steps.
+in steps and in simulated seconds, for the others the horizon in steps. Where every
+evaluation has success rates (Meta-World), a second panel shows them, and their CSV is
+written beside the first with ``-success`` added to its name.
 """
 
 from __future__ import annotations
@@ -121,12 +123,39 @@ def setting_text(groups: dict[str, list[dict]]) -> str:
     return "; ".join(texts)
 
 
-def plot(curves: dict[str, list[dict]], labels: list[str], out: Path, title: str | None) -> None:
-    """Draw every curve into one figure and save it to ``out``."""
+def success_curves(groups: dict[str, list[dict]], labels: list[str]
+                   ) -> dict[str, list[dict]] | None:
+    """Per label the success rate after 0..K steps combined over seeds, where every
+    evaluation has one (``success_by_step``: Meta-World); None otherwise."""
+    if not all("success_by_step" in e for group in groups.values() for e in group):
+        return None
+    return {label: combine_seeds([{**e, "by_step": e["success_by_step"]}
+                                  for e in groups[label]]) for label in labels}
+
+
+def plot(curves: dict[str, list[dict]], labels: list[str], out: Path, title: str | None,
+         success: dict[str, list[dict]] | None = None) -> None:
+    """Draw every curve into one figure (a second panel for ``success`` rates) and save
+    it to ``out``."""
     plt = pyplot()
+
+    fig, axes = plt.subplots(1, 1 + (success is not None), squeeze=False,
+                             figsize=(6 + 5 * (success is not None), 4.2))
+    _panel(axes[0][0], curves, labels, "average return")
+    if success is not None:
+        _panel(axes[0][1], success, labels, "success rate")
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+
+
+def _panel(ax: Axes, curves: dict[str, list[dict]], labels: list[str], ylabel: str) -> None:
+    """One measure's curves (and the oracle's line) against gradient steps."""
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(6, 4.2))
     others = [lab for lab in labels if lab != ORACLE]
     x_max = max((curves[lab][-1]["step"] for lab in others), default=0)
     if not others:
@@ -138,15 +167,9 @@ def plot(curves: dict[str, list[dict]], labels: list[str], out: Path, title: str
         draw_oracle(ax, curves[ORACLE], max(x_max, 1))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("number of gradient steps")
-    ax.set_ylabel("average return")
-    if title:
-        ax.set_title(title, fontsize="medium")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
 
 
 def write_csv(curves: dict[str, list[dict]], labels: list[str], path: Path) -> None:
@@ -181,8 +204,11 @@ def draw(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     curves = {label: combine_seeds(groups[label]) for label in labels}
     csv_path = args.csv or args.out.with_suffix(".csv")
     title = "\n".join(t for t in (args.title, setting_text(groups)) if t)
-    plot(curves, labels, args.out, title)
+    success = success_curves(groups, labels)
+    plot(curves, labels, args.out, title, success)
     write_csv(curves, labels, csv_path)
+    if success is not None:
+        write_csv(success, labels, csv_path.with_name(csv_path.stem + "-success.csv"))
     print(f"wrote {args.out} and {csv_path} ({', '.join(labels)})")
     return 0
 

@@ -6,8 +6,10 @@ Each argument is a run directory. Runs are grouped by method (config.json); a gr
 several seeds is drawn as the mean over seeds with a t-based 95% band across them. The
 numbers are the training metrics (``return_pre``, ``return_post``: the meta-batch's mean
 return with θ and after one step of α), smoothed over ``--window`` iterations, and are
-written as CSV next to the figure. The figure says each run's dynamics and horizon (in
-steps, and in simulated seconds for a MuJoCo family).
+written as CSV next to the figure. Where every run's env reports success (Meta-World:
+``success_pre``, ``success_post``), a second row of panels shows the success rates. The
+figure says each run's dynamics and horizon (in steps, and in simulated seconds for a MuJoCo
+family).
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ def load_groups(paths: list[str], parser: argparse.ArgumentParser
         label = cfg["method"] + ("" if cfg["env"] == "nav2d" else f" ({cfg['env']})")
         curves = {k: np.array([np.nan if r[f"return_{k}"] is None else r[f"return_{k}"]
                                for r in records]) for k in ("pre", "post")}
+        if all("success_pre" in r for r in records):
+            curves.update({f"success_{k}": np.array([r[f"success_{k}"] for r in records],
+                                                     dtype=float) for k in ("pre", "post")})
         groups.setdefault(label, []).append(curves)
         settings.add(describe_horizon(setting_of(cfg)))
     return groups, "; ".join(sorted(settings - {""}))
@@ -99,22 +104,22 @@ def draw(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         p.error(f"--window must be > 0, got {args.window}")
     groups, settings = load_groups(args.runs, p)
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    success = all("success_pre" in run for runs in groups.values() for run in runs)
+    fig, axes = plt.subplots(1 + success, 2, figsize=(11, 4 + 3.5 * success), sharey="row",
+                             squeeze=False)
     rows = []
-    for label in sorted(groups):
-        for ax, key in zip(axes, ("pre", "post"), strict=True):
-            mean, lo, hi = band([smooth(run[key], args.window) for run in groups[label]])
-            it = np.arange(len(mean))
-            n = len(groups[label])
-            ax.plot(it, mean, label=f"{label} ({n} seed{'s' if n > 1 else ''})")
-            ax.fill_between(it, lo, hi, alpha=0.2, linewidth=0)
-            rows += [[label, key, i, m, a, b, n] for i, m, a, b in zip(it, mean, lo, hi,
-                                                                        strict=True)]
-    for ax, key in zip(axes, ("before adaptation", "after one gradient step"), strict=True):
-        ax.set(xlabel="meta-iteration", title=f"return {key}")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"mean return (trailing mean of {args.window})")
-    axes[1].legend(fontsize="small")
+    measures = [("", "return", "mean return")] + [("success_", "success rate",
+                                                   "success rate")] * success
+    for ax_row, (prefix, what, ylabel) in zip(axes, measures, strict=True):
+        for label in sorted(groups):
+            for ax, key in zip(ax_row, ("pre", "post"), strict=True):
+                rows += _draw_band(ax, label, groups[label], prefix + key, args.window)
+        for ax, key in zip(ax_row, ("before adaptation", "after one gradient step"),
+                           strict=True):
+            ax.set(xlabel="meta-iteration", title=f"{what} {key}")
+            ax.grid(alpha=0.3)
+        ax_row[0].set_ylabel(f"{ylabel} (trailing mean of {args.window})")
+    axes[0][1].legend(fontsize="small")
     title = "\n".join(t for t in (args.title, settings) if t)
     if title:
         fig.suptitle(title)
@@ -128,6 +133,17 @@ def draw(p: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         w.writerows(rows)
     print(f"wrote {args.out} and {args.out.with_suffix('.csv')}")
     return 0
+
+
+def _draw_band(ax, label: str, runs: list[dict[str, np.ndarray]], key: str, window: int
+               ) -> list[list]:
+    """One group's smoothed curve ``key`` with its band across seeds; its CSV rows."""
+    mean, lo, hi = band([smooth(run[key], window) for run in runs])
+    it = np.arange(len(mean))
+    n = len(runs)
+    ax.plot(it, mean, label=f"{label} ({n} seed{'s' if n > 1 else ''})")
+    ax.fill_between(it, lo, hi, alpha=0.2, linewidth=0)
+    return [[label, key, i, m, a, b, n] for i, m, a, b in zip(it, mean, lo, hi, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> int:
