@@ -130,9 +130,7 @@ class MetaWorldTaskEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, benchmark: str = "ml1", env_name: str | None = "reach-v3") -> None:
-        if benchmark != "ml1" and env_name == "reach-v3":
-            env_name = None
+    def __init__(self, benchmark: str, env_name: str | None = None) -> None:
         self.benchmark, self.env_name = benchmark, env_name
         self._bench = load_benchmark(benchmark, env_name)
         self._envs: dict[str, Any] = {}
@@ -180,7 +178,7 @@ class MetaWorldTaskEnv(gym.Env):
                              "come from sample_tasks / sample_test_tasks")
         name = task["env_name"]
         if name not in self._envs:
-            self._envs.clear()  # one environment at a time: ML45 has 50 classes
+            self.close()  # one environment at a time: ML45 has 50 classes
             classes = self._bench.train_classes if split == "train" else \
                 self._bench.test_classes
             self._envs[name] = classes[name]()
@@ -208,6 +206,17 @@ class MetaWorldTaskEnv(gym.Env):
         for env in self._envs.values():
             env.close()
         self._envs.clear()
+
+
+def match_classes(pool: list[Any], classes: list[str]) -> list[Any]:
+    """``pool`` (task envs, at least ``len(classes)``) reordered so that copy i holds the
+    environment class ``classes[i]`` already wherever a free copy does; the rest after."""
+    free: dict[str, list[Any]] = {}
+    for env in pool:
+        free.setdefault(task_class(env.unwrapped.task), []).append(env)
+    chosen = [free[c].pop() if free.get(c) else None for c in classes]
+    rest = [env for envs in free.values() for env in envs]
+    return [env if env is not None else rest.pop() for env in chosen] + rest
 
 
 def task_class(task: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from envs.locomotion_dynamics import DYNAMICS
 from rkmeta_rl.cli import build_parser, main
 from rkmeta_rl.methods import METHOD_NAMES
 from rkmeta_rl.rl import cli as rl_cli
-from rkmeta_rl.rl.config import PRESETS, TrainConfig
+from rkmeta_rl.rl.config import PRESETS, TrainConfig, resolve
 from rkmeta_rl.rl.evaluate import INITS, PROTOCOLS, EvalConfig
 from rkmeta_rl.rl.sampler import SAMPLERS
 from rkmeta_rl.rl.tasks import FAMILIES
@@ -182,9 +182,10 @@ def test_a_flag_given_wins_over_the_preset_even_at_the_default():
 
 def test_an_empty_command_line_gives_the_dataclass_defaults():
     rl = rl_cli.config_from_args(build_parser().parse_args(["train"]))
-    default = TrainConfig()
-    assert (rl.env, rl.method, rl.meta_iters, rl.hidden) == (
-        default.env, default.method, default.meta_iters, default.hidden)
+    default = resolve(TrainConfig())  # the family fills hidden and the meta-batch size
+    assert (rl.env, rl.method, rl.meta_iters, rl.hidden, rl.meta_batch_size) == (
+        default.env, default.method, default.meta_iters, [100, 100], 40)
+    assert TrainConfig().hidden is None and default.hidden == [100, 100]
     sup = supervised_cli.config_from_args(build_parser().parse_args(["supervised"]))
     assert (sup.benchmark, sup.meta_lr, sup.hidden) == ("sinusoid", 0.001, [40, 40])
 

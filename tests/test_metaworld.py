@@ -209,3 +209,51 @@ def test_the_defaults_are_the_meta_world_papers():
     with pytest.raises(ValueError, match=r"--max-episode-steps for metaworld-ml1:reach-v3 must "
                                          r"be in 1\.\.500 .*got 501"):
         train_config({"env": REACH, "max_episode_steps": 501})
+
+
+def test_copies_are_matched_to_the_rows_classes():
+    from types import SimpleNamespace
+
+    from envs.metaworld import match_classes
+
+    def copy(name):
+        env = SimpleNamespace(task={"env_name": name})
+        env.unwrapped = env
+        return env
+
+    pool = [copy(c) for c in ("a", "b", "b", "c", "a")]
+    rows = ["b", "a", "d", "b"]
+    out = match_classes(pool, rows)
+    assert sorted(map(id, out)) == sorted(map(id, pool))  # a reordering
+    assert [out[i].task["env_name"] for i in (0, 1, 3)] == ["b", "a", "b"]
+    assert out[2].task["env_name"] in ("a", "c")  # no free copy of d: any other
+
+
+@needs_metaworld
+@pytest.mark.slow
+def test_ml10_rows_give_the_same_episodes_on_any_copy():
+    """ML10's copies hold different environment classes from batch to batch: a batch of the
+    same tasks and seeds is the same whichever copies run it; test tasks are the 5 held-out
+    classes."""
+    from rkmeta_rl.rl.tasks import make_family
+
+    family = make_family("metaworld-ml10", max_episode_steps=5)
+    policy = GaussianMLPPolicy(family.obs_dim, family.act_dim, [8])
+    family.seed(0)
+    tasks, other = family.sample_tasks(10), family.sample_tasks(10)
+    assert len({family.task_class(t) for t in tasks}) == 10  # one per class
+
+    def run(ts):
+        params = {n: v.detach().expand(len(ts), *v.shape) for n, v in policy.params().items()}
+        env = family.batched_env(ts, 2, list(range(2 * len(ts))))
+        return rollout(policy, params, env, family.action_low, family.action_high,
+                       torch.randn(len(ts), 2, 5, family.act_dim,
+                                   generator=torch.Generator().manual_seed(1)))
+
+    first = run(tasks)
+    run(other[::-1])  # the copies now hold other classes in another order
+    again = run(tasks)
+    assert torch.equal(first.obs, again.obs) and torch.equal(first.rewards, again.rewards)
+    test = family.sample_test_tasks(10)
+    assert {family.task_class(t) for t in test} == {
+        "door-close-v3", "drawer-open-v3", "lever-pull-v3", "shelf-place-v3", "sweep-into-v3"}

@@ -78,8 +78,8 @@ def test_task_shares_are_whole_contiguous_and_balanced():
     ("nav2d", 1, []),
     ("nav2d", 2, []),
     ("halfcheetah-vel", 2, ["--dynamics", "maml"]),
-    pytest.param("metaworld-ml1:reach-v3", 2, [], marks=pytest.mark.skipif(
-        importlib.util.find_spec("metaworld") is None, reason="metaworld is not installed")),
+    pytest.param("metaworld-ml1:reach-v3", 2, [], marks=[pytest.mark.slow, pytest.mark.skipif(
+        importlib.util.find_spec("metaworld") is None, reason="metaworld is not installed")]),
 ])
 def test_ray_gives_the_local_metrics(shared_ray, tmp_path, env, workers, extra):
     local, far = tmp_path / "local", tmp_path / "ray"

@@ -234,7 +234,7 @@ def test_evaluate_defaults_are_the_commands():
     ({"meta_batch_sise": 2}, ["unknown setting 'meta_batch_sise'", "valid settings: ",
                               "meta_batch_size", "fast_batch_size"]),
     ({"alpha": 0.1}, ["unknown setting 'alpha'", "give inner_lr", "inner_lr"]),
-    ({"hidden": "8,8"}, ["hidden must be a list of positive integers, got '8,8'"]),
+    ({"hidden": "8,8"}, ["hidden must be a list of positive integers or None, got '8,8'"]),
     ({"meta_iters": 2.5}, ["meta_iters must be an integer, got 2.5"]),
     ({"meta_batch_size": 0}, ["meta_batch_size must be > 0, got 0"]),
     ({"ls_ratio": 1.5}, ["ls_ratio must be in (0, 1), got 1.5"]),

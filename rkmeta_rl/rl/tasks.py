@@ -171,6 +171,19 @@ class MetaWorldFamily(GymFamily):
     def task_class(self, task: dict) -> str | None:
         return metaworld.task_class(task) if self.classes else None
 
+    def batched_env(self, tasks: list[dict], episodes_per_task: int,
+                    seeds: Sequence[int]) -> BatchedGymEnv:
+        """As :meth:`GymFamily.batched_env`, each row on a copy that holds its task's
+        environment class already where one is free (ML10/ML45: a copy builds another
+        class's environment in about 0.1 s; the balanced meta-batches then need none)."""
+        if self.classes:
+            n = len(tasks) * episodes_per_task
+            while len(self.pool) < n:
+                self.pool.append(self.make())
+            rows = [metaworld.task_class(tasks[i // episodes_per_task]) for i in range(n)]
+            self.pool = metaworld.match_classes(self.pool, rows)
+        return super().batched_env(tasks, episodes_per_task, seeds)
+
 
 # Episodes per task and stage (--fast-batch-size): MAML's 20 rollouts per gradient step,
 # except for its ant forward/backward runs, which took 40 (under MAML's dynamics only).
@@ -248,13 +261,14 @@ METAWORLD_FORMS = "metaworld-ml1:ENV (such as metaworld-ml1:reach-v3), metaworld
 # Meta-World's MAML-TRPO baseline, per benchmark: the Meta-World paper's Table 9 (Yu et al.,
 # 2019, arXiv:1910.10897, appendix: "Hyperparameters used for Garage experiments with
 # MAML"): meta-batch 20 / 20 / 45 tasks and 10 / 10 / 20 episodes per task (ML1 / ML10 /
-# ML45), 500-step episodes, a (128, 128) tanh policy, max KL 0.01, γ 0.99, one inner step.
-# α is garage's released example's 0.1 (examples/torch/maml_trpo_metaworld_ml1_push.py and
-# _ml10.py), not the table's 1e-4, which leaves the adapted policy where it started (the
-# tableaus would not differ); docs/guides/metaworld.md says more.
+# ML45), 500-step episodes, 128 × 128 hidden units (tanh there; this package's policy is
+# MAML's ReLU network), max KL 0.01, γ 0.99, one inner step.
+# α is garage's released examples' 0.1 (examples/torch/maml_trpo_metaworld_ml1_push.py and
+# _ml10.py), not the table's 1e-4, a step 1000 times smaller under which the adapted policy
+# barely moves and the tableaus (which differ through α) would train nearly the same policy;
+# docs/guides/metaworld.md says more.
 METAWORLD_SIZES = {"ml1": (20, 10), "ml10": (20, 10), "ml45": (45, 20)}  # (tasks, episodes)
-METAWORLD = {"inner_lr": 0.1, "horizon": metaworld.HORIZON, "episodes": 10,
-             "meta_batch_size": 20, "hidden": (128, 128)}
+METAWORLD = {"inner_lr": 0.1, "horizon": metaworld.HORIZON, "hidden": (128, 128)}
 
 
 @cache
@@ -285,7 +299,7 @@ def horizon_of(name: str, max_episode_steps: int | None = None) -> int:
     """``max_episode_steps`` when given, else family ``name``'s horizon (ValueError if it
     has none: a Gymnasium env registered without max_episode_steps, or a class)."""
     entry = family_entry(name)
-    horizon = max_episode_steps or entry.horizon
+    horizon = entry.horizon if max_episode_steps is None else max_episode_steps
     if horizon is None:
         raise ValueError(f"env {name!r} has no registered horizon (max_episode_steps); "
                          "give --max-episode-steps N")
@@ -338,7 +352,9 @@ def describe_episodes() -> str:
     """The episode defaults for the CLI help, e.g. '20; maml: 40 for ant-dir, ...'."""
     special = {n: e.episodes[MAML] for n, e in FAMILIES.items()
                if e.episodes.get(MAML, EPISODES) != EPISODES}
-    return f"{EPISODES}; 10 for metaworld-ml1/ml10, 20 for metaworld-ml45; under --dynamics maml " \
+    metaworld_episodes = ", ".join(f"{e} for metaworld-{b}"
+                                   for b, (_, e) in METAWORLD_SIZES.items())
+    return f"{EPISODES}; {metaworld_episodes}; under --dynamics maml " \
         + ", ".join(f"{v} for {n}" for n, v in special.items())
 
 
@@ -349,8 +365,8 @@ def describe(key: str, sep: str = ", ") -> str:
     for name, entry in FAMILIES.items():
         groups.setdefault(getattr(entry, key), []).append(name)
     if key == "meta_batch_size":
-        groups.setdefault(20, []).append("metaworld-ml1, metaworld-ml10")
-        groups.setdefault(45, []).append("metaworld-ml45")
+        for benchmark, (tasks, _) in METAWORLD_SIZES.items():
+            groups.setdefault(tasks, []).append(f"metaworld-{benchmark}")
     else:
         groups.setdefault(METAWORLD[key], []).append("metaworld-*")
 
