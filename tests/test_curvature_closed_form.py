@@ -153,9 +153,14 @@ def test_closed_form_curvature_equals_double_backward_through_the_kl(method, fir
     fast = curvature_fvp(policy, tab, h, data, points, theta, cfg)
     slow = double_backward_fvp(policy, Scheme.uniform(tab, h, theta), data, points, theta,
                                cfg)
+    assert_same_products(fast, slow, flatten(theta).numel())
+
+
+def assert_same_products(fast, slow, n: int) -> None:
+    """``fast(v) == slow(v)`` (float64, 1e-9) on three seeded random directions v (n,)."""
     g = torch.Generator().manual_seed(8)
     for _ in range(3):
-        v = torch.randn(flatten(theta).numel(), generator=g, dtype=DT)
+        v = torch.randn(n, generator=g, dtype=DT)
         expected = slow(v)
         assert expected.abs().max() > 1e-4
         torch.testing.assert_close(fast(v), expected, rtol=1e-9, atol=1e-11)
@@ -176,12 +181,7 @@ def test_stagewise_curvature_equals_double_backward_through_the_kl(method, fract
     fast = stagewise_fvp(policy, tab, h, data, rep, points, theta, cfg)
     slow = double_backward_fvp(policy, Scheme.uniform(tab, h, theta), data, points, theta,
                                cfg)
-    g = torch.Generator().manual_seed(8)
-    for _ in range(3):
-        v = torch.randn(flatten(theta).numel(), generator=g, dtype=DT)
-        expected = slow(v)
-        assert expected.abs().max() > 1e-4
-        torch.testing.assert_close(fast(v), expected, rtol=1e-9, atol=1e-11)
+    assert_same_products(fast, slow, flatten(theta).numel())
 
 
 def test_closed_form_applies_only_where_points_move_by_k1():
