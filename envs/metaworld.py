@@ -28,7 +28,6 @@ metaworld==3.1.1`` keeps it): MuJoCo 4's weld constraints have 12 parameters whe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
@@ -44,6 +43,8 @@ INSTALL = ('install it with: pip install "rkmeta-rl[metaworld]" (metaworld 3.1.1
            'MuJoCo 3.3 it pins), or keep MuJoCo 4 with: pip install --no-deps '
            'metaworld==3.1.1')
 _WELD_PARAMS = 11  # what metaworld 3.1.1 writes into a weld's eq_data
+PREFIX = "metaworld-"  # of every Meta-World --env name
+FORMS = (f"{PREFIX}ml1:ENV (such as {PREFIX}ml1:reach-v3), {PREFIX}ml10, {PREFIX}ml45")
 
 
 def import_metaworld() -> Any:
@@ -111,9 +112,9 @@ def split_tasks(bench: Any, split: str) -> list[Any]:
     return bench.train_tasks if split == "train" else bench.test_tasks
 
 
-def class_names(bench: Any, split: str) -> list[str]:
-    """The environment classes of ``split``, in the benchmark's order."""
-    return list((bench.train_classes if split == "train" else bench.test_classes).keys())
+def split_classes(bench: Any, split: str) -> dict[str, type]:
+    """The environment classes of ``split`` by name, in the benchmark's order."""
+    return bench.train_classes if split == "train" else bench.test_classes
 
 
 class MetaWorldTaskEnv(gym.Env):
@@ -134,8 +135,8 @@ class MetaWorldTaskEnv(gym.Env):
         self.benchmark, self.env_name = benchmark, env_name
         self._bench = load_benchmark(benchmark, env_name)
         self._envs: dict[str, Any] = {}
-        first = {"env_name": class_names(self._bench, "train")[0], "split": "train",
-                 "index": 0}
+        first = {"env_name": next(iter(split_classes(self._bench, "train"))),
+                 "split": "train", "index": 0}
         self._inner = self._env_for(first)
         self.task: dict[str, Any] = first
         self.observation_space = self._inner.observation_space
@@ -179,9 +180,7 @@ class MetaWorldTaskEnv(gym.Env):
         name = task["env_name"]
         if name not in self._envs:
             self.close()  # one environment at a time: ML45 has 50 classes
-            classes = self._bench.train_classes if split == "train" else \
-                self._bench.test_classes
-            self._envs[name] = classes[name]()
+            self._envs[name] = split_classes(self._bench, split)[name]()
         env = self._envs[name]
         env.set_task(tasks[index])
         return env
@@ -227,14 +226,7 @@ def task_class(task: dict[str, Any]) -> str:
 def parse_name(name: str) -> tuple[str, str | None]:
     """``metaworld-ml1:reach-v3`` -> ("ml1", "reach-v3"), ``metaworld-ml10`` -> ("ml10",
     None); ValueError (one line, the valid forms) for anything else."""
-    rest = name.removeprefix("metaworld-")
-    benchmark, _, env_name = rest.partition(":")
-    forms = "metaworld-ml1:ENV (such as metaworld-ml1:reach-v3), metaworld-ml10, metaworld-ml45"
+    benchmark, _, env_name = name.removeprefix(PREFIX).partition(":")
     if benchmark not in BENCHMARKS or (benchmark == "ml1") != bool(env_name):
-        raise ValueError(f"unknown Meta-World env {name!r}; valid forms: {forms}")
+        raise ValueError(f"unknown Meta-World env {name!r}; valid forms: {FORMS}")
     return benchmark, env_name or None
-
-
-def names_of(tasks: Sequence[dict[str, Any]]) -> list[str]:
-    """The class of each task."""
-    return [task_class(t) for t in tasks]

@@ -81,6 +81,7 @@ class Physics(ABC):
 
     STATE_SPEC: ClassVar[int]
     state: np.ndarray  # (N, nstate)
+    _executor: ThreadPoolExecutor | None = None  # the threads of _in_blocks, where used
 
     def __init__(self, model: mujoco.MjModel, frame_skip: int, dt: float, nthread: int,
                  at_new_state: bool) -> None:
@@ -110,6 +111,17 @@ class Physics(ABC):
         simulation) its time went back."""
         min_time = start[:, 0] + 0.5 * self.dt
         return ~np.isfinite(new).all(axis=1) | (new[:, 0] < min_time) | warned
+
+    def _in_blocks(self, block: Callable[[int, range], None], n: int) -> None:
+        """``block(j, rows)`` for ``nthread`` contiguous blocks of rows 0..n-1, block j on
+        thread j of ``self._executor`` (all on the calling thread without one)."""
+        bounds = np.linspace(0, n, self.nthread + 1).astype(int)
+        blocks = [range(bounds[j], bounds[j + 1]) for j in range(self.nthread)]
+        if self._executor is None:
+            for j, rows in enumerate(blocks):
+                block(j, rows)
+        else:
+            list(self._executor.map(block, range(self.nthread), blocks))
 
     @abstractmethod
     def _reset_rows(self, rows: Rows) -> None:
@@ -262,16 +274,12 @@ class AntPhysics(Physics):
 
     def _per_row(self, fn: Callable[[mujoco.MjData, int], None], n: int) -> None:
         """``fn(data, r)`` for rows 0..n-1, split over the threads, each with its MjData."""
-        bounds = np.linspace(0, n, self.nthread + 1).astype(int)
 
-        def run(j: int) -> None:
-            for r in range(bounds[j], bounds[j + 1]):
+        def block(j: int, rows: range) -> None:
+            for r in rows:
                 fn(self._datas[j], r)
 
-        if self._executor is None:
-            run(0)
-        else:
-            list(self._executor.map(run, range(self.nthread)))
+        self._in_blocks(block, n)
 
     def _last_substep(
         self, start: np.ndarray, act: np.ndarray
@@ -367,7 +375,11 @@ class LoopPhysics(Physics):
                                       strict=True):
                     out[k] = field
 
-        self._each(step, n)
+        def block(_: int, rows: range) -> None:
+            for k in rows:
+                step(k)
+
+        self._in_blocks(block, n)
         unstable = self._unstable(start, new, warned)
         if unstable.any():
             self._load(idx, start)
@@ -379,19 +391,6 @@ class LoopPhysics(Physics):
         cvel, xipos, com = kinematics
         velocity = subtree_velocity(cvel, xipos, com, self.model.body_mass, self._subtree, _TORSO)
         return Moved(new, com[:, _TORSO, :2], self.no_contact(n), unstable, velocity[:, 0])
-
-    def _each(self, fn: Callable[[int], None], n: int) -> None:
-        """``fn(k)`` for k in 0..n-1, in ``nthread`` contiguous blocks."""
-        bounds = np.linspace(0, n, self.nthread + 1).astype(int)
-
-        def run(j: int) -> None:
-            for k in range(bounds[j], bounds[j + 1]):
-                fn(k)
-
-        if self._executor is None:
-            run(0)
-        else:
-            list(self._executor.map(run, range(self.nthread)))
 
     def close(self) -> None:
         if self._executor is not None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from envs import metaworld
 from envs.locomotion_dynamics import DYNAMICS, GYMNASIUM
 from rkmeta_rl.layer_methods import parse_layer_methods
 from rkmeta_rl.rl.gym_tasks import FORMS
@@ -32,7 +33,6 @@ from rkmeta_rl.rl.tasks import (
     FAMILIES,
     GYM_INNER_LR,
     META_BATCH_SIZE,
-    METAWORLD_FORMS,
     describe,
     describe_episodes,
     episodes_of,
@@ -100,7 +100,7 @@ class TrainConfig(MetaStepConfig, StoredConfig):
     """A training run: the meta-step's settings plus the run's own."""
 
     env: str = setting("nav2d", help="task family: " + ", ".join(FAMILIES) + ", "
-                       + METAWORLD_FORMS + " (pip install 'rkmeta-rl[metaworld]'), or "
+                       + metaworld.FORMS + " (pip install 'rkmeta-rl[metaworld]'), or "
                        + FORMS + " of an env with the task protocol")
     dynamics: str = setting(  # envs/locomotion_dynamics
         GYMNASIUM, choices=DYNAMICS,

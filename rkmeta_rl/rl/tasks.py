@@ -149,11 +149,16 @@ class GymFamily(TaskFamily):
 
     def batched_env(self, tasks: list[dict], episodes_per_task: int,
                     seeds: Sequence[int]) -> BatchedGymEnv:
-        n = len(tasks) * episodes_per_task
-        while len(self.pool) < n:
+        rows = [task for task in tasks for _ in range(episodes_per_task)]
+        while len(self.pool) < len(rows):
             self.pool.append(self.make())
+        self.pool = self._arrange(self.pool, rows)
         return BatchedGymEnv(self.pool, tasks, episodes_per_task, seeds,
                              self.max_episode_steps, self.device)
+
+    def _arrange(self, pool: list[gym.Env], rows: list[dict]) -> list[gym.Env]:
+        """The pool in the order its copies take the rows' tasks (as it is, here)."""
+        return pool
 
 
 class MetaWorldFamily(GymFamily):
@@ -171,18 +176,13 @@ class MetaWorldFamily(GymFamily):
     def task_class(self, task: dict) -> str | None:
         return metaworld.task_class(task) if self.classes else None
 
-    def batched_env(self, tasks: list[dict], episodes_per_task: int,
-                    seeds: Sequence[int]) -> BatchedGymEnv:
-        """As :meth:`GymFamily.batched_env`, each row on a copy that holds its task's
-        environment class already where one is free (ML10/ML45: a copy builds another
-        class's environment in about 0.1 s; the balanced meta-batches then need none)."""
-        if self.classes:
-            n = len(tasks) * episodes_per_task
-            while len(self.pool) < n:
-                self.pool.append(self.make())
-            rows = [metaworld.task_class(tasks[i // episodes_per_task]) for i in range(n)]
-            self.pool = metaworld.match_classes(self.pool, rows)
-        return super().batched_env(tasks, episodes_per_task, seeds)
+    def _arrange(self, pool: list[gym.Env], rows: list[dict]) -> list[gym.Env]:
+        """Each row on a copy that holds its task's environment class already where one is
+        free (ML10/ML45: a copy builds another class's environment in about 0.1 s; the
+        balanced meta-batches then need none)."""
+        if not self.classes:
+            return pool
+        return metaworld.match_classes(pool, [metaworld.task_class(t) for t in rows])
 
 
 # Episodes per task and stage (--fast-batch-size): MAML's 20 rollouts per gradient step,
@@ -247,17 +247,14 @@ def family_entry(name: str) -> FamilyEntry:
     unknown names list the valid ones."""
     if name in FAMILIES:
         return FAMILIES[name]
-    if name.startswith(METAWORLD_PREFIX):
+    if name.startswith(metaworld.PREFIX):
         return _metaworld_entry(name)
     if not is_gym_name(name):
         raise ValueError(f"unknown env {name!r}; valid choices: {', '.join(FAMILIES)}, "
-                         f"{METAWORLD_FORMS}, {FORMS}")
+                         f"{metaworld.FORMS}, {FORMS}")
     return _gym_entry(name)
 
 
-METAWORLD_PREFIX = "metaworld-"
-METAWORLD_FORMS = "metaworld-ml1:ENV (such as metaworld-ml1:reach-v3), metaworld-ml10, " \
-                  "metaworld-ml45"
 # Meta-World's MAML-TRPO baseline, per benchmark: the Meta-World paper's Table 9 (Yu et al.,
 # 2019, arXiv:1910.10897, appendix: "Hyperparameters used for Garage experiments with
 # MAML"): meta-batch 20 / 20 / 45 tasks and 10 / 10 / 20 episodes per task (ML1 / ML10 /
