@@ -121,6 +121,8 @@ def counted_flops(trainer: Trainer, cfg: TrainConfig, impl: str) -> dict[str, fl
     readings), and the count is taken at each reading."""
     module = plain_trpo if impl == "plain" else package_step
     counts: list[int] = []
+    threads = torch.get_num_threads()  # counted on one thread: a dispatch mode sees only its
+    torch.set_num_threads(1)  # own thread's ops, not the chunk threads' (rl/chunk_threads.py)
     with ProductFlops() as counter:
         def perf_counter() -> float:
             counts.append(counter.flops)
@@ -135,6 +137,7 @@ def counted_flops(trainer: Trainer, cfg: TrainConfig, impl: str) -> dict[str, fl
                 trainer.meta_step(tasks)
         finally:
             module.time = time  # type: ignore[attr-defined]
+            torch.set_num_threads(threads)
     return {"flops total": float(counter.flops), "flops cg": float(counts[-2] - counts[-3])}
 
 

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from rkmeta_rl.rk import Params, Scheme, repeat_params, stage_points
+from rkmeta_rl.rl.chunk_threads import map_chunks
 from rkmeta_rl.rl.config import MetaStepConfig
 from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.losses import StageObjective, kl_weights, reinforce_loss
@@ -112,8 +113,9 @@ def curvature_fvp(
     if hessian is None and any(m != 0.0 for m, w in zip(moves, kl_weights(tableau),
                                                           strict=True) if w):
         hessian = ChunkedHessian(policy, theta, data[0])
-    chunks = []  # per chunk: (its H or None, [(β_i, linearization, Fisher on μ, on log σ)])
-    for c, part in enumerate(data[0].task_chunks()):
+
+    def linearized(part: slice) -> list:
+        """[(β_i, linearization, Fisher on μ, on log σ)] per stage with w_i > 0."""
         stages = []
         for i, w in enumerate(kl_weights(tableau)):
             if w == 0:
@@ -124,13 +126,17 @@ def curvature_fvp(
             weight = step_weights(mask, w / num_tasks)  # (T_c, N, 1)
             stages.append((moves[i], net, weight * torch.exp(-2.0 * net.log_std),
                            2.0 * weight.sum(-2)))
-        chunks.append((hessian.parts[c][1] if hessian is not None else None, stages))
+        return stages
+
+    parts = data[0].task_chunks()
+    device = data[0].obs.device
+    chunks = list(zip([None] * len(parts) if hessian is None else [h for _, h in hessian.parts],
+                      map_chunks(linearized, parts, device), strict=True))
 
     def fvp(v: Tensor) -> Tensor:
         v_theta = unflatten(v, theta)
         total = {n: cfg.cg_damping * x for n, x in v_theta.items()}
-        for chunk_hessian, stages in chunks:
-            part = _chunk_product(chunk_hessian, stages, v_theta)
+        for part in map_chunks(lambda chunk: _chunk_product(*chunk, v_theta), chunks, device):
             total = {n: total[n] + part[n] for n in total}
         return torch.cat([total[n].reshape(-1) for n in theta])
 

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from rkmeta_rl.rk import Params, Scheme, rk_combination
+from rkmeta_rl.rl.chunk_threads import map_chunks
 from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.policy import GaussianMLPPolicy, gaussian_kl, gaussian_log_prob
 from rkmeta_rl.tableau import Tableau
@@ -117,16 +118,19 @@ class StageObjective:
         """(surrogate, KL) at ``points`` as numbers, one policy evaluation per stage, over
         the tasks in chunks (``Episodes.task_chunks``; the same numbers as in one go)."""
         terms = {}
+
+        def chunk_terms(i: int, part: slice) -> tuple[Tensor, Tensor]:
+            ep = self.data[i].tasks(part)
+            out = self.policy({n: v[part] for n, v in points[i].items()}, ep.flat()[0])
+            mean, log_std, log_prob = (x[part] for x in self.old[i])
+            return _surrogate_terms(out, ep, log_prob), _kl_terms(out, ep, mean, log_std)
+
         with torch.no_grad():
             for i in self.active:
-                surrogate, kl = [], []
-                for part in self.data[i].task_chunks():
-                    ep = self.data[i].tasks(part)
-                    out = self.policy({n: v[part] for n, v in points[i].items()}, ep.flat()[0])
-                    mean, log_std, log_prob = (x[part] for x in self.old[i])
-                    surrogate.append(_surrogate_terms(out, ep, log_prob))
-                    kl.append(_kl_terms(out, ep, mean, log_std))
-                terms[i] = torch.cat(surrogate).mean(), torch.cat(kl).mean()
+                parts = map_chunks(lambda part, i=i: chunk_terms(i, part),
+                                   self.data[i].task_chunks(), self.data[i].obs.device)
+                terms[i] = (torch.cat([p[0] for p in parts]).mean(),
+                            torch.cat([p[1] for p in parts]).mean())
             surrogate = rk_combination(points, self.tableau, lambda i, p: terms[i][0])
             kl = torch.stack([self.weights[i] * terms[i][1] for i in self.active]).sum()
         return surrogate.item(), kl.item()

@@ -18,29 +18,33 @@ def step_weights(mask: Tensor, scale: float) -> Tensor:
     return (scale * mask / mask.sum(-1, keepdim=True).clamp_min(1.0)).unsqueeze(-1)
 
 
-# BLAS runs thin products (a side of at most THIN, e.g. 2 actions or 2 nav2d inputs) far
-# below its rate for square ones; measured here, one thread, 10k rows × 100: (·, 2) @ (2,
-# 100) 3.4× faster as 2 broadcast multiply-adds, (·, 100) @ (100, 2) 2× and aᵀd into
-# (100, 2) 8× faster with the thin side as the rows of the product (transposed).
+# BLAS runs products with a thin side far below its rate for square ones. Measured here
+# (MKL, one thread, AMD EPYC), 8k-10k rows × 100: (·, 2) @ (2, 100) 3.4× faster as 2
+# broadcast multiply-adds (a side of at most THIN); (·, 100) @ (100, o) 2-3.5× faster for
+# o ≤ NARROW with the (100, o) side stored column-major (1.0× from o = 12 on); aᵀd into
+# (100, 2) 6-8× faster with the thin side as the rows of the product (transposed). A
+# broadcast multiply with a strided row runs several times slower than with a contiguous one.
 THIN = 4
+NARROW = 8
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """a @ b for a (T, N, i) and b (i, o) or (T, i, o), thin shapes done the fast way."""
     if a.shape[-1] <= THIN:
-        rows = [b[k] if b.dim() == 2 else b[:, k:k + 1] for k in range(a.shape[-1])]
+        rows = [(b[k] if b.dim() == 2 else b[:, k:k + 1]).contiguous()
+                for k in range(a.shape[-1])]
         out = a[..., :1] * rows[0]
         for k in range(1, a.shape[-1]):
             out.addcmul_(a[..., k:k + 1], rows[k])
         return out
-    if b.shape[-1] <= THIN:
-        return torch.matmul(b.transpose(-1, -2), a.transpose(-1, -2)).transpose(-1, -2)
+    if b.shape[-1] <= NARROW:
+        return torch.matmul(a, b.transpose(-1, -2).contiguous().transpose(-1, -2))
     return torch.matmul(a, b)
 
 
 def add_matmul_(acc: Tensor, a: Tensor, b: Tensor) -> Tensor:
     """acc += a @ b in place: a (T, N, i), b (i, o) or (T, i, o)."""
-    if min(a.shape[-1], b.shape[-1]) <= THIN or not acc.is_contiguous():
+    if a.shape[-1] <= THIN or b.shape[-1] <= NARROW or not acc.is_contiguous():
         return acc.add_(matmul(a, b))
     if b.dim() == 2:
         acc.view(-1, acc.shape[-1]).addmm_(a.reshape(-1, a.shape[-1]), b)
@@ -143,52 +147,62 @@ def has_thin_ends(policy: GaussianMLPPolicy) -> bool:
     return policy.n_layers == 3 and (policy.obs_dim + 1) * policy.act_dim <= THIN_ENDS
 
 
+def first_rows(v: Params) -> Tensor:
+    """dW̃_0 = (dW_0; db_0), the first layer's tangent on x̃ = (state, 1): (K, w0) or
+    (T, K, w0), K = d + 1."""
+    return torch.cat([v["w0"], v["b0"].unsqueeze(-2)], -2)
+
+
 class ThinMLPLinearization(MLPLinearization):
     """:class:`MLPLinearization` for two hidden layers between thin ends (e.g. 2D
     navigation: 2 inputs, 2 actions), where only W_1 (width_0 × width_1) makes big products.
 
-    With the rows B_l[n] = W_1 diag(m_1,n) W_2[:, l] (width_0 each, l over the A actions,
-    cached: A big products once), the W_1 products of the forward and reverse modes become
-    per-row dot products:  (((da_1 W_1) ⊙ m_1) W_2)[n, l] = da_1,n · B_l[n]  and
-    ((δ_2 W_2ᵀ ⊙ m_1) W_1ᵀ)[n] = Σ_l δ_2,nl B_l[n]. One big product each remains
-    (a_1 dW_1 forward, a_1ᵀ δ_1 reverse) instead of two.
+    With the rows E_l[n] = m_0,n ⊙ (W_1 diag(m_1,n) W_2[:, l]) (width_0 each, l over the A
+    actions, cached: A big products once), the W_1 products of the forward and reverse
+    modes need no big product: forward, with da_1 = (x̃ dW̃_0) ⊙ m_0,
+    (((da_1 W_1) ⊙ m_1) W_2)[n, l] = Σ_k x̃_nk (E_l[n] · dW̃_0[k]), a thin product of E with
+    dW̃_0; reverse, ((δ_2 W_2ᵀ ⊙ m_1) W_1ᵀ ⊙ m_0)[n] = Σ_l δ_2,nl E_l[n]. One big product each
+    remains (a_1 dW_1 forward, a_1ᵀ δ_1 reverse) instead of two.
     """
 
     def __init__(self, policy: GaussianMLPPolicy, params: Params, obs: Tensor) -> None:
         super().__init__(policy, params, obs)
-        self._b: Tensor | None = None
+        self._e: Tensor | None = None
+        self.x1 = torch.cat([obs, torch.ones_like(obs[..., :1])], -1)  # x̃ (T, N, K)
 
     @property
-    def b(self) -> Tensor:
-        """B (T, N, A, width_0): the rows B_l side by side, for the per-row dot products."""
-        if self._b is None:
+    def e(self) -> Tensor:
+        """E (T, N, A, width_0): the rows E_l side by side."""
+        if self._e is None:
             w1t, w2 = self.w(1).transpose(-1, -2), self.w(2)
-            self._b = torch.stack([matmul(self.gates[1] * w2[..., j].unsqueeze(-2), w1t)
-                                   for j in range(w2.shape[-1])], -2)
-        return self._b
+            self._e = torch.stack([matmul(self.gates[1] * w2[..., j].unsqueeze(-2), w1t)
+                                   .mul_(self.gates[0]) for j in range(w2.shape[-1])], -2)
+        return self._e
 
-    def through_b(self, d: Tensor) -> Tensor:
-        """Σ_l d_l B_l for d (T, N, A): (T, N, width_0)."""
-        out = d[..., :1] * self.b[..., 0, :]
+    def through_e(self, d: Tensor) -> Tensor:
+        """Σ_l d_l E_l for d (T, N, A): (T, N, width_0)."""
+        out = d[..., :1] * self.e[..., 0, :]
         for j in range(1, d.shape[-1]):
-            out.addcmul_(d[..., j:j + 1], self.b[..., j, :])
+            out.addcmul_(d[..., j:j + 1], self.e[..., j, :])
         return out
 
-    def thin_jvp(self, v: Params) -> tuple[Tensor, Tensor, Tensor]:
-        """(da_1, p = (a_1 dW_1 + db_1) ⊙ m_1, dμ) along v; da_2 = (da_1 W_1) ⊙ m_1 + p."""
-        x, a1, a2 = self.acts
-        da1 = matmul(x, v["w0"]).add_(v["b0"].unsqueeze(-2)).mul_(self.gates[0])
+    def thin_jvp(self, v: Params) -> tuple[Tensor, Tensor]:
+        """(p = (a_1 dW_1 + db_1) ⊙ m_1, dμ) along v; da_2 = (da_1 W_1) ⊙ m_1 + p."""
+        _, a1, a2 = self.acts
         p = affine(a1, v["w1"], v["b1"]).mul_(self.gates[1])
         d_mean = matmul(p, self.w(2)).add_(matmul(a2, v["w2"])).add_(v["b2"].unsqueeze(-2))
-        d_mean += torch.matmul(self.b, da1.unsqueeze(-1)).squeeze(-1)  # da_1 · B_l, every l
-        return da1, p, d_mean
+        e = self.e
+        t_, n_, a_, w_ = e.shape  # E_l[n] · dW̃_0[k] for every l, k: one thin product
+        dots = matmul(e.view(t_, n_ * a_, w_), first_rows(v).transpose(-1, -2))
+        d_mean += (dots.view(t_, n_, a_, -1) * self.x1.unsqueeze(-2)).sum(-1)
+        return p, d_mean
 
     def jvp_mean(self, v: Params) -> Tensor:
-        return self.thin_jvp(v)[2]
+        return self.thin_jvp(v)[1]
 
     def vjp(self, d_mean: Tensor, d_log_std: Tensor, per_task: bool) -> Params:
         d1 = matmul(d_mean, self.w(2).transpose(-1, -2)).mul_(self.gates[1])
-        d0 = self.through_b(d_mean).mul_(self.gates[0])  # the W_1 product, through B
+        d0 = self.through_e(d_mean)  # the W_1 product, through E
         out = self.weight_grads([d0, d1, d_mean], per_task)
         out["log_std"] = task_sum(d_log_std, per_task)
         return out

@@ -9,12 +9,14 @@ import torch
 from torch import Tensor
 
 from rkmeta_rl.rk import Params
+from rkmeta_rl.rl.chunk_threads import map_chunks
 from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.mlp_products import (
     MLPLinearization,
     ThinMLPLinearization,
     add_matmul_,
     bias_sum,
+    first_rows,
     has_thin_ends,
     matmul,
     outer,
@@ -22,12 +24,6 @@ from rkmeta_rl.rl.mlp_products import (
     task_sum,
 )
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
-
-
-def _first_rows(v: Params) -> Tensor:
-    """dW̃_0 = (dW_0; db_0), the first layer's tangent on x̃ = (state, 1): (K, w0) or
-    (T, K, w0)."""
-    return torch.cat([v["w0"], v["b0"].unsqueeze(-2)], -2)
 
 
 class ReinforceHessian:
@@ -106,7 +102,7 @@ class ReinforceHessian:
         """Layer 0's gradients and layer 1's da_1ᵀ δ_1 term, through the moments."""
         c = self.moments  # (T, K, w0, w1)
         w1 = v["w1"].unsqueeze(-3)  # (1 or T, 1, w0, w1)
-        w0 = _first_rows(v)
+        w0 = first_rows(v)
         first = outer(self.x1, r_delta0, per_task) + task_sum((c * w1).sum(-1), per_task)
         out["w0"], out["b0"] = first[..., :-1, :], first[..., -1, :]
         out["w1"] += task_sum((c * w0.unsqueeze(-1)).sum(-3), per_task)
@@ -117,7 +113,7 @@ class ThinReinforceHessian(ReinforceHessian):
     (:class:`~rkmeta_rl.rl.mlp_products.ThinMLPLinearization`): two big products per call
     instead of four.
 
-    Besides the rows B_l and the moments C_k, the moments D_kl[j, i] = Σ_n x̃_nk m_0,nj
+    Besides the rows E_l and the moments C_k, the moments D_kl[j, i] = Σ_n x̃_nk m_0,nj
     m_1,ni g_nl (K·A big products, once) carry the two W_1 products that only ever meet the
     thin x̃ and g:
       ((da_1 W_1) ⊙ m_1)ᵀ g [i, l] = Σ_{k,j} dW̃_0[k, j] W_1[j, i] D_kl[j, i],
@@ -150,10 +146,10 @@ class ThinReinforceHessian(ReinforceHessian):
 
     def __call__(self, v: Params, per_task: bool) -> Params:
         net = self.net
-        (_, a1, a2), (m0, m1), w1, w2 = net.acts, net.gates, net.w(1), net.w(2)
+        (_, a1, a2), m1, w1, w2 = net.acts, net.gates[1], net.w(1), net.w(2)
         c, d = self.moments, self.d_moments  # (T, K, w0, w1), (T, K, A, w0, w1)
-        v0 = _first_rows(v)
-        da1, p, d_mean = net.thin_jvp(v)
+        v0 = first_rows(v)
+        p, d_mean = net.thin_jvp(v)
         d_log_std = v["log_std"].unsqueeze(-2)
         r_g = self.c_inv_var * d_mean - 2.0 * self.g * d_log_std  # Rδ_2
         out: Params = {}
@@ -168,12 +164,11 @@ class ThinReinforceHessian(ReinforceHessian):
         out["w1"] = outer(a1, r_d1, per_task) + task_sum((c * v0.unsqueeze(-1)).sum(-3),
                                                          per_task)
         out["b1"] = bias_sum(r_d1, per_task)
-        # layer 0: x̃ᵀ Rδ_0, Rδ_0 = (Rδ_1 W_1ᵀ + δ_1 dW_1ᵀ) ⊙ m_0: the Rδ_2 part through B,
+        # layer 0: x̃ᵀ Rδ_0, Rδ_0 = (Rδ_1 W_1ᵀ + δ_1 dW_1ᵀ) ⊙ m_0: the Rδ_2 part through E,
         # the g dW_2ᵀ part through D, the δ_1 dW_1ᵀ part through C
         w1_v2 = w1.unsqueeze(-3) * v["w2"].transpose(-1, -2).unsqueeze(-2)  # (…, A, w0, w1)
         via_moments = (d * w1_v2.unsqueeze(-4)).sum((-3, -1)) + (c * v["w1"].unsqueeze(-3)).sum(-1)
-        first = outer(self.x1, net.through_b(r_g).mul_(m0), per_task) + task_sum(via_moments,
-                                                                                  per_task)
+        first = outer(self.x1, net.through_e(r_g), per_task) + task_sum(via_moments, per_task)
         out["w0"], out["b0"] = first[..., :-1, :], first[..., -1, :]
         out["log_std"] = self._r_log_std(d_mean, d_log_std, per_task)
         return out
@@ -193,17 +188,22 @@ def tasks_of(params: Params, part: slice, shared: Params) -> Params:
 
 
 class ChunkedHessian:
-    """:class:`ReinforceHessian` over the tasks in chunks (``Episodes.task_chunks``), at θ."""
+    """:class:`ReinforceHessian` over the tasks in chunks (``Episodes.task_chunks``), at θ;
+    the chunks on torch's threads (``rkmeta_rl/rl/chunk_threads.py``)."""
 
     def __init__(self, policy: GaussianMLPPolicy, theta: Params, episodes: Episodes) -> None:
         self.theta = {n: v.detach() for n, v in theta.items()}
-        self.parts = [(part, reinforce_hessian(policy, self.theta, episodes.tasks(part)))
-                      for part in episodes.task_chunks()]
+        self.device = episodes.obs.device
+        parts = episodes.task_chunks()
+        self.parts = list(zip(parts, map_chunks(
+            lambda part: reinforce_hessian(policy, self.theta, episodes.tasks(part)), parts,
+            self.device), strict=True))
 
     def __call__(self, v: Params, per_task: bool) -> Params:
         """∇²L v: v shared or per task; the result per task or summed over tasks."""
-        return self._join([hessian(tasks_of(v, part, self.theta), per_task)
-                           for part, hessian in self.parts], per_task)
+        return self._join(map_chunks(
+            lambda chunk: chunk[1](tasks_of(v, chunk[0], self.theta), per_task), self.parts,
+            self.device), per_task)
 
     def gradient(self, per_task: bool = True) -> Params:
         """∇L at θ: each task's own gradient (k_1, (T, ...)), or their sum."""
