@@ -11,26 +11,16 @@ count, and the callers add the chunks' parts in chunk order.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
 
+from rkmeta_rl.rl.episodes import one_torch_thread
+
 Item = TypeVar("Item")
 Out = TypeVar("Out")
-
-
-@contextmanager
-def _one_torch_thread() -> Iterator[int]:
-    """Torch on one thread inside; yields the count before (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield before
-    finally:
-        torch.set_num_threads(before)
 
 
 def map_chunks(fn: Callable[[Item], Out], items: Sequence[Item],
@@ -48,6 +38,6 @@ def map_chunks(fn: Callable[[Item], Out], items: Sequence[Item],
             return fn(x)
 
     # set in each thread too: torch's setting of MKL's thread count is per thread
-    with _one_torch_thread() as threads, ThreadPoolExecutor(
+    with one_torch_thread(), ThreadPoolExecutor(
             min(threads, len(items)), initializer=torch.set_num_threads, initargs=(1,)) as pool:
         return list(pool.map(run, items))

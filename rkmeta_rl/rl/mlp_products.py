@@ -147,6 +147,11 @@ def has_thin_ends(policy: GaussianMLPPolicy) -> bool:
     return policy.n_layers == 3 and (policy.obs_dim + 1) * policy.act_dim <= THIN_ENDS
 
 
+def with_ones(obs: Tensor) -> Tensor:
+    """x̃ = (state, 1): (T, N, d) -> (T, N, d + 1)."""
+    return torch.cat([obs, torch.ones_like(obs[..., :1])], -1)
+
+
 def first_rows(v: Params) -> Tensor:
     """dW̃_0 = (dW_0; db_0), the first layer's tangent on x̃ = (state, 1): (K, w0) or
     (T, K, w0), K = d + 1."""
@@ -168,7 +173,7 @@ class ThinMLPLinearization(MLPLinearization):
     def __init__(self, policy: GaussianMLPPolicy, params: Params, obs: Tensor) -> None:
         super().__init__(policy, params, obs)
         self._e: Tensor | None = None
-        self.x1 = torch.cat([obs, torch.ones_like(obs[..., :1])], -1)  # x̃ (T, N, K)
+        self.x1 = with_ones(obs)  # x̃ (T, N, K)
 
     @property
     def e(self) -> Tensor:

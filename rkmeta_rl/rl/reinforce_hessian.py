@@ -22,6 +22,7 @@ from rkmeta_rl.rl.mlp_products import (
     outer,
     step_weights,
     task_sum,
+    with_ones,
 )
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
 
@@ -55,7 +56,7 @@ class ReinforceHessian:
         self.d2_log_std = (2.0 * c * r * r * inv_var).sum(-2)  # ∂²L/∂logσ², (T, A)
         self.d_log_std = (c * (1.0 - r * r * inv_var)).sum(-2)  # ∂L/∂logσ, (T, A)
         self.deltas = net.backward_deltas(self.g)
-        self.x1 = torch.cat([obs, torch.ones_like(obs[..., :1])], -1)  # x̃ (T, N, d+1)
+        self.x1 = with_ones(obs)  # x̃ (T, N, d+1)
         self._moments: Tensor | None = None
 
     @property
