@@ -115,8 +115,8 @@ class ThinReinforceHessian(ReinforceHessian):
     instead of four.
 
     Besides the rows E_l and the moments C_k, the moments D_kl[j, i] = Σ_n x̃_nk m_0,nj
-    m_1,ni g_nl (K·A big products, once) carry the two W_1 products that only ever meet the
-    thin x̃ and g:
+    m_1,ni g_nl (once: one product K·A times as wide as a big one) carry the two W_1
+    products that only ever meet the thin x̃ and g:
       ((da_1 W_1) ⊙ m_1)ᵀ g [i, l] = Σ_{k,j} dW̃_0[k, j] W_1[j, i] D_kl[j, i],
       x̃ᵀ((((g dW_2ᵀ) ⊙ m_1) W_1ᵀ) ⊙ m_0)[k, j] = Σ_{i,l} W_1[j, i] dW_2[i, l] D_kl[j, i].
     """
@@ -137,12 +137,15 @@ class ThinReinforceHessian(ReinforceHessian):
 
     @property
     def d_moments(self) -> Tensor:
-        """D_kl[j, i] per task: (T, K, A, width_0, width_1)."""
+        """D_kl[j, i] per task: (T, K, A, width_0, width_1), all K·A of them as one product
+        (Σ_n (x̃_nk g_nl m_0,n) ⊗ m_1,n: the weights on one side)."""
         if self._d_moments is None:
-            gates, g = self.net.gates, self.g
-            self._d_moments = torch.stack([torch.stack([
-                outer(self.x1[..., k:k + 1] * gates[0], gates[1] * g[..., j:j + 1], True)
-                for j in range(g.shape[-1])], 1) for k in range(self.x1.shape[-1])], 1)
+            (m0, m1), g = self.net.gates, self.g
+            t_, n_, w0 = m0.shape
+            k_, a_ = self.x1.shape[-1], g.shape[-1]
+            weights = (self.x1.unsqueeze(-1) * g.unsqueeze(-2)).view(t_, n_, k_ * a_, 1)
+            left = (weights * m0.unsqueeze(-2)).view(t_, n_, k_ * a_ * w0)
+            self._d_moments = torch.matmul(left.transpose(-1, -2), m1).view(t_, k_, a_, w0, -1)
         return self._d_moments
 
     def __call__(self, v: Params, per_task: bool) -> Params:
