@@ -87,11 +87,10 @@ class MLPLinearization:
         with torch.no_grad():
             self.acts, self.gates, h = [obs], [], obs  # acts[l]: input of layer l, (T, N, ·)
             for layer in range(self.n_layers):
-                h = torch.matmul(h, self.w(layer)) + self.params[f"b{layer}"].unsqueeze(-2)
+                h = matmul(h, self.w(layer)).add_(self.params[f"b{layer}"].unsqueeze(-2))
                 if layer < self.n_layers - 1:
                     self.gates.append((h > 0).to(h.dtype))
-                    h = h * self.gates[-1]
-                    self.acts.append(h)
+                    self.acts.append(h.mul_(self.gates[-1]))
         self.mean = h  # (T, N, A)
         self.log_std = self.params["log_std"].unsqueeze(-2)  # (T, 1, A) or (1, A)
 
