@@ -31,11 +31,11 @@ machine's rate for the products the curvature makes (GFLOP/s, the best of ``--ra
 three chunk shapes, median of 20 calls) and takes the higher of the two. After the timed
 iterations it runs one more of each implementation under a dispatch mode that counts the
 FLOPs of every matrix product (mm, bmm, addmm, baddbmm, forward and backward: 2·m·k·n
-each). ``floor cg`` and ``floor total`` are then (FLOPs / rate) / seconds: the fraction of
-the machine's product rate that conjugate gradient (its curvature products) and the whole
-meta-iteration reach; 1.0 would be products alone at full speed, with no elementwise
-work, copies or Python. The first line names the CPU, so that figures from different
-machines can be told apart.
+each), on one thread (the count does not depend on it). ``floor cg`` and ``floor total``
+are then (FLOPs / rate) / seconds: the fraction of the machine's product rate that
+conjugate gradient (its curvature products) and the whole meta-iteration reach; 1.0
+would be products alone at full speed, with no elementwise work, copies or Python. The
+first line names the CPU, so that figures from different machines can be told apart.
 """
 
 from __future__ import annotations
