@@ -6,6 +6,8 @@ A actions; parameters shared (θ) or per task (a leading T).
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import torch
 from torch import Tensor
 
@@ -72,6 +74,11 @@ def task_sum(x: Tensor, per_task: bool) -> Tensor:
     return x if per_task else x.sum(0)
 
 
+def with_ones(obs: Tensor) -> Tensor:
+    """x̃ = (state, 1): (T, N, d) -> (T, N, d + 1)."""
+    return torch.cat([obs, torch.ones_like(obs[..., :1])], -1)
+
+
 class MLPLinearization:
     """The policy's activations at one point on one batch of states, kept for repeated
     forward-mode (:meth:`jvp`) and reverse-mode (:meth:`vjp`) products.
@@ -93,6 +100,11 @@ class MLPLinearization:
                     self.acts.append(h.mul_(self.gates[-1]))
         self.mean = h  # (T, N, A)
         self.log_std = self.params["log_std"].unsqueeze(-2)  # (T, 1, A) or (1, A)
+
+    @cached_property
+    def x1(self) -> Tensor:
+        """x̃ = (state, 1) (T, N, d + 1): the first layer's input with its bias column."""
+        return with_ones(self.acts[0])
 
     def w(self, layer: int) -> Tensor:
         return self.params[f"w{layer}"]
@@ -146,11 +158,6 @@ def has_thin_ends(policy: GaussianMLPPolicy) -> bool:
     return policy.n_layers == 3 and (policy.obs_dim + 1) * policy.act_dim <= THIN_ENDS
 
 
-def with_ones(obs: Tensor) -> Tensor:
-    """x̃ = (state, 1): (T, N, d) -> (T, N, d + 1)."""
-    return torch.cat([obs, torch.ones_like(obs[..., :1])], -1)
-
-
 def first_rows(v: Params) -> Tensor:
     """dW̃_0 = (dW_0; db_0), the first layer's tangent on x̃ = (state, 1): (K, w0) or
     (T, K, w0), K = d + 1."""
@@ -172,7 +179,6 @@ class ThinMLPLinearization(MLPLinearization):
     def __init__(self, policy: GaussianMLPPolicy, params: Params, obs: Tensor) -> None:
         super().__init__(policy, params, obs)
         self._e: Tensor | None = None
-        self.x1 = with_ones(obs)  # x̃ (T, N, K)
 
     @property
     def e(self) -> Tensor:

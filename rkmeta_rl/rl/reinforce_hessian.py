@@ -22,7 +22,6 @@ from rkmeta_rl.rl.mlp_products import (
     outer,
     step_weights,
     task_sum,
-    with_ones,
 )
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
 
@@ -56,7 +55,7 @@ class ReinforceHessian:
         self.d2_log_std = (2.0 * c * r * r * inv_var).sum(-2)  # ∂²L/∂logσ², (T, A)
         self.d_log_std = (c * (1.0 - r * r * inv_var)).sum(-2)  # ∂L/∂logσ, (T, A)
         self.deltas = net.backward_deltas(self.g)
-        self.x1 = with_ones(obs)  # x̃ (T, N, d+1)
+        self.x1 = net.x1  # x̃ (T, N, d+1)
         self._moments: Tensor | None = None
 
     @property
@@ -211,7 +210,8 @@ class ChunkedHessian:
 
     def gradient(self, per_task: bool = True) -> Params:
         """∇L at θ: each task's own gradient (k_1, (T, ...)), or their sum."""
-        return self._join([hessian.gradient(per_task) for _, hessian in self.parts], per_task)
+        return self._join(map_chunks(lambda chunk: chunk[1].gradient(per_task), self.parts,
+                                     self.device), per_task)
 
     @staticmethod
     def _join(outs: list[Params], per_task: bool) -> Params:
