@@ -1,11 +1,13 @@
-"""Seconds per RK-TRPO meta-iteration on 2D navigation, split by phase.
+"""Seconds per RK-TRPO meta-iteration, split by phase (2D navigation unless --env says).
 
     python scripts/bench_meta_step.py                   # paper: 40 tasks x 20 episodes, 2x100
+    python scripts/bench_meta_step.py --env halfcheetah-vel --dynamics maml   # paper's cheetah
     python scripts/bench_meta_step.py --tasks 20 --hidden 64,64   # pytorch-maml-rl's nav2d size
     python scripts/bench_meta_step.py --fractions 1,0.5,0.25      # exact vs subsampled curvature
     python scripts/bench_meta_step.py --impl rkmeta-rl,plain --threads 1,2   # the yardstick
     python scripts/bench_meta_step.py --tasks 10,20,40,80 --hidden "64,64;100,100;200,200"
     python scripts/bench_meta_step.py --method midpoint,rk3,rk4,ralston-fo   # cost per tableau
+    python scripts/bench_meta_step.py --layer-methods "[wb]2=midpoint,*=frozen:midpoint"  # ANIL
     python scripts/bench_meta_step.py --rates           # the machine's bmm and add rates
     python scripts/bench_meta_step.py --profile         # where one iteration's time goes
 
@@ -18,8 +20,9 @@ trust the ratios taken in one process more than the absolute seconds.
 ``--impl`` picks what takes the step:
   rkmeta-rl  the package's meta-step (closed-form curvature and gradient where the tableau
              allows, ``rkmeta_rl/rl/curvature.py``);
-  autograd   the package's general path, as for a tableau per parameter group: double
-             backward through the stage construction (``curvature.double_backward_fvp``);
+  autograd   the package's general path, forced for the same tableau: double backward
+             through the stage construction (``curvature.double_backward_fvp``), what a
+             tableau per parameter group takes when a group's points need later k_j;
   plain      the yardstick, a straightforward implementation written in
              ``scripts/plain_trpo.py``: per-task parameters through bmm, conjugate gradient
              on double-backward products of the weighted KL.
@@ -41,16 +44,15 @@ first line names the CPU, so that figures from different machines can be told ap
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import platform
 import statistics
 import time
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
-import plain_trpo
 import torch
-from plain_trpo import plain_meta_step
 from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -58,18 +60,35 @@ import rkmeta_rl.rl.meta_step as package_step
 from rkmeta_rl.rk import Scheme
 from rkmeta_rl.rl.config import TrainConfig, resolve
 from rkmeta_rl.rl.episodes import CHUNK_ROWS
+from rkmeta_rl.rl.paths import DoubleBackward
 from rkmeta_rl.rl.trainer import Trainer
 
 PHASES = ("sampling", "inner_adaptation", "cg", "line_search")
 IMPLS = ("rkmeta-rl", "autograd", "plain")
 
 
+def _plain() -> ModuleType:
+    """scripts/plain_trpo.py, the yardstick (imported when used: it sits beside this script,
+    which Python finds only when the script runs as a script)."""
+    import plain_trpo
+
+    return plain_trpo
+
+
 def make_trainer(cfg: TrainConfig, impl: str) -> Trainer:
     trainer = Trainer(cfg, "unused")
-    if impl == "autograd":  # the same tableau for every parameter, as a scheme
-        trainer.tableau = Scheme.uniform(trainer.tableau, trainer.h, trainer.policy.params())
-        trainer.h = None
+    if impl == "autograd":  # the same tableau(s), forced through double backward
+        if not isinstance(trainer.tableau, Scheme):  # one tableau for every parameter
+            trainer.tableau = Scheme.uniform(trainer.tableau, trainer.h,
+                                             trainer.policy.params())
+            trainer.h = None
+        trainer.meta_step = functools.partial(_double_backward_step, trainer)
     return trainer
+
+
+def _double_backward_step(trainer: Trainer, tasks: list[dict]) -> package_step.TRPOStepResult:
+    return package_step.meta_step(trainer.policy, trainer.sampler(tasks), len(tasks),
+                                  trainer.tableau, trainer.h, trainer.cfg, path=DoubleBackward)
 
 
 def bench(cfgs: dict[str, TrainConfig], iters: int, impls: list[str]
@@ -83,7 +102,7 @@ def bench(cfgs: dict[str, TrainConfig], iters: int, impls: list[str]
         for (m, impl), trainer in trainers.items():
             tasks = trainer.family.sample_tasks(cfgs[m].meta_batch_size)
             t0 = time.perf_counter()
-            seconds = (plain_meta_step(trainer, tasks) if impl == "plain"
+            seconds = (_plain().plain_meta_step(trainer, tasks) if impl == "plain"
                        else trainer.meta_step(tasks).seconds)
             rows[m, impl].append({**seconds, "total": time.perf_counter() - t0})
     medians = {key: {k: statistics.median(r.get(k, 0.0) for r in rs[1:])
@@ -119,7 +138,7 @@ def counted_flops(trainer: Trainer, cfg: TrainConfig, impl: str) -> dict[str, fl
     conjugate-gradient phase (``flops cg``). The phases are the step's own: its clock is
     read at the end of the inner adaptation, of CG and of the line search (the last three
     readings), and the count is taken at each reading."""
-    module = plain_trpo if impl == "plain" else package_step
+    module = _plain() if impl == "plain" else package_step
     counts: list[int] = []
     threads = torch.get_num_threads()  # counted on one thread: a dispatch mode sees only its
     torch.set_num_threads(1)  # own thread's ops, not the chunk threads' (rl/chunk_threads.py)
@@ -132,7 +151,7 @@ def counted_flops(trainer: Trainer, cfg: TrainConfig, impl: str) -> dict[str, fl
         try:
             tasks = trainer.family.sample_tasks(cfg.meta_batch_size)
             if impl == "plain":
-                plain_meta_step(trainer, tasks)
+                module.plain_meta_step(trainer, tasks)
             else:
                 trainer.meta_step(tasks)
         finally:
@@ -208,11 +227,19 @@ def profile_one(cfg: TrainConfig, rows: int = 12) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--env", default="nav2d", help="a built-in task family (rkmeta-rl train's "
+                   "--env); its meta-batch, episodes, horizon and policy unless given")
+    p.add_argument("--dynamics", default=None, help="rkmeta-rl train's --dynamics")
     p.add_argument("--method", default="ralston",
                    help="comma list of tableaus, taken in turn; NAME-fo: first order")
-    p.add_argument("--tasks", default="40", help="comma list of meta-batch sizes")
-    p.add_argument("--episodes", type=int, default=20)
-    p.add_argument("--hidden", default="100,100", help="';'-separated list, e.g. '64,64;100,100'")
+    p.add_argument("--layer-methods", default=None, metavar="RULES",
+                   help="one more configuration, a tableau per parameter group (rkmeta-rl "
+                        "train's --layer-methods), taken in turn with the --method ones")
+    p.add_argument("--tasks", default=None,
+                   help="comma list of meta-batch sizes [the family's]")
+    p.add_argument("--episodes", type=int, default=None, help="per task [the family's]")
+    p.add_argument("--hidden", default=None,
+                   help="';'-separated list, e.g. '64,64;100,100' [the family's]")
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--threads", default="1", help="comma list of torch thread counts")
     p.add_argument("--fractions", default="1", help="comma list of curvature fractions")
@@ -222,34 +249,45 @@ def main() -> None:
     p.add_argument("--rates", action="store_true", help="print the machine's bmm/add rates")
     p.add_argument("--profile", action="store_true", help="profile one iteration, by op")
     args = p.parse_args()
-    hiddens = [[int(x) for x in h.split(",")] for h in args.hidden.split(";")]
-    tasks = [int(t) for t in args.tasks.split(",")]
+    hiddens = ([None] if args.hidden is None
+               else [[int(x) for x in h.split(",")] for h in args.hidden.split(";")])
+    tasks = [None] if args.tasks is None else [int(t) for t in args.tasks.split(",")]
     impls = args.impl.split(",")
     if any(c not in IMPLS for c in impls):
         p.error(f"--impl must be among {', '.join(IMPLS)}, got {args.impl}")
-    methods = args.method.split(",")
-    print(f"CPU {cpu_model()}; methods {args.method}, {args.episodes} episodes x 100 steps per "
-          f"task, first_order {args.first_order}, torch {torch.__version__}, device "
-          f"{args.device}")
+    methods = args.method.split(",") + (["layers"] if args.layer_methods else [])
+
+    def config(n: int | None, hidden: list[int] | None, frac: float,
+               method: str = methods[0]) -> TrainConfig:
+        name = method.removesuffix("-fo")
+        extra = {} if args.dynamics is None else {"dynamics": args.dynamics}
+        if method == "layers":  # the --layer-methods configuration
+            name, extra = "ralston", {**extra, "layer_methods": args.layer_methods}
+        return resolve(TrainConfig(env=args.env, method=name, meta_batch_size=n,
+                                   fast_batch_size=args.episodes, hidden=hidden,
+                                   curvature_fraction=frac,
+                                   first_order=args.first_order or method.endswith("-fo"),
+                                   device=args.device, **extra))
+
+    try:
+        first = config(tasks[0], hiddens[0], float(args.fractions.split(",")[0]))
+    except ValueError as e:  # an unknown --env or --dynamics, a bad size
+        p.error(str(e))
+    steps = first.fast_batch_size * first.max_episode_steps  # per task and stage
+    layers = f" and --layer-methods {args.layer_methods!r} ('layers')" if args.layer_methods else ""
+    print(f"CPU {cpu_model()}; {first.env} ({first.dynamics} dynamics), methods "
+          f"{args.method}{layers}, {first.fast_batch_size} episodes x {first.max_episode_steps} "
+          f"steps per task, first_order {args.first_order}, torch {torch.__version__}, "
+          f"device {args.device}")
     if args.rates:
         for threads in (int(t) for t in args.threads.split(",")):
             torch.set_num_threads(threads)
             print(f"{threads} thread(s):")
-            rates(tasks[0], args.episodes * 100, hiddens[0][0])
+            rates(first.meta_batch_size, steps, first.hidden[0])
         return
-
-    def config(n: int, hidden: list[int], frac: float, method: str = methods[0]
-               ) -> TrainConfig:
-        name = method.removesuffix("-fo")
-        return resolve(TrainConfig(method=name, meta_batch_size=n,
-                                   fast_batch_size=args.episodes, hidden=hidden,
-                                   curvature_fraction=frac,
-                                   first_order=args.first_order or name != method,
-                                   device=args.device))
-
     if args.profile:
         torch.set_num_threads(int(args.threads.split(",")[0]))
-        profile_one(config(tasks[0], hiddens[0], float(args.fractions.split(",")[0])))
+        profile_one(first)
         return
     print(f"{'threads':>7} {'tasks':>5} {'hidden':>8} {'fraction':>8} {'method':>12} "
           f"{'impl':>10} "
@@ -260,10 +298,11 @@ def main() -> None:
                              (float(f) for f in args.fractions.split(",")))
     for threads, n, hidden, frac in grid:
         torch.set_num_threads(threads)
-        before = product_rate(n, args.episodes * 100, hidden[0])
         cfgs = {m: config(n, hidden, frac, m) for m in methods}
+        n, hidden = cfgs[methods[0]].meta_batch_size, cfgs[methods[0]].hidden
+        before = product_rate(n, steps, hidden[0])
         results = bench(cfgs, args.iters, impls)
-        after = product_rate(n, args.episodes * 100, hidden[0])
+        after = product_rate(n, steps, hidden[0])
         rate = max(before, after)  # a busy moment lowers one measurement, not the machine
         print(f"  {threads} thread(s): products at {before / 1e9:.1f} GFLOP/s before the "
               f"iterations, {after / 1e9:.1f} after; the floor takes the higher", flush=True)

@@ -70,3 +70,51 @@ def test_the_floor_splits_the_step_into_its_phases():
         flops = bench.counted_flops(trainer, trainer.cfg, impl)
         assert 0 < flops["flops cg"] < flops["flops total"]
     assert bench.cpu_model()
+
+
+def test_the_bench_takes_the_familys_sizes_and_refuses_an_unknown_env(monkeypatch, capsys):
+    """scripts/bench_meta_step.py --env: the family's episodes and horizon unless given, in
+    its first line; an unknown env or dynamics is one line naming the valid choices."""
+    import sys
+
+    bench = load_script("bench_meta_step")
+    monkeypatch.setattr(bench, "rates", lambda *a: print("rates", *a))  # no timing here
+    monkeypatch.setattr(sys, "argv", ["bench", "--env", "halfcheetah-vel", "--dynamics",
+                                      "maml", "--rates"])
+    bench.main()
+    out = capsys.readouterr().out
+    assert "halfcheetah-vel (maml dynamics)" in out and "20 episodes x 200 steps" in out
+    assert "rates 40 4000 100" in out  # meta-batch, steps per task, width: the family's
+    for flags, message in ((["--env", "nope"], "unknown env 'nope'; valid choices: nav2d"),
+                           (["--env", "halfcheetah-vel", "--dynamics", "bad"],
+                            "unknown dynamics 'bad'; valid choices: gymnasium, maml")):
+        monkeypatch.setattr(sys, "argv", ["bench", *flags])
+        with pytest.raises(SystemExit):
+            bench.main()
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layer_methods", [None, "[wb]2=midpoint,*=frozen:midpoint"])
+def test_the_benchs_autograd_impl_takes_double_backward(layer_methods, monkeypatch):
+    """--impl autograd forces double backward, also for a scheme that choose_path sends to
+    the closed form (ANIL), and takes the same step as the package's default path."""
+    from rkmeta_rl.rl import paths
+
+    bench = load_script("bench_meta_step")
+    calls = []
+    real = paths.double_backward_fvp
+    monkeypatch.setattr(paths, "double_backward_fvp",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    cfg = resolve(TrainConfig(method="midpoint", layer_methods=layer_methods,
+                              meta_batch_size=4, fast_batch_size=5, max_episode_steps=20,
+                              hidden=[16, 16], seed=3))
+    ours, theirs = bench.make_trainer(cfg, "rkmeta-rl"), bench.make_trainer(cfg, "autograd")
+    tasks = ours.family.sample_tasks(4)
+    theirs.family.sample_tasks(4)
+    ours.meta_step(tasks)
+    assert calls == []  # the closed form
+    theirs.meta_step(tasks)
+    assert calls == [1]
+    a, b = flatten(ours.policy.params()).detach(), flatten(theirs.policy.params()).detach()
+    assert (a - b).norm() < 2e-3 * (a - flatten(Trainer(cfg, "unused").policy.params())
+                                    .detach()).norm()

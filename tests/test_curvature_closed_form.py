@@ -18,6 +18,7 @@ from rkmeta_rl.rl.curvature import (
     curvature_fvp,
     double_backward_fvp,
     has_closed_form_curvature,
+    moving,
     points_by_k1,
     stage_moves,
     stagewise_fvp,
@@ -26,6 +27,7 @@ from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.losses import reinforce_loss
 from rkmeta_rl.rl.meta_step import meta_step
 from rkmeta_rl.rl.mlp_products import linearize
+from rkmeta_rl.rl.paths import DoubleBackward
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
 from rkmeta_rl.rl.reinforce_hessian import ChunkedHessian
 from rkmeta_rl.rl.sampler import LocalSampler
@@ -220,8 +222,8 @@ def test_closed_form_gradient_equals_autograd_through_the_stages(method, first_o
     expected = torch.autograd.grad(objective(graph_points), list(theta.values()))
     points = stage_points(repeat_params(theta, T), tab, h, stage_loss,
                           first_order=first_order, create_graph=False)
-    moves = stage_moves(tab, h, cfg)
-    hessian = ChunkedHessian(policy, theta, data[0]) if any(moves) else None
+    moves = stage_moves(tab, h, theta, cfg)
+    hessian = ChunkedHessian(policy, theta, data[0]) if any(map(moving, moves)) else None
     value, got = closed_form_gradient(objective, points, moves, hessian)
     torch.testing.assert_close(value, objective(graph_points).detach())
     for name, ref in zip(theta, expected, strict=True):
@@ -244,7 +246,7 @@ def test_points_by_k1_equal_the_autograd_stage_points(method, chunk_rows):
             torch.testing.assert_close(got[name], ref[name].detach(), rtol=1e-12, atol=1e-12)
 
 
-def _meta_step_theta(tableau_or_scheme, h, seed=0):
+def _meta_step_theta(tableau_or_scheme, h, seed=0, path=None):
     """θ after one meta-step on a small nav2d batch, sampled from a seeded generator."""
     torch.manual_seed(seed)
     policy = GaussianMLPPolicy(2, 2, hidden=(8, 8)).double()
@@ -260,7 +262,7 @@ def _meta_step_theta(tableau_or_scheme, h, seed=0):
                         episodes.rewards.double(), episodes.mask.double())
 
     res = meta_step(policy, sample, len(tasks), tableau_or_scheme, h,
-                    MetaStepConfig(max_kl=0.05))
+                    MetaStepConfig(max_kl=0.05), path=path)
     return res, flatten(policy.params()).detach()
 
 
@@ -272,8 +274,91 @@ def test_meta_step_in_closed_form_equals_the_autograd_step(method, ends):
     tab, h = get_tableau(method), 0.5
     fast, theta_fast = _meta_step_theta(tab, h)
     names = GaussianMLPPolicy(2, 2, hidden=(8, 8)).params()
-    slow, theta_slow = _meta_step_theta(Scheme.uniform(tab, h, names), None)
+    slow, theta_slow = _meta_step_theta(Scheme.uniform(tab, h, names), None,
+                                        path=DoubleBackward)
     assert fast.accepted and slow.accepted
     assert fast.line_search_steps == slow.line_search_steps
+    torch.testing.assert_close(theta_fast, theta_slow, rtol=1e-7, atol=1e-9)
+    assert fast.expected_improvement == pytest.approx(slow.expected_improvement, rel=1e-6)
+
+
+# A tableau per parameter group whose points move by k_1 alone: J_i = I - D_i H with D_i a
+# move per parameter tensor (not symmetric), in closed form since the scheme path came to
+# curvature.py; checked against double backward through the stage construction, which
+# takes the groups' moves from rk.stage_points and knows nothing of D_i.
+SCHEMES = {
+    # ANIL: the output layer adapts by midpoint, the body and log σ stay put
+    "anil": lambda n: ("midpoint" if n in ("w2", "b2") else "frozen:midpoint", 0.6),
+    # midpoint everywhere, a step of its own per layer
+    "steps": lambda n: ("midpoint", {"0": 0.3, "1": 0.6, "2": 0.9}.get(n[-1], 0.45)),
+}
+
+
+def _scheme(kind: str, names) -> Scheme:
+    from rkmeta_rl.layer_methods import method_tableau
+
+    rule = {n: SCHEMES[kind](n) for n in names}
+    return Scheme({n: method_tableau(m) for n, (m, _) in rule.items()},
+                  {n: h for n, (_, h) in rule.items()})
+
+
+@pytest.mark.parametrize("kind", sorted(SCHEMES))
+@pytest.mark.parametrize("first_order", [False, True])
+def test_a_tableau_per_group_takes_the_closed_form_exactly(kind, first_order, chunk_rows,
+                                                           ends):
+    """Points, meta-gradient and curvature of a scheme in closed form against autograd
+    through ``rk.stage_points`` (the points; the gradient by create_graph) and double
+    backward through the weighted KL (the curvature), float64."""
+    policy = _policy()
+    theta = policy.params()
+    scheme = _scheme(kind, theta)
+    data = {i: _episodes(40 + i) for i in range(scheme.stages)}
+    cfg = MetaStepConfig(cg_damping=0.0, first_order=first_order)
+    assert has_closed_form_curvature(scheme, cfg)
+
+    def stage_loss(i, p):
+        return reinforce_loss(policy, p, data[i])
+
+    graph_points = stage_points(repeat_params(theta, T), scheme, None, stage_loss,
+                                first_order=first_order)
+    hessian = ChunkedHessian(policy, theta, data[0])
+    points = points_by_k1(theta, hessian.gradient(), scheme, None)
+    for got, ref in zip(points, graph_points, strict=True):
+        for name in theta:
+            torch.testing.assert_close(got[name], ref[name].detach(), rtol=1e-12, atol=1e-12)
+    moved = points[1]["w2"] - points[0]["w2"]
+    frozen = points[1]["w0"] - points[0]["w0"]
+    assert moved.abs().max() > 1e-3 and (frozen.abs().max() == 0) == (kind == "anil")
+
+    def objective(pts):  # Σ_i a_i S_i, S_i a quadratic in the policy's output
+        total = 0.0
+        for i, p in enumerate(pts):
+            mean, log_std = policy(p, data[i].flat()[0])
+            a = scheme.weight(i)["w0"]
+            total = total + a * ((mean - 0.3).pow(2).mean() + log_std.pow(2).sum())
+        return total
+
+    expected = torch.autograd.grad(objective(graph_points), list(theta.values()))
+    _, got = closed_form_gradient(objective, points, stage_moves(scheme, None, theta, cfg),
+                                  hessian)
+    for name, ref in zip(theta, expected, strict=True):
+        assert ref.abs().max() > 1e-4
+        torch.testing.assert_close(got[name], ref, rtol=1e-10, atol=1e-12)
+
+    fast = curvature_fvp(policy, scheme, None, data, points, theta, cfg)
+    slow = double_backward_fvp(policy, scheme, data, points, theta, cfg)
+    assert_same_products(fast, slow, flatten(theta).numel())
+
+
+def test_a_meta_step_per_group_in_closed_form_equals_the_double_backward_step(ends):
+    """ANIL's whole TRPO meta-step (points, gradient, CG, line search) in closed form against
+    the same step forced through double backward, on the same episodes."""
+    names = GaussianMLPPolicy(2, 2, hidden=(8, 8)).params()
+    scheme = _scheme("anil", names)
+    fast, theta_fast = _meta_step_theta(scheme, None)
+    slow, theta_slow = _meta_step_theta(scheme, None, path=DoubleBackward)
+    assert fast.accepted and slow.accepted
+    assert fast.line_search_steps == slow.line_search_steps
+    assert (theta_fast - flatten(names).detach()).abs().max() > 1e-3
     torch.testing.assert_close(theta_fast, theta_slow, rtol=1e-7, atol=1e-9)
     assert fast.expected_improvement == pytest.approx(slow.expected_improvement, rel=1e-6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from rkmeta_rl.layer_methods import method_tableau
 from rkmeta_rl.methods import get_tableau
 from rkmeta_rl.rk import Scheme
 from rkmeta_rl.rl.config import MetaStepConfig
@@ -26,8 +27,21 @@ def test_other_single_tableaus_go_stagewise_and_closed_form_in_first_order(metho
     assert choose_path(tab, MetaStepConfig(first_order=True)) is ClosedForm
 
 
-@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+@pytest.mark.parametrize("methods", [("euler",), ("midpoint",), ("midpoint", "frozen:midpoint"),
+                                     ("ralston", "frozen:ralston")])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_a_tableau_per_group_takes_double_backward(method, first_order):
-    scheme = Scheme.uniform(get_tableau(method), 0.5, NAMES)
-    assert choose_path(scheme, MetaStepConfig(first_order=first_order)) is DoubleBackward
+def test_a_tableau_per_group_whose_points_move_by_k1_takes_the_closed_form(methods,
+                                                                           first_order):
+    tableaus = [method_tableau(m) for m in methods]
+    scheme = Scheme({n: tableaus[i % len(tableaus)] for i, n in enumerate(NAMES)},
+                    dict.fromkeys(NAMES, 0.5))
+    assert choose_path(scheme, MetaStepConfig(first_order=first_order)) is ClosedForm
+
+
+@pytest.mark.parametrize("methods", [("rk4",), ("rk3", "frozen:rk3")])
+def test_other_tableaus_per_group_take_double_backward_and_closed_form_in_first_order(methods):
+    tableaus = [method_tableau(m) for m in methods]
+    scheme = Scheme({n: tableaus[i % len(tableaus)] for i, n in enumerate(NAMES)},
+                    dict.fromkeys(NAMES, 0.5))
+    assert choose_path(scheme, MetaStepConfig()) is DoubleBackward
+    assert choose_path(scheme, MetaStepConfig(first_order=True)) is ClosedForm

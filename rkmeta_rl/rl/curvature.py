@@ -11,16 +11,18 @@ states and M the Gaussian's Fisher matrix (1/σ² per mean coordinate, 2 per log
 ways to apply it, from fastest to most general:
 
 * :func:`curvature_fvp` for the Gaussian MLP policy and any tableau whose points move by
-  k_1 alone (every two-stage tableau, and Euler): then J_i = I - h q_i1 H with H the
-  Hessian of the REINFORCE loss at θ, applied in closed form
+  k_1 alone (every two-stage tableau, and Euler; also a tableau per parameter group made
+  of such tableaus, ANIL among them): then J_i = I - D_i H with D_i the diagonal of the
+  moves h q_i1 (one number, or one per parameter tensor) and H the Hessian of the
+  REINFORCE loss at θ, applied in closed form
   (``rkmeta_rl/rl/reinforce_hessian.py``: Pearlmutter's R-operator written out for the
   MLP) through activations cached once per meta-iteration, like G_i
   (``rkmeta_rl/rl/mlp_products.py``), over the tasks in chunks. No autograd graph.
   :func:`closed_form_gradient` gives the meta-gradient the same way.
 * :func:`stagewise_fvp` for any tableau (rk3, rk4: their J_i hold third derivatives):
   J_i v by one backward pass through the stage construction (J_i is symmetric).
-* :func:`double_backward_fvp` for a tableau per parameter group, whose stage Jacobians are
-  not symmetric: double backward through the weighted KL.
+* :func:`double_backward_fvp` for a tableau per parameter group whose points need later
+  k_j (a group on rk3 or rk4): double backward through the weighted KL.
 
 ``rl.paths.choose_path`` picks one per meta-step. All three give the same matrix
 (tests/test_trpo_curvature.py, tests/test_curvature_closed_form.py). Shapes: T tasks, N
@@ -31,7 +33,7 @@ task (a leading T).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -52,54 +54,77 @@ from rkmeta_rl.rl.trpo import dot, flat_grad, unflatten
 from rkmeta_rl.tableau import Tableau
 
 FVP = Callable[[Tensor], Tensor]
+Moves = dict[str, float]  # β_i: stage i's move h q_i1 of every parameter tensor
 
 
 def has_closed_form_points(tableau: Tableau | Scheme) -> bool:
     """Whether the stage points, and k_1, have a closed form: every point is
-    θ_i = θ - h q_i1 k_1 (q_ij = 0 for j > 1), so J_i = I - h q_i1 H with H the REINFORCE
-    Hessian at θ. Every two-stage tableau and Euler; not rk3, rk4 or a tableau per
-    parameter group."""
-    return isinstance(tableau, Tableau) and all(q == 0.0 for row in tableau.q for q in row[1:])
+    θ_i = θ - h q_i1 k_1 (q_ij = 0 for j > 1), so J_i = I - D_i H with H the REINFORCE
+    Hessian at θ and D_i the moves h q_i1 (:func:`point_moves`). Every two-stage tableau
+    and Euler, and a tableau per parameter group made of them (each group with its own
+    h q_i1: ANIL's frozen body moves by 0); not rk3 or rk4."""
+    tableaus = [tableau] if isinstance(tableau, Tableau) else tableau.tableaus.values()
+    return all(q == 0.0 for tab in tableaus for row in tab.q for q in row[1:])
 
 
 def has_closed_form_curvature(tableau: Tableau | Scheme, cfg: MetaStepConfig) -> bool:
     """Whether :func:`curvature_fvp` and :func:`closed_form_gradient` apply, i.e. every
-    J_i = I - β_i H: one tableau with closed-form points (:func:`has_closed_form_points`),
-    or any single tableau in first-order mode (every J_i = I)."""
-    return has_closed_form_points(tableau) or (cfg.first_order and isinstance(tableau, Tableau))
+    J_i = I - D_i H: closed-form points (:func:`has_closed_form_points`), or first-order
+    mode (every J_i = I)."""
+    return has_closed_form_points(tableau) or cfg.first_order
 
 
-def points_by_k1(theta: Params, k1: Params, tableau: Tableau, h: float) -> list[Params]:
-    """θ_i = θ - h q_i1 k_1 per task (values): the stage points of a tableau that moves by
-    k_1 alone, from θ (shared) and the per-task k_1 (T, ...)."""
+def point_moves(tableau: Tableau | Scheme, h: float | None, names: Iterable[str]
+                ) -> list[Moves]:
+    """h q_i1 of every parameter, stage by stage: one tableau's with its step h, or each
+    group's own h_n q_n,i1 (a ``Scheme``; h None)."""
+    if isinstance(tableau, Tableau):
+        return [dict.fromkeys(names, h * tableau.q[i][0]) for i in range(tableau.stages)]
+    return [tableau.move(i, 0) for i in range(tableau.stages)]
+
+
+def stage_moves(tableau: Tableau | Scheme, h: float | None, names: Iterable[str],
+                cfg: MetaStepConfig) -> list[Moves]:
+    """D_i with J_i = I - D_i H: :func:`point_moves`, or 0 in first-order mode."""
+    moves = point_moves(tableau, h, names)
+    return [dict.fromkeys(m, 0.0) for m in moves] if cfg.first_order else moves
+
+
+def moving(move: Moves) -> bool:
+    """Whether a stage's point moves with θ through k_1 (J_i ≠ I)."""
+    return any(m != 0.0 for m in move.values())
+
+
+def points_by_k1(theta: Params, k1: Params, tableau: Tableau | Scheme, h: float | None
+                 ) -> list[Params]:
+    """θ_i = θ - h q_i1 k_1 per task (values): the stage points of a tableau (or a tableau
+    per group, each with its own h q_i1) that moves by k_1 alone, from θ (shared) and the
+    per-task k_1 (T, ...)."""
     rep = repeat_params({n: v.detach() for n, v in theta.items()}, next(iter(k1.values())).shape[0])
-    return [rep if i == 0 else {n: rep[n] - h * tableau.q[i][0] * k1[n] for n in rep}
-            for i in range(tableau.stages)]
-
-
-def stage_moves(tableau: Tableau, h: float, cfg: MetaStepConfig) -> list[float]:
-    """β_i = h q_i1 with J_i = I - β_i H (0 in first-order mode)."""
-    return [0.0 if cfg.first_order else h * tableau.q[i][0] for i in range(tableau.stages)]
+    moves = point_moves(tableau, h, rep)
+    return [rep if i == 0 else {n: rep[n] - moves[i][n] * k1[n] for n in rep}
+            for i in range(len(moves))]
 
 
 def curvature_fvp(
     policy: GaussianMLPPolicy,
-    tableau: Tableau,
-    h: float,
+    tableau: Tableau | Scheme,
+    h: float | None,
     data: dict[int, Episodes],
     points: list[Params],
     theta: Params,
     cfg: MetaStepConfig,
     hessian: ChunkedHessian | None = None,
 ) -> FVP:
-    """v -> (F + damping·I) v in closed form, where every J_i = I - β_i H
-    (:func:`has_closed_form_curvature`): J_i v = v - β_i H v with β_i = h q_i1 and H the
-    REINFORCE loss's Hessian at θ on stage 1's episodes, so
+    """v -> (F + damping·I) v in closed form, where every J_i = I - D_i H
+    (:func:`has_closed_form_curvature`): J_i v = v - D_i H v with D_i the moves h q_i1
+    (:func:`stage_moves`; one number, or one per parameter tensor for a tableau per group)
+    and H the REINFORCE loss's Hessian at θ on stage 1's episodes; J_iᵀ u = u - H D_i u, so
 
-        F v = Σ_i w_i Σ_t (I - β_i H_t) G_it (I - β_i H_t) v,
+        F v = Σ_i w_i Σ_t (I - H_t D_i) G_it (I - D_i H_t) v,
 
     per chunk of tasks: one H product with the shared v, one G product per stage, and one
-    H product with the per-task cotangents Σ_i β_i G_it J_it v summed over the chunk's
+    H product with the per-task cotangents Σ_i D_i G_it J_it v summed over the chunk's
     tasks. ``hessian``: H, when the caller already built it on the same episodes. With
     ``cfg.curvature_fraction`` < 1 only the first ⌈f·E⌉ episodes of each task enter G
     and H (an approximation; the points stay exact).
@@ -109,13 +134,13 @@ def curvature_fvp(
         data, hessian = subsampled, None
     num_tasks = data[0].num_tasks
     theta = {n: v.detach() for n, v in theta.items()}
-    moves = stage_moves(tableau, h, cfg)
-    if hessian is None and any(m != 0.0 for m, w in zip(moves, kl_weights(tableau),
-                                                          strict=True) if w):
+    moves = stage_moves(tableau, h, theta, cfg)
+    if hessian is None and any(moving(m) for m, w in zip(moves, kl_weights(tableau),
+                                                         strict=True) if w):
         hessian = ChunkedHessian(policy, theta, data[0])
 
     def linearized(part: slice) -> list:
-        """[(β_i, linearization, Fisher on μ, on log σ)] per stage with w_i > 0."""
+        """[(D_i, linearization, Fisher on μ, on log σ)] per stage with w_i > 0."""
         stages = []
         for i, w in enumerate(kl_weights(tableau)):
             if w == 0:
@@ -145,16 +170,17 @@ def curvature_fvp(
 
 def _chunk_product(hessian: ReinforceHessian | None, stages: list, v: Params) -> Params:
     """Σ_i w_i Σ_t J_itᵀ G_it J_it v over one chunk's tasks (see :func:`curvature_fvp`)."""
-    hv = hessian(v, per_task=True) if any(m != 0.0 for m, *_ in stages) else None
+    hv = hessian(v, per_task=True) if any(moving(m) for m, *_ in stages) else None
     total: Params | None = None
-    cotangent: Params | None = None  # Σ_i β_i u_i per task
+    cotangent: Params | None = None  # Σ_i D_i u_i per task
     for move, net, fisher_mean, fisher_log_std in stages:
-        jv = v if move == 0.0 else {n: x - move * hv[n] for n, x in v.items()}
+        moves_with_theta = moving(move)  # J_i ≠ I
+        jv = {n: x - move[n] * hv[n] for n, x in v.items()} if moves_with_theta else v
         d_mean = net.jvp_mean(jv)
         d_log_std = jv["log_std"].expand(d_mean.shape[0], -1) * fisher_log_std
-        u = net.vjp(d_mean.mul_(fisher_mean), d_log_std, per_task=move != 0.0)
-        if move != 0.0:
-            cotangent = {n: move * x + (0.0 if cotangent is None else cotangent[n])
+        u = net.vjp(d_mean.mul_(fisher_mean), d_log_std, per_task=moves_with_theta)
+        if moves_with_theta:
+            cotangent = {n: move[n] * x + (0.0 if cotangent is None else cotangent[n])
                          for n, x in u.items()}
             u = {n: x.sum(0) for n, x in u.items()}
         total = u if total is None else {n: total[n] + u[n] for n in total}
@@ -167,12 +193,13 @@ def _chunk_product(hessian: ReinforceHessian | None, stages: list, v: Params) ->
 def closed_form_gradient(
     objective: Callable[[list[Params]], Tensor],
     points: list[Params],
-    moves: list[float],
+    moves: list[Moves],
     hessian: ChunkedHessian | None,
 ) -> tuple[Tensor, Params]:
     """S and ∇_θ S for S = objective(θ_1(θ), ..., θ_s(θ)) with per-task points that move by
-    k_1 alone: Σ_i J_iᵀ ∇_{θ_i} S = Σ_i Σ_t g_it - H(Σ_i β_i g_i) with g_i = ∇_{θ_i} S per
-    task. ``points`` are values (no graph); ``hessian`` is needed when any β_i ≠ 0."""
+    k_1 alone: Σ_i J_iᵀ ∇_{θ_i} S = Σ_i Σ_t g_it - H(Σ_i D_i g_i) with g_i = ∇_{θ_i} S per
+    task and D_i the moves (:func:`stage_moves`). ``points`` are values (no graph);
+    ``hessian`` is needed when any stage moves."""
     leaves = [{n: v.detach().requires_grad_() for n, v in p.items()} for p in points]
     flat = [x for leaf in leaves for x in leaf.values()]
     value = objective(leaves)
@@ -181,9 +208,9 @@ def closed_form_gradient(
     per_stage = [dict(zip(names, grads[i * len(names):(i + 1) * len(names)], strict=True))
                  for i in range(len(points))]
     total = {n: sum(g[n].sum(0) for g in per_stage) for n in names}
-    cotangent = {n: sum(m * g[n] for m, g in zip(moves, per_stage, strict=True) if m != 0.0)
-                 for n in names}
-    if any(m != 0.0 for m in moves):
+    cotangent = {n: sum(m[n] * g[n] for m, g in zip(moves, per_stage, strict=True)
+                        if moving(m)) for n in names}
+    if any(moving(m) for m in moves):
         back = hessian(cotangent, per_task=False)
         total = {n: total[n] - back[n] for n in names}
     return value.detach(), total
@@ -285,9 +312,10 @@ def double_backward_fvp(
     cfg: MetaStepConfig,
 ) -> Callable[[Tensor], Tensor]:
     """v -> (F + damping·I) v with F the Hessian of the weighted KL at θ_old, by double
-    backward through the stage construction: for a tableau per parameter group, whose
-    stage Jacobians I - Σ_j D_ij ∇²φ_j (D_ij the groups' h_n q_n,ij) are not symmetric, so
-    the Gauss-Newton shortcut of :func:`curvature_fvp` does not apply. Exact, and slower.
+    backward through the stage construction: for a tableau per parameter group whose points
+    need later k_j, where the stage Jacobians I - Σ_j D_ij ∇²φ_j (D_ij the groups' h_n
+    q_n,ij) are neither symmetric (:func:`stagewise_fvp`) nor of the form I - D_i H
+    (:func:`curvature_fvp`). Any tableau or scheme; exact, and slower.
 
     ``points`` are the exact stage points (values). With ``cfg.curvature_fraction`` < 1 the
     curvature is the one :func:`stagewise_fvp` defines: the KL's states and the Hessians

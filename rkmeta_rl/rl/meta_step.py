@@ -24,7 +24,7 @@ from rkmeta_rl.rl.adapt import reinforce_step
 from rkmeta_rl.rl.config import MetaStepConfig
 from rkmeta_rl.rl.episodes import Episodes
 from rkmeta_rl.rl.losses import StageObjective, rk_weights
-from rkmeta_rl.rl.paths import StageSampler, choose_path
+from rkmeta_rl.rl.paths import CurvaturePath, StageSampler, choose_path
 from rkmeta_rl.rl.policy import GaussianMLPPolicy
 from rkmeta_rl.rl.trpo import (
     LineSearchResult,
@@ -64,6 +64,7 @@ def meta_step(
     tableau: Tableau | Scheme,
     h: float | None,
     cfg: MetaStepConfig,
+    path: type[CurvaturePath] | None = None,
 ) -> TRPOStepResult:
     """Sample every stage, take one TRPO step on the RK surrogate, write θ if accepted.
 
@@ -74,19 +75,20 @@ def meta_step(
     share the weights a; h None). ``return_post`` is stage 2's return; a one-stage tableau
     has no stage 2, so it is measured after one REINFORCE step of α (h for one stage), for
     monitoring only. How the points, gradient and curvature are computed:
-    ``rl.paths.choose_path``.
+    ``rl.paths.choose_path``, unless ``path`` names another exact one (``DoubleBackward``
+    takes any tableau: the tests and the bench's autograd yardstick compare with it).
     """
     rk_weights(tableau)  # TRPO's one objective exists
     theta = policy.params()
     sampler = StageSampler(sample, cfg)
-    path = choose_path(tableau, cfg)(policy, tableau, h, cfg, num_tasks, sampler)
+    route = (path or choose_path(tableau, cfg))(policy, tableau, h, cfg, num_tasks, sampler)
     t0 = time.perf_counter()
-    points = path.points_at(theta)  # θ_i per task (T, ...), stage i sampled at θ_i
+    points = route.points_at(theta)  # θ_i per task (T, ...), stage i sampled at θ_i
     result = _sampled(policy, theta, tableau, h, sampler, num_tasks)
     seconds = result.seconds
     objective = StageObjective(policy, tableau, sampler.data, points)
-    loss0, grad = path.gradient(objective)  # S(θ_old), ∇S (P,)
-    fvp = path.fvp()  # v (P,) -> (F + λI) v (P,)
+    loss0, grad = route.gradient(objective)  # S(θ_old), ∇S (P,)
+    fvp = route.fvp()  # v (P,) -> (F + λI) v (P,)
     t1 = time.perf_counter()
     seconds["inner_adaptation"] = t1 - t0 - seconds["sampling"]
     if not torch.isfinite(grad).all():
@@ -102,7 +104,7 @@ def meta_step(
         return result
 
     fixed = {n: v.detach() for n, v in theta.items()}
-    ls = backtracking_line_search(path.evaluator(objective, fixed), flatten(fixed),
+    ls = backtracking_line_search(route.evaluator(objective, fixed), flatten(fixed),
                                   step.detach(), loss0.item(), cfg.max_kl, cfg.ls_ratio,
                                   cfg.ls_steps)
     seconds["line_search"] = time.perf_counter() - t2

@@ -109,10 +109,11 @@ class CurvaturePath(ABC):
 
 
 class ClosedForm(CurvaturePath):
-    """Every J_i = I - β_i H (β_i = h q_i1, or 0 in first-order mode): gradient and curvature
-    in closed form, no autograd graph (``curvature_fvp``, ``closed_form_gradient``). Where
-    the points move by k_1 alone, k_1 and the points are in closed form too, and H, built
-    for k_1 on stage 1's episodes at θ, is shared with the gradient and the curvature."""
+    """Every J_i = I - D_i H (D_i the moves h q_i1, one per parameter tensor for a tableau
+    per group; 0 in first-order mode): gradient and curvature in closed form, no autograd
+    graph (``curvature_fvp``, ``closed_form_gradient``). Where the points move by k_1
+    alone, k_1 and the points are in closed form too, and H, built for k_1 on stage 1's
+    episodes at θ, is shared with the gradient and the curvature."""
 
     hessian: ChunkedHessian | None = None
 
@@ -122,7 +123,7 @@ class ClosedForm(CurvaturePath):
         return self.points
 
     def gradient(self, objective: StageObjective) -> tuple[Tensor, Tensor]:
-        moves = stage_moves(self.tableau, self.h, self.cfg)  # β_i ≠ 0 only where H is built
+        moves = stage_moves(self.tableau, self.h, self.theta, self.cfg)  # moving: H is built
         loss, grads = closed_form_gradient(objective.surrogate, self.points, moves,
                                            self.hessian)
         return loss, flatten(grads)
@@ -184,8 +185,10 @@ class Stagewise(_ThroughStages):
 
 
 class DoubleBackward(_ThroughStages):
-    """A tableau per parameter group (a ``Scheme``), whose stage Jacobians are not
-    symmetric: double backward through the weighted KL (``double_backward_fvp``)."""
+    """A tableau per parameter group (a ``Scheme``) whose points need later k_j (a group on
+    rk3 or rk4): its stage Jacobians are not symmetric, so double backward through the
+    weighted KL (``double_backward_fvp``). Exact for any tableau or scheme (the tests and
+    the bench's autograd yardstick force it with ``meta_step(..., path=DoubleBackward)``)."""
 
     def fvp(self) -> FVP:
         return double_backward_fvp(self.policy, self.tableau, self.sampler.data, self.points,
@@ -195,15 +198,16 @@ class DoubleBackward(_ThroughStages):
 def choose_path(tableau: Tableau | Scheme, cfg: MetaStepConfig) -> type[CurvaturePath]:
     """The fastest path that is exact for this tableau:
 
-    * :class:`ClosedForm` when every stage Jacobian is J_i = I - β_i H with H the REINFORCE
-      Hessian at θ on stage 1's episodes: a single tableau whose points move by k_1 alone
-      (every two-stage tableau, and Euler), or any single tableau in first-order mode
-      (every J_i = I). No autograd graph at all.
+    * :class:`ClosedForm` when every stage Jacobian is J_i = I - D_i H with H the
+      REINFORCE Hessian at θ on stage 1's episodes and D_i the moves h q_i1: points that
+      move by k_1 alone (every two-stage tableau and Euler, and a tableau per parameter
+      group made of them, such as ANIL), or first-order mode (every J_i = I). No autograd
+      graph at all.
     * :class:`Stagewise` for any other single tableau (rk3, rk4): J_i holds Hessians of
       later stages (and third derivatives), but is symmetric, so one backward pass through
       the stage construction applies it.
-    * :class:`DoubleBackward` for a tableau per parameter group: its stage Jacobians are not
-      symmetric, so only double backward through the weighted KL is exact.
+    * :class:`DoubleBackward` for any other tableau per parameter group: its stage
+      Jacobians are not symmetric, so only double backward through the weighted KL is exact.
     """
     if has_closed_form_curvature(tableau, cfg):
         return ClosedForm
