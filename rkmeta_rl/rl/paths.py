@@ -123,7 +123,7 @@ class ClosedForm(CurvaturePath):
         return self.points
 
     def gradient(self, objective: StageObjective) -> tuple[Tensor, Tensor]:
-        moves = stage_moves(self.tableau, self.h, self.theta, self.cfg)  # moving: H is built
+        moves = stage_moves(self.tableau, self.h, self.theta, self.cfg)  # H built if any moves
         loss, grads = closed_form_gradient(objective.surrogate, self.points, moves,
                                            self.hessian)
         return loss, flatten(grads)
