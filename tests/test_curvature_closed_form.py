@@ -246,7 +246,7 @@ def test_points_by_k1_equal_the_autograd_stage_points(method, chunk_rows):
             torch.testing.assert_close(got[name], ref[name].detach(), rtol=1e-12, atol=1e-12)
 
 
-def _meta_step_theta(tableau_or_scheme, h, seed=0, path=None):
+def _meta_step_theta(tableau_or_scheme, h, seed=0, path=None, first_order=False):
     """θ after one meta-step on a small nav2d batch, sampled from a seeded generator."""
     torch.manual_seed(seed)
     policy = GaussianMLPPolicy(2, 2, hidden=(8, 8)).double()
@@ -262,7 +262,7 @@ def _meta_step_theta(tableau_or_scheme, h, seed=0, path=None):
                         episodes.rewards.double(), episodes.mask.double())
 
     res = meta_step(policy, sample, len(tasks), tableau_or_scheme, h,
-                    MetaStepConfig(max_kl=0.05), path=path)
+                    MetaStepConfig(max_kl=0.05, first_order=first_order), path=path)
     return res, flatten(policy.params()).detach()
 
 
@@ -350,13 +350,23 @@ def test_a_tableau_per_group_takes_the_closed_form_exactly(kind, first_order, ch
     assert_same_products(fast, slow, flatten(theta).numel())
 
 
-def test_a_meta_step_per_group_in_closed_form_equals_the_double_backward_step(ends):
-    """ANIL's whole TRPO meta-step (points, gradient, CG, line search) in closed form against
-    the same step forced through double backward, on the same episodes."""
+@pytest.mark.parametrize("kind,first_order", [("anil", False), ("rk4-head", True)])
+def test_a_meta_step_per_group_in_closed_form_equals_the_double_backward_step(
+        kind, first_order, ends):
+    """A scheme's whole TRPO meta-step (points, gradient, CG, line search) in closed form
+    against the same step forced through double backward, on the same episodes: ANIL, and
+    in first-order mode an rk4 head on a frozen body (points through the stages, J_i = I)."""
+    from rkmeta_rl.layer_methods import method_tableau
+
     names = GaussianMLPPolicy(2, 2, hidden=(8, 8)).params()
-    scheme = _scheme("anil", names)
-    fast, theta_fast = _meta_step_theta(scheme, None)
-    slow, theta_slow = _meta_step_theta(scheme, None, path=DoubleBackward)
+    if kind == "anil":
+        scheme = _scheme("anil", names)
+    else:
+        scheme = Scheme({n: method_tableau("rk4" if n in ("w2", "b2") else "frozen:rk4")
+                         for n in names}, dict.fromkeys(names, 0.5))
+    fast, theta_fast = _meta_step_theta(scheme, None, first_order=first_order)
+    slow, theta_slow = _meta_step_theta(scheme, None, path=DoubleBackward,
+                                        first_order=first_order)
     assert fast.accepted and slow.accepted
     assert fast.line_search_steps == slow.line_search_steps
     assert (theta_fast - flatten(names).detach()).abs().max() > 1e-3
