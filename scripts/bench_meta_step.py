@@ -225,7 +225,7 @@ def profile_one(cfg: TrainConfig, rows: int = 12) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--env", default="nav2d", help="a built-in task family (rkmeta-rl train's "
                    "--env); its meta-batch, episodes, horizon and policy unless given")
@@ -248,6 +248,11 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--rates", action="store_true", help="print the machine's bmm/add rates")
     p.add_argument("--profile", action="store_true", help="profile one iteration, by op")
+    return p
+
+
+def main() -> None:
+    p = parser()
     args = p.parse_args()
     hiddens = ([None] if args.hidden is None
                else [[int(x) for x in h.split(",")] for h in args.hidden.split(";")])
