@@ -27,21 +27,24 @@ def test_other_single_tableaus_go_stagewise_and_closed_form_in_first_order(metho
     assert choose_path(tab, MetaStepConfig(first_order=True)) is ClosedForm
 
 
+def _scheme(methods: tuple[str, ...]) -> Scheme:
+    """The methods dealt out over NAMES in turn, h = 0.5 each."""
+    tableaus = [method_tableau(m) for m in methods]
+    return Scheme({n: tableaus[i % len(tableaus)] for i, n in enumerate(NAMES)},
+                  dict.fromkeys(NAMES, 0.5))
+
+
 @pytest.mark.parametrize("methods", [("euler",), ("midpoint",), ("midpoint", "frozen:midpoint"),
                                      ("ralston", "frozen:ralston")])
 @pytest.mark.parametrize("first_order", [False, True])
 def test_a_tableau_per_group_whose_points_move_by_k1_takes_the_closed_form(methods,
                                                                            first_order):
-    tableaus = [method_tableau(m) for m in methods]
-    scheme = Scheme({n: tableaus[i % len(tableaus)] for i, n in enumerate(NAMES)},
-                    dict.fromkeys(NAMES, 0.5))
+    scheme = _scheme(methods)
     assert choose_path(scheme, MetaStepConfig(first_order=first_order)) is ClosedForm
 
 
 @pytest.mark.parametrize("methods", [("rk4",), ("rk3", "frozen:rk3")])
 def test_other_tableaus_per_group_take_double_backward_and_closed_form_in_first_order(methods):
-    tableaus = [method_tableau(m) for m in methods]
-    scheme = Scheme({n: tableaus[i % len(tableaus)] for i, n in enumerate(NAMES)},
-                    dict.fromkeys(NAMES, 0.5))
+    scheme = _scheme(methods)
     assert choose_path(scheme, MetaStepConfig()) is DoubleBackward
     assert choose_path(scheme, MetaStepConfig(first_order=True)) is ClosedForm

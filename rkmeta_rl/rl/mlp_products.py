@@ -6,8 +6,6 @@ A actions; parameters shared (θ) or per task (a leading T).
 
 from __future__ import annotations
 
-from functools import cached_property
-
 import torch
 from torch import Tensor
 
@@ -100,11 +98,16 @@ class MLPLinearization:
                     self.acts.append(h.mul_(self.gates[-1]))
         self.mean = h  # (T, N, A)
         self.log_std = self.params["log_std"].unsqueeze(-2)  # (T, 1, A) or (1, A)
+        self._x1: Tensor | None = None
 
-    @cached_property
+    @property
     def x1(self) -> Tensor:
-        """x̃ = (state, 1) (T, N, d + 1): the first layer's input with its bias column."""
-        return with_ones(self.acts[0])
+        """x̃ = (state, 1) (T, N, d + 1): the first layer's input with its bias column, built
+        on first use (a plain attribute, not ``functools.cached_property``: up to Python 3.11
+        that holds one lock for all instances, which would serialize the chunk threads)."""
+        if self._x1 is None:
+            self._x1 = with_ones(self.acts[0])
+        return self._x1
 
     def w(self, layer: int) -> Tensor:
         return self.params[f"w{layer}"]
