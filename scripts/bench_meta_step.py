@@ -274,9 +274,12 @@ def main() -> None:
                                    first_order=args.first_order or method.endswith("-fo"),
                                    device=args.device, **extra))
 
-    try:
-        first = config(tasks[0], hiddens[0], float(args.fractions.split(",")[0]))
-    except ValueError as e:  # an unknown --env or --dynamics, a bad size
+    try:  # every configuration, and its policy's parameters against --layer-methods
+        first, *_ = cfgs = [config(tasks[0], hiddens[0], float(args.fractions.split(",")[0]),
+                                   m) for m in methods]
+        for cfg in cfgs:
+            Trainer(cfg, "unused")
+    except ValueError as e:  # an unknown --env or --dynamics, a bad size or rule
         p.error(str(e))
     steps = first.fast_batch_size * first.max_episode_steps  # per task and stage
     layers = f" and --layer-methods {args.layer_methods!r} ('layers')" if args.layer_methods else ""

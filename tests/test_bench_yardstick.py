@@ -74,7 +74,8 @@ def test_the_floor_splits_the_step_into_its_phases():
 
 def test_the_bench_takes_the_familys_sizes_and_refuses_an_unknown_env(monkeypatch, capsys):
     """scripts/bench_meta_step.py --env: the family's episodes and horizon unless given, in
-    its first line; an unknown env or dynamics is one line naming the valid choices."""
+    its first line; an unknown env, dynamics or method, or rules that match no parameter,
+    are one line naming the valid choices, before any timing."""
     import sys
 
     bench = load_script("bench_meta_step")
@@ -87,7 +88,10 @@ def test_the_bench_takes_the_familys_sizes_and_refuses_an_unknown_env(monkeypatc
     assert "rates 40 4000 100" in out  # meta-batch, steps per task, width: the family's
     for flags, message in ((["--env", "nope"], "unknown env 'nope'; valid choices: nav2d"),
                            (["--env", "halfcheetah-vel", "--dynamics", "bad"],
-                            "unknown dynamics 'bad'; valid choices: gymnasium, maml")):
+                            "unknown dynamics 'bad'; valid choices: gymnasium, maml"),
+                           (["--method", "nope"], "unknown method 'nope'; valid choices"),
+                           (["--layer-methods", "zz=midpoint"],
+                            "--layer-methods: no pattern matches w0, b0")):
         monkeypatch.setattr(sys, "argv", ["bench", *flags])
         with pytest.raises(SystemExit):
             bench.main()
